@@ -1,0 +1,356 @@
+//! `fieldsync`: the command-line tool for a fieldsync store.
+//!
+//! Human output by default, `--json` on every command; errors go to stderr with a
+//! non-zero exit status. See `fieldsync --help`.
+
+mod output;
+mod parse;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fieldsync::schema::Schema;
+use fieldsync::{Config, Fields, Replica, Scan};
+
+/// Replicate records between peers, offline first.
+#[derive(Parser)]
+#[command(name = "fieldsync", version, about)]
+struct Cli {
+    /// The store directory.
+    #[arg(long, global = true, env = "FIELDSYNC_STORE")]
+    store: Option<PathBuf>,
+    /// Print JSON instead of human-readable text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a store (or add collections to one) from an optional schema file.
+    Init {
+        /// A TOML schema file (format in docs/schema.md).
+        #[arg(long)]
+        schema: Option<PathBuf>,
+    },
+    /// Show the store's collections and fields.
+    Schema,
+    /// Write a record: insert it if new, otherwise update the fields given.
+    Put {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+        /// Field values as `field=value` (lists: `a,b,c` or a JSON array).
+        #[arg(value_name = "FIELD=VALUE")]
+        values: Vec<String>,
+    },
+    /// Read a record.
+    Get {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+    },
+    /// List a collection's records.
+    List {
+        /// The collection.
+        collection: String,
+        /// Only records whose field equals the value (repeatable).
+        #[arg(long = "where", value_name = "FIELD=VALUE")]
+        filters: Vec<String>,
+        /// At most this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Include deleted records.
+        #[arg(long)]
+        deleted: bool,
+    },
+    /// Delete a record (a tombstone that replicates).
+    Delete {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+    },
+    /// Write a record as automerge bytes.
+    Export {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+        /// The output file (default: standard output, unless it is a terminal).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Import automerge bytes as a record (merged if it exists).
+    Import {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+        /// The file holding the automerge bytes.
+        file: PathBuf,
+    },
+    /// Run benchmarks and print their figures as JSON.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Write throughput against raw automerge + sled, in a temporary directory.
+    Local {
+        /// Records written by the batched workloads.
+        #[arg(long, default_value_t = 20_000)]
+        records: usize,
+        /// Records per durable transaction.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Records written one durable call at a time.
+        #[arg(long, default_value_t = 300)]
+        single: usize,
+    },
+    /// Open time and memory of a large store (filled first if empty).
+    Open {
+        /// How many records the store holds.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// The store directory (kept between runs; default: a temporary one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Open a store and report (run by `bench open` in a fresh process).
+    #[command(hide = true)]
+    OpenProbe {
+        /// The store directory.
+        dir: PathBuf,
+    },
+}
+
+/// A CLI failure: the message printed on stderr.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+type CliResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .init();
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            if json {
+                eprintln!("{}", serde_json::json!({ "error": msg }));
+            } else {
+                eprintln!("error: {msg}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn store_dir(cli: &Cli) -> Result<&Path, Failure> {
+    cli.store
+        .as_deref()
+        .ok_or_else(|| Failure("no store given: pass --store DIR (or set FIELDSYNC_STORE)".into()))
+}
+
+/// Open an existing store (every command but `init` refuses to create one).
+fn open_existing(cli: &Cli) -> Result<Replica, Failure> {
+    let dir = store_dir(cli)?;
+    if !dir.join("db").exists() {
+        return Err(Failure(format!(
+            "no fieldsync store at {} (create one with `fieldsync --store {} init`)",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(Replica::open(dir, Config::default())?)
+}
+
+fn run(cli: Cli) -> CliResult {
+    let json = cli.json;
+    match &cli.command {
+        Command::Init { schema } => {
+            let dir = store_dir(&cli)?;
+            let mut config = Config::default();
+            if let Some(path) = schema {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+                config = config.with_schema(Schema::from_toml(&text)?);
+            }
+            let r = Replica::open(dir, config)?;
+            output::init(json, dir, &r);
+        }
+        Command::Schema => output::schema(json, &open_existing(&cli)?.schema()),
+        Command::Put {
+            collection,
+            id,
+            values,
+        } => {
+            let r = open_existing(&cli)?;
+            let schema = r.schema();
+            let c = schema.collection(collection)?;
+            let fields: Fields = values
+                .iter()
+                .map(|kv| parse::assignment(c, kv))
+                .collect::<Result<_, _>>()?;
+            let exists = r.get(collection, id)?.is_some();
+            let w = if exists {
+                r.update(collection, id, fields)?
+            } else {
+                r.insert(collection, id, fields)?
+            };
+            output::written(json, if exists { "updated" } else { "inserted" }, &w);
+        }
+        Command::Get { collection, id } => {
+            let r = open_existing(&cli)?;
+            match r.get(collection, id)? {
+                Some(rec) => output::record(json, &rec),
+                None => {
+                    return Err(Failure(format!(
+                        "no record `{id}` in collection `{collection}`"
+                    )));
+                }
+            }
+        }
+        Command::List {
+            collection,
+            filters,
+            limit,
+            deleted,
+        } => {
+            let r = open_existing(&cli)?;
+            let schema = r.schema();
+            let c = schema.collection(collection)?;
+            let mut scan = Scan::new(collection);
+            for kv in filters {
+                let (field, value) = parse::assignment(c, kv)?;
+                scan = scan.with_eq(&field, value);
+            }
+            if let Some(n) = limit {
+                scan = scan.with_limit(*n);
+            }
+            if *deleted {
+                scan = scan.with_deleted();
+            }
+            output::records(json, &r.scan(&scan)?);
+        }
+        Command::Delete { collection, id } => {
+            let w = open_existing(&cli)?.delete(collection, id)?;
+            output::written(json, "deleted", &w);
+        }
+        Command::Export {
+            collection,
+            id,
+            out,
+        } => {
+            let bytes = open_existing(&cli)?.export(collection, id)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(path, &bytes)
+                        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+                    output::exported(json, path, bytes.len());
+                }
+                None if std::io::stdout().is_terminal() => {
+                    return Err(Failure("refusing to write binary automerge bytes to a terminal: pass --out FILE or redirect".into()));
+                }
+                None => std::io::stdout().write_all(&bytes)?,
+            }
+        }
+        Command::Import {
+            collection,
+            id,
+            file,
+        } => {
+            let bytes = std::fs::read(file)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?;
+            let w = open_existing(&cli)?.import(collection, id, &bytes)?;
+            output::written(json, "imported", &w);
+        }
+        Command::Bench { which } => bench(which)?,
+    }
+    Ok(())
+}
+
+fn bench(which: &Bench) -> CliResult {
+    match which {
+        Bench::Local {
+            records,
+            batch,
+            single,
+        } => {
+            let tmp = tempfile::tempdir()?;
+            let opts = fieldsync::bench::LocalOptions {
+                records: *records,
+                batch: *batch,
+                single: *single,
+            };
+            let report = fieldsync::bench::local(tmp.path(), &opts)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Bench::Open { records, dir } => {
+            let tmp;
+            let dir = match dir {
+                Some(d) => d.clone(),
+                None => {
+                    tmp = tempfile::tempdir()?;
+                    tmp.path().to_path_buf()
+                }
+            };
+            let filled = dir.join("db").exists() && {
+                let r = fieldsync::bench::open(&dir, false)?;
+                r.get(
+                    fieldsync::bench::COLLECTION,
+                    &fieldsync::bench::id(records.saturating_sub(1)),
+                )?
+                .is_some()
+            };
+            let fill_secs = if !filled {
+                let t = std::time::Instant::now();
+                fieldsync::bench::fill(&dir, *records)?;
+                t.elapsed().as_secs_f64()
+            } else {
+                0.0
+            };
+            let exe = std::env::current_exe()?;
+            let out = std::process::Command::new(exe)
+                .args(["bench", "open-probe"])
+                .arg(&dir)
+                .output()?;
+            if !out.status.success() {
+                return Err(Failure(format!(
+                    "probe failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+            let probe: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let report = serde_json::json!({
+                "records": records,
+                "fill_seconds": fill_secs,
+                "probe": probe,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Bench::OpenProbe { dir } => {
+            let report = fieldsync::bench::open_probe(dir)?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Parsing `field=value` arguments by the field's declared type.
+
+use fieldsync::Value;
+use fieldsync::schema::{Collection, FieldType, ScalarType};
+
+use super::Failure;
+
+fn scalar(ty: ScalarType, field: &str, raw: &str) -> Result<Value, Failure> {
+    let bad = |what: &str| Failure(format!("field `{field}` expects {what}, given `{raw}`"));
+    Ok(match ty {
+        ScalarType::String => Value::String(raw.to_owned()),
+        ScalarType::Integer => Value::Int(raw.trim().parse().map_err(|_| bad("an integer"))?),
+        ScalarType::Float => Value::Float(raw.trim().parse().map_err(|_| bad("a float"))?),
+        ScalarType::Boolean => Value::Bool(match raw.trim() {
+            "true" | "yes" | "1" => true,
+            "false" | "no" | "0" => false,
+            _ => return Err(bad("a boolean (true or false)")),
+        }),
+        ScalarType::Timestamp => Value::Timestamp(
+            raw.trim()
+                .parse()
+                .map_err(|_| bad("a timestamp (milliseconds since 1970)"))?,
+        ),
+        other => {
+            return Err(Failure(format!(
+                "field `{field}`: the CLI cannot parse {other} values"
+            )));
+        }
+    })
+}
+
+fn list_items(raw: &str) -> Result<Vec<String>, Failure> {
+    let t = raw.trim();
+    if t.starts_with('[') {
+        let items: Vec<serde_json::Value> =
+            serde_json::from_str(t).map_err(|e| Failure(format!("bad JSON list `{raw}`: {e}")))?;
+        Ok(items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect())
+    } else if t.is_empty() {
+        Ok(Vec::new())
+    } else {
+        Ok(t.split(',').map(|s| s.trim().to_owned()).collect())
+    }
+}
+
+/// Parse one `field=value` for collection `c`.
+pub(crate) fn assignment(c: &Collection, kv: &str) -> Result<(String, Value), Failure> {
+    let (field, raw) = kv
+        .split_once('=')
+        .ok_or_else(|| Failure(format!("expected FIELD=VALUE, given `{kv}`")))?;
+    let f = c.field(field)?;
+    let value = match &f.ty {
+        FieldType::String => scalar(ScalarType::String, field, raw)?,
+        FieldType::Integer => scalar(ScalarType::Integer, field, raw)?,
+        FieldType::Float => scalar(ScalarType::Float, field, raw)?,
+        FieldType::Boolean => scalar(ScalarType::Boolean, field, raw)?,
+        FieldType::Timestamp => scalar(ScalarType::Timestamp, field, raw)?,
+        FieldType::Counter => match scalar(ScalarType::Integer, field, raw)? {
+            Value::Int(i) => Value::Counter(i),
+            other => other,
+        },
+        FieldType::Text => Value::Text(raw.to_owned()),
+        FieldType::Reference(_) => Value::Ref(raw.to_owned()),
+        FieldType::List(elem) => Value::List(
+            list_items(raw)?
+                .iter()
+                .map(|item| scalar(*elem, field, item))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => {
+            return Err(Failure(format!(
+                "field `{field}` has type {other}, which the CLI cannot parse"
+            )));
+        }
+    };
+    Ok((field.to_owned(), value))
+}

@@ -1,0 +1,95 @@
+//! The error type of the [`Replica`](crate::Replica) API.
+
+use crate::codec::CodecError;
+use crate::schema::SchemaError;
+use crate::store::StoreError;
+
+/// What a [`Replica`](crate::Replica) call can fail with. Nothing was written when
+/// a write call returns an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The write or query does not fit the schema (unknown collection or field,
+    /// wrong type, missing required field). Fix the input.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// The storage backend failed; the operation did not take effect.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No record with this id exists in the collection.
+    #[error("no record `{id}` in collection `{collection}`")]
+    NotFound {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: String,
+    },
+    /// An insert named an id that is already taken (also by a deleted record, whose
+    /// tombstone keeps the id).
+    #[error("record `{id}` already exists in collection `{collection}`")]
+    AlreadyExists {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: String,
+    },
+    /// The record is deleted; it can be read (with `deleted` set) but not edited.
+    #[error("record `{id}` in collection `{collection}` is deleted")]
+    Deleted {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: String,
+    },
+    /// A record id is empty, longer than 256 bytes, or contains a control character.
+    #[error("invalid record id {id:?}: {reason}")]
+    InvalidId {
+        /// The id given.
+        id: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// This record's stored data is unreadable. Other records are unaffected; the
+    /// record can be replaced by importing a good copy (or, later, by a peer's).
+    #[error("record `{id}` in collection `{collection}` is corrupt: {reason}")]
+    Corrupt {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Replica-level metadata (actor id, clock, schema) is unreadable.
+    #[error("store metadata `{key}` is unreadable: {source}")]
+    Metadata {
+        /// The metadata key.
+        key: &'static str,
+        /// The decoding error.
+        #[source]
+        source: CodecError,
+    },
+    /// The bytes given to [`Replica::import`](crate::Replica::import) are not an
+    /// automerge document, or its content does not fit the collection's schema.
+    #[error("cannot import into `{collection}`: {reason}")]
+    Import {
+        /// The collection.
+        collection: String,
+        /// What is wrong with the bytes.
+        reason: String,
+    },
+    /// An edit in an [`Edit`](crate::Edit) closure could not be applied (for example
+    /// an index past the end of a list or text).
+    #[error("cannot edit `{collection}.{field}`: {reason}")]
+    Edit {
+        /// The collection.
+        collection: String,
+        /// The field.
+        field: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Shorthand for results of the replica API.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,73 @@
+//! # fieldsync
+//!
+//! Peer-to-peer replication of records for teams that work offline. Every record
+//! is an [automerge](https://docs.rs/automerge) document stored durably in a local
+//! store (sled by default); peers exchange automerge changes, so edits that commute
+//! (different fields, counters, text, list items) merge on their own, and only
+//! semantic conflicts will reach people.
+//!
+//! This release holds the foundation: the [schema](schema), the durable record
+//! store and the [`Replica`] handle. Synchronization, conflicts, pending events and
+//! access rights build on it (see `docs/architecture.md`).
+//!
+//! ## Tour
+//!
+//! ```
+//! use fieldsync::{Config, Replica, Scan, Value, WatchFilter, fields};
+//! use fieldsync::schema::{Collection, FieldType, Schema};
+//!
+//! let schema = Schema::new().with(
+//!     Collection::builder("job")
+//!         .required("title", FieldType::String)
+//!         .default("status", FieldType::String, "open")
+//!         .default("visits", FieldType::Counter, Value::Counter(0))
+//!         .field("notes", FieldType::Text)
+//!         .build()?,
+//! )?;
+//! let dir = tempfile::tempdir()?;
+//! let replica = Replica::open(dir.path(), Config::default().with_schema(schema))?;
+//! let mut watch = replica.watch(WatchFilter::Collection("job".into()));
+//!
+//! // Each write is one automerge change, durable when the call returns.
+//! replica.insert("job", "j1", fields([("title", Value::from("Fix pump"))]))?;
+//! replica.update("job", "j1", fields([("status", Value::from("done"))]))?;
+//! replica.update_with("job", "j1", |e| e.increment("visits", 1))?;
+//!
+//! // Several records atomically.
+//! replica.transaction(|tx| {
+//!     tx.insert("job", "j2", fields([("title", Value::from("Paint gate"))]))?;
+//!     tx.delete("job", "j1")?;
+//!     Ok(())
+//! })?;
+//!
+//! let open = replica.scan(&Scan::new("job").with_eq("status", "open"))?;
+//! assert_eq!(open.len(), 1);
+//! let j1 = replica.get("job", "j1")?.expect("tombstones stay readable");
+//! assert!(j1.meta.deleted);
+//! assert_eq!(watch.try_recv()?.id, "j1");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+#![warn(unreachable_pub)]
+
+pub mod bench;
+mod codec;
+mod doc;
+mod error;
+mod hlc;
+mod replica;
+pub mod schema;
+pub mod store;
+mod value;
+
+pub use automerge;
+pub use codec::CodecError;
+pub use doc::Edit;
+pub use error::{Error, Result};
+pub use hlc::{Hlc, HlcTime};
+pub use replica::{
+    ChangeEvent, ChangeKind, Clock, Config, Meta, Record, Replica, Scan, Tx, Watch, WatchError,
+    WatchFilter, Written,
+};
+pub use value::{Fields, Value, fields};

@@ -1,0 +1,705 @@
+//! The [`Replica`] handle: the application's way into a store.
+
+mod durability;
+mod row;
+mod tx;
+mod watch;
+
+use std::num::NonZeroUsize;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use automerge::{ActorId, Automerge};
+use tokio::sync::broadcast;
+
+pub use row::{Meta, Record};
+pub use tx::{Tx, Written};
+pub use watch::{ChangeEvent, ChangeKind, Watch, WatchError, WatchFilter};
+
+use crate::codec;
+use crate::doc::Edit;
+use crate::error::{Error, Result};
+use crate::hlc::{Hlc, HlcTime};
+use crate::schema::{Collection, FieldType, Schema, SchemaError};
+use crate::store::{MemoryStore, SledStore, Storage, keys};
+use crate::value::{Fields, Value};
+use durability::GroupCommit;
+use row::Row;
+use tx::{State, validate_id};
+
+/// Remote times further ahead of the local wall clock than this are not taken
+/// into the local HLC (one hour).
+pub(crate) const MAX_CLOCK_DRIFT_MS: u64 = 60 * 60 * 1000;
+
+const SCHEMA_TAG: u8 = b'S';
+const SCHEMA_VERSION: u8 = 1;
+
+/// A source of wall-clock time in milliseconds since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn system_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Settings of a [`Replica`]; `Config::default()` suits most apps.
+#[derive(Clone)]
+#[must_use]
+pub struct Config {
+    schema: Option<Schema>,
+    cache_docs: NonZeroUsize,
+    compact_after: u32,
+    durable_writes: bool,
+    store_cache_bytes: u64,
+    watch_capacity: usize,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("schema", &self.schema)
+            .field("cache_docs", &self.cache_docs)
+            .field("compact_after", &self.compact_after)
+            .field("durable_writes", &self.durable_writes)
+            .field("store_cache_bytes", &self.store_cache_bytes)
+            .field("watch_capacity", &self.watch_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            cache_docs: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            compact_after: 32,
+            durable_writes: true,
+            store_cache_bytes: 64 << 20,
+            watch_capacity: 1024,
+            clock: Arc::new(system_clock),
+        }
+    }
+}
+
+impl Config {
+    /// Collections to declare at open (merged with the stored schema; see
+    /// [`Schema::define`] for what may change).
+    pub fn with_schema(mut self, schema: Schema) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    /// How many automerge documents to keep loaded (default 1024; at least 1).
+    pub fn with_cache_docs(mut self, n: usize) -> Self {
+        self.cache_docs = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        self
+    }
+
+    /// After how many appended changes a record is compacted into one snapshot
+    /// (default 32; 0 or 1 means a snapshot on every write).
+    pub fn with_compact_after(mut self, n: u32) -> Self {
+        self.compact_after = n;
+        self
+    }
+
+    /// Whether a write call waits until its write is on disk (default `true`).
+    /// With `false`, writes are flushed by the store in the background (sled: every
+    /// 500 ms) or by [`Replica::flush`], and a crash can lose the last ones: only
+    /// for bulk loads that can be redone.
+    pub fn with_durable_writes(mut self, durable: bool) -> Self {
+        self.durable_writes = durable;
+        self
+    }
+
+    /// The sled page cache bound in bytes (default 64 MiB).
+    pub fn with_store_cache_bytes(mut self, bytes: u64) -> Self {
+        self.store_cache_bytes = bytes;
+        self
+    }
+
+    /// How many change events a slow watcher may fall behind before it is told it
+    /// lagged (default 1024).
+    pub fn with_watch_capacity(mut self, n: usize) -> Self {
+        self.watch_capacity = n.max(1);
+        self
+    }
+
+    /// The wall clock used for HLC times (default: the system clock). Tests pass a
+    /// fixed or stepped clock.
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) config: Config,
+    pub(crate) actor: ActorId,
+    schema: RwLock<Arc<Schema>>,
+    state: Mutex<State>,
+    commits: GroupCommit,
+    events: broadcast::Sender<ChangeEvent>,
+}
+
+impl Inner {
+    pub(crate) fn schema(&self) -> Arc<Schema> {
+        self.schema
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic in a caller's closure poisons the lock, but the state stays
+        // consistent: staged documents are only put back into the cache on commit.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn corrupt(collection: &str, id: &str, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn read_row(&self, collection: &str, id: &str) -> Result<Option<Row>> {
+        match self.storage.get(&keys::row(collection, id))? {
+            None => Ok(None),
+            Some(bytes) => Row::decode(&bytes)
+                .map(Some)
+                .map_err(|e| Self::corrupt(collection, id, e.to_string())),
+        }
+    }
+
+    /// Load a record's document from the store: snapshot plus appended changes,
+    /// checked against the heads its row records.
+    pub(crate) fn load(&self, collection: &str, id: &str) -> Result<Option<(Automerge, Row)>> {
+        let Some(row) = self.read_row(collection, id)? else {
+            return Ok(None);
+        };
+        let mut data = self
+            .storage
+            .get(&keys::snapshot(collection, id))?
+            .unwrap_or_default();
+        let changes = self
+            .storage
+            .scan_prefix(&keys::changes_of(collection, id))?;
+        if changes.len() != row.changes as usize {
+            return Err(Self::corrupt(
+                collection,
+                id,
+                format!(
+                    "{} stored changes, its row records {}",
+                    changes.len(),
+                    row.changes
+                ),
+            ));
+        }
+        for (_, bytes) in changes {
+            data.extend_from_slice(&bytes);
+        }
+        if data.is_empty() {
+            return Err(Self::corrupt(collection, id, "no automerge data is stored"));
+        }
+        let mut doc =
+            Automerge::load(&data).map_err(|e| Self::corrupt(collection, id, e.to_string()))?;
+        if doc.get_heads() != row.heads() {
+            return Err(Self::corrupt(
+                collection,
+                id,
+                "the stored changes do not end at the heads its row records",
+            ));
+        }
+        doc.set_actor(self.actor.clone());
+        Ok(Some((doc, row)))
+    }
+}
+
+/// A replica: one store of records, and the handle the application uses.
+///
+/// Cheap to clone (an `Arc`); `Send + Sync`, so clones can be used from any
+/// thread. Calls block on storage (and write calls on an fsync): from async code,
+/// call them inside `tokio::task::spawn_blocking`.
+///
+/// ```
+/// use fieldsync::{Config, Replica, Value, fields, schema::{Collection, FieldType}};
+///
+/// let dir = tempfile::tempdir()?;
+/// let replica = Replica::open(dir.path(), Config::default())?;
+/// replica.define_collection(
+///     Collection::builder("task").required("title", FieldType::String).build()?,
+/// )?;
+/// let id = replica.create("task", fields([("title", Value::from("Check pump"))]))?.id;
+/// let task = replica.get("task", &id)?.expect("just written");
+/// assert_eq!(task.fields["title"], Value::from("Check pump"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Replica {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("actor", &self.inner.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The generated id for a record created at `t` by `actor`: 16 hex digits of the
+/// HLC time (so ids sort by creation time) and 12 of the actor id (so replicas
+/// never collide).
+pub(crate) fn generated_id(t: HlcTime, actor: &ActorId) -> String {
+    let a = actor.to_hex_string();
+    format!("{:016x}{}", t.as_u64(), &a[..a.len().min(12)])
+}
+
+impl Replica {
+    /// Open (or create) the replica stored in directory `dir` (sled files in
+    /// `dir/db`).
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| crate::store::StoreError::Backend(format!("{}: {e}", dir.display())))?;
+        let store = SledStore::open(&dir.join("db"), config.store_cache_bytes)?;
+        Self::with_storage(Arc::new(store), config)
+    }
+
+    /// A replica in memory (for tests and simulations).
+    pub fn in_memory(config: Config) -> Result<Self> {
+        Self::with_storage(Arc::new(MemoryStore::new()), config)
+    }
+
+    /// A replica on any [`Storage`] (a clone of a [`MemoryStore`] reopens the same
+    /// data). Opening reads only the replica's metadata, never its records.
+    pub fn with_storage(storage: Arc<dyn Storage>, config: Config) -> Result<Self> {
+        let actor = match storage.get(keys::ACTOR)? {
+            Some(bytes) if !bytes.is_empty() => ActorId::from(bytes.as_slice()),
+            _ => {
+                let actor = ActorId::random();
+                storage.put(keys::ACTOR, actor.to_bytes())?;
+                storage.flush()?;
+                actor
+            }
+        };
+        let last = match storage.get(keys::HLC)? {
+            Some(b) => {
+                let arr: [u8; 8] = b.as_slice().try_into().map_err(|_| Error::Metadata {
+                    key: "m:hlc",
+                    source: codec::CodecError::Malformed {
+                        what: "clock",
+                        message: format!("{} bytes, expected 8", b.len()),
+                    },
+                })?;
+                HlcTime::from_u64(u64::from_be_bytes(arr))
+            }
+            None => HlcTime::default(),
+        };
+        let mut schema: Schema = match storage.get(keys::SCHEMA)? {
+            Some(b) => {
+                codec::decode("schema", SCHEMA_TAG, SCHEMA_VERSION, &b).map_err(|source| {
+                    Error::Metadata {
+                        key: "m:schema",
+                        source,
+                    }
+                })?
+            }
+            None => Schema::new(),
+        };
+        if let Some(declared) = &config.schema
+            && schema.merge(declared)?
+        {
+            Self::store_schema(&*storage, &schema)?;
+        }
+        let (events, _) = broadcast::channel(config.watch_capacity);
+        let state = State {
+            cache: lru::LruCache::new(config.cache_docs),
+            hlc: Hlc::starting_after(last),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                storage,
+                actor,
+                schema: RwLock::new(Arc::new(schema)),
+                state: Mutex::new(state),
+                commits: GroupCommit::default(),
+                events,
+                config,
+            }),
+        })
+    }
+
+    fn store_schema(storage: &dyn Storage, schema: &Schema) -> Result<()> {
+        let bytes =
+            codec::encode("schema", SCHEMA_TAG, SCHEMA_VERSION, schema).map_err(|source| {
+                Error::Metadata {
+                    key: "m:schema",
+                    source,
+                }
+            })?;
+        storage.put(keys::SCHEMA, &bytes)?;
+        storage.flush()?;
+        Ok(())
+    }
+
+    /// This replica's automerge actor id (every change it makes carries it).
+    pub fn actor(&self) -> &ActorId {
+        &self.inner.actor
+    }
+
+    /// The current schema.
+    pub fn schema(&self) -> Arc<Schema> {
+        self.inner.schema()
+    }
+
+    /// Declare a collection (or a compatible new version of one: the same fields
+    /// plus optional or defaulted new ones). Durable when it returns.
+    pub fn define_collection(&self, collection: Collection) -> Result<()> {
+        let mut guard = self.inner.schema.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**guard).clone();
+        if next.define(collection)? {
+            Self::store_schema(&*self.inner.storage, &next)?;
+            *guard = Arc::new(next);
+        }
+        Ok(())
+    }
+
+    /// Run `f` as one transaction: all its writes become durable together when
+    /// this returns `Ok`, or none is written if `f` (or any write) fails.
+    ///
+    /// Writers serialize on the replica while their closure runs, so keep it short
+    /// and free of IO; the flush that makes a transaction durable is shared with
+    /// concurrent writers (group commit).
+    pub fn transaction<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let (out, events, ticket) = {
+            let mut state = self.inner.state();
+            let mut tx = Tx::new(&self.inner, &mut state);
+            let out = f(&mut tx)?;
+            let events = tx.commit()?;
+            let ticket = (!events.is_empty()).then(|| self.inner.commits.applied());
+            (out, events, ticket)
+        };
+        if let Some(ticket) = ticket
+            && self.inner.config.durable_writes
+        {
+            self.inner.commits.wait(&*self.inner.storage, ticket)?;
+        }
+        for e in events {
+            // No receiver is not an error: nobody is watching.
+            let _ = self.inner.events.send(e);
+        }
+        Ok(out)
+    }
+
+    /// Create a record with the id `id`; see [`Tx::insert`].
+    pub fn insert(&self, collection: &str, id: &str, fields: Fields) -> Result<Written> {
+        self.transaction(|tx| tx.insert(collection, id, fields))
+    }
+
+    /// Create a record with a generated, time-ordered id (returned in
+    /// [`Written::id`]).
+    pub fn create(&self, collection: &str, fields: Fields) -> Result<Written> {
+        self.transaction(|tx| tx.create(collection, fields))
+    }
+
+    /// Change some fields of a record; see [`Tx::update`].
+    pub fn update(&self, collection: &str, id: &str, patch: Fields) -> Result<Written> {
+        self.transaction(|tx| tx.update(collection, id, patch))
+    }
+
+    /// Edit a record with a closure (counters, text, lists); see [`Edit`].
+    pub fn update_with(
+        &self,
+        collection: &str,
+        id: &str,
+        f: impl FnOnce(&mut Edit<'_, '_>) -> Result<()>,
+    ) -> Result<Written> {
+        self.transaction(|tx| tx.update_with(collection, id, f))
+    }
+
+    /// Delete (tombstone) a record; see [`Tx::delete`].
+    pub fn delete(&self, collection: &str, id: &str) -> Result<Written> {
+        self.transaction(|tx| tx.delete(collection, id))
+    }
+
+    /// Read a record (also a deleted one: check `meta.deleted`). `Ok(None)` if no
+    /// record has this id; [`Error::Corrupt`] if its stored row is unreadable.
+    pub fn get(&self, collection: &str, id: &str) -> Result<Option<Record>> {
+        self.schema().collection(collection)?;
+        validate_id(id)?;
+        Ok(self
+            .inner
+            .read_row(collection, id)?
+            .map(|row| row.into_record(collection, id)))
+    }
+
+    /// Every live record of a collection, in id order.
+    pub fn list(&self, collection: &str) -> Result<Vec<Record>> {
+        self.scan(&Scan::new(collection))
+    }
+
+    /// The records of a collection that pass the scan's filters, in id order.
+    ///
+    /// Reads stored rows only (no automerge document is loaded). A record whose
+    /// row is unreadable is skipped with a warning in the log; [`Replica::verify`]
+    /// lists such records.
+    pub fn scan(&self, scan: &Scan) -> Result<Vec<Record>> {
+        let schema = self.schema();
+        let c = schema.collection(&scan.collection)?;
+        for f in &scan.filters {
+            f.check(c)?;
+        }
+        let mut out = Vec::new();
+        let mut skipped = 0usize;
+        self.inner
+            .storage
+            .for_each_prefix(&keys::rows_of(&scan.collection), &mut |k, v| {
+                let Some(id) = keys::id_of_row(&scan.collection, k) else {
+                    return true;
+                };
+                let row = match Row::decode(v) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(collection = %scan.collection, id, error = %e, "skipping unreadable record");
+                        return true;
+                    }
+                };
+                if row.deleted && !scan.include_deleted {
+                    return true;
+                }
+                if !scan.filters.iter().all(|f| f.matches(&row.fields)) {
+                    return true;
+                }
+                if skipped < scan.offset {
+                    skipped += 1;
+                    return true;
+                }
+                out.push(row.into_record(&scan.collection, id));
+                scan.limit.is_none_or(|l| out.len() < l)
+            })?;
+        Ok(out)
+    }
+
+    /// Load every record of a collection fully (row and automerge data) and return
+    /// the errors found, one per unreadable record. Slow: for diagnostics.
+    pub fn verify(&self, collection: &str) -> Result<Vec<Error>> {
+        self.schema().collection(collection)?;
+        let mut ids = Vec::new();
+        self.inner
+            .storage
+            .for_each_prefix(&keys::rows_of(collection), &mut |k, _| {
+                if let Some(id) = keys::id_of_row(collection, k) {
+                    ids.push(id.to_owned());
+                }
+                true
+            })?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.inner.load(collection, id).err())
+            .collect())
+    }
+
+    /// The record as automerge bytes (`Automerge::save`), readable by automerge's
+    /// own tools (automerge JS's `Automerge.load`, for one).
+    pub fn export(&self, collection: &str, id: &str) -> Result<Vec<u8>> {
+        self.schema().collection(collection)?;
+        validate_id(id)?;
+        let key = (collection.to_owned(), id.to_owned());
+        let mut state = self.inner.state();
+        if let Some((doc, _)) = state.cache.get(&key) {
+            return Ok(doc.save());
+        }
+        let (doc, row) = self
+            .inner
+            .load(collection, id)?
+            .ok_or_else(|| Error::NotFound {
+                collection: collection.to_owned(),
+                id: id.to_owned(),
+            })?;
+        let bytes = doc.save();
+        state.cache.put(key, (doc, row));
+        Ok(bytes)
+    }
+
+    /// Import automerge bytes (a saved document, or saved changes) as the record
+    /// `id`: a new record, or merged into the existing one. Its root keys must be
+    /// fields of the collection with the declared types.
+    pub fn import(&self, collection: &str, id: &str, bytes: &[u8]) -> Result<Written> {
+        let schema = self.schema();
+        let c = schema.collection(collection)?;
+        validate_id(id)?;
+        let import_err = |reason: String| Error::Import {
+            collection: collection.to_owned(),
+            reason,
+        };
+        let doc = Automerge::load(bytes)
+            .map_err(|e| import_err(format!("not an automerge document: {e}")))?;
+        tx::check_importable(c, &doc).map_err(import_err)?;
+        self.transaction(|tx| tx.import_doc(c, id, doc))
+    }
+
+    /// Watch changes (after they are durable): all, one collection's, or one
+    /// record's.
+    pub fn watch(&self, filter: WatchFilter) -> Watch {
+        Watch {
+            rx: self.inner.events.subscribe(),
+            filter,
+        }
+    }
+
+    /// Make every write so far durable (useful with
+    /// [`Config::with_durable_writes`]`(false)`).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.commits.flush_all(&*self.inner.storage)?;
+        Ok(())
+    }
+
+    /// The store's size on disk in bytes.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.inner.storage.size_on_disk()?)
+    }
+}
+
+/// A query over one collection: equality and range filters on fields, a limit and
+/// an offset. Built with `with_*` setters and run by [`Replica::scan`].
+///
+/// ```
+/// use fieldsync::{Scan, Value};
+/// let open_big = Scan::new("invoice")
+///     .with_eq("status", "open")
+///     .with_range("total", Some(Value::from(100.0)), None)
+///     .with_limit(50);
+/// # let _ = open_big;
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Scan {
+    collection: String,
+    filters: Vec<Filter>,
+    include_deleted: bool,
+    limit: Option<usize>,
+    offset: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Filter {
+    Eq(String, Value),
+    Range(String, Bound<Value>, Bound<Value>),
+}
+
+impl Filter {
+    fn field(&self) -> &str {
+        match self {
+            Filter::Eq(f, _) | Filter::Range(f, ..) => f,
+        }
+    }
+
+    /// Check that the field exists and the bounds have its type; a range needs an
+    /// ordered (non-list) type.
+    fn check(&self, c: &Collection) -> Result<(), SchemaError> {
+        let field = c.field(self.field())?;
+        let values: Vec<&Value> = match self {
+            Filter::Eq(_, v) => vec![v],
+            Filter::Range(_, lo, hi) => {
+                if matches!(field.ty, FieldType::List(_)) {
+                    return Err(SchemaError::WrongType {
+                        collection: c.name.clone(),
+                        field: field.name.clone(),
+                        expected: "an ordered type for a range filter".into(),
+                        given: field.ty.to_string(),
+                    });
+                }
+                [lo, hi]
+                    .into_iter()
+                    .filter_map(|b| match b {
+                        Bound::Included(v) | Bound::Excluded(v) => Some(v),
+                        Bound::Unbounded => None,
+                    })
+                    .collect()
+            }
+        };
+        for v in values {
+            c.check_value(&field.name, v)?;
+        }
+        Ok(())
+    }
+
+    fn matches(&self, fields: &Fields) -> bool {
+        match self {
+            Filter::Eq(f, v) => fields
+                .get(f)
+                .is_some_and(|x| x.compare(v) == Some(std::cmp::Ordering::Equal) || x == v),
+            Filter::Range(f, lo, hi) => {
+                let Some(x) = fields.get(f) else { return false };
+                let above = match lo {
+                    Bound::Included(v) => x.compare(v).is_some_and(|o| o.is_ge()),
+                    Bound::Excluded(v) => x.compare(v).is_some_and(|o| o.is_gt()),
+                    Bound::Unbounded => true,
+                };
+                let below = match hi {
+                    Bound::Included(v) => x.compare(v).is_some_and(|o| o.is_le()),
+                    Bound::Excluded(v) => x.compare(v).is_some_and(|o| o.is_lt()),
+                    Bound::Unbounded => true,
+                };
+                above && below
+            }
+        }
+    }
+}
+
+impl Scan {
+    /// Every live record of `collection`.
+    pub fn new(collection: &str) -> Self {
+        Self {
+            collection: collection.to_owned(),
+            filters: Vec::new(),
+            include_deleted: false,
+            limit: None,
+            offset: 0,
+        }
+    }
+
+    /// Only records whose `field` equals `value`.
+    pub fn with_eq(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.filters
+            .push(Filter::Eq(field.to_owned(), value.into()));
+        self
+    }
+
+    /// Only records whose `field` lies in `[min, max]` (either bound optional,
+    /// both inclusive).
+    pub fn with_range(self, field: &str, min: Option<Value>, max: Option<Value>) -> Self {
+        let b = |v: Option<Value>| v.map_or(Bound::Unbounded, Bound::Included);
+        self.with_bounds(field, b(min), b(max))
+    }
+
+    /// Only records whose `field` lies within the given bounds.
+    pub fn with_bounds(mut self, field: &str, lo: Bound<Value>, hi: Bound<Value>) -> Self {
+        self.filters.push(Filter::Range(field.to_owned(), lo, hi));
+        self
+    }
+
+    /// Also return deleted records (tombstones).
+    pub fn with_deleted(mut self) -> Self {
+        self.include_deleted = true;
+        self
+    }
+
+    /// At most `n` records.
+    pub fn with_limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Skip the first `n` matching records.
+    pub fn with_offset(mut self, n: usize) -> Self {
+        self.offset = n;
+        self
+    }
+}

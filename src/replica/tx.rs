@@ -1,0 +1,443 @@
+//! Write transactions: every write goes through a [`Tx`], which stages new
+//! automerge changes on documents taken out of the cache and, on commit, writes
+//! them with one atomic storage batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use automerge::Automerge;
+use automerge::transaction::CommitOptions;
+
+use super::Inner;
+use super::row::Row;
+use super::watch::{ChangeEvent, ChangeKind};
+use crate::doc::{self, Edit};
+use crate::error::{Error, Result};
+use crate::hlc::HlcTime;
+use crate::schema::{Collection, Schema};
+use crate::store::{Batch, keys};
+use crate::value::{Fields, Value};
+
+/// The replica's mutable state, behind one mutex (writers serialize on it; the
+/// flush that makes their writes durable happens outside it, see `durability`).
+pub(crate) struct State {
+    pub(crate) cache: lru::LruCache<(String, String), (Automerge, Row)>,
+    pub(crate) hlc: crate::hlc::Hlc,
+}
+
+/// What a write did, returned by each write call.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Written {
+    /// The record's collection.
+    pub collection: String,
+    /// The record's id (generated for [`Tx::create`]).
+    pub id: String,
+    /// The record's heads after the write.
+    pub heads: Vec<automerge::ChangeHash>,
+    /// The HLC time of the write's change.
+    pub time: HlcTime,
+}
+
+struct Staged {
+    collection: String,
+    id: String,
+    doc: Automerge,
+    row: Row,
+    /// Encoded changes made in this transaction, to append.
+    new_changes: Vec<Vec<u8>>,
+    /// Replace all stored data with one snapshot (imports).
+    rewrite: bool,
+    /// Whether this transaction changed the record.
+    dirty: bool,
+    /// Change keys stored before this transaction (deleted on compaction).
+    stored_changes: u32,
+    kind: ChangeKind,
+}
+
+/// A write transaction over several records: all its writes become durable
+/// together or none do. Made by [`Replica::transaction`](crate::Replica::transaction).
+///
+/// If the closure returns an error (or a write in it fails), nothing is written
+/// and the in-memory state is as before.
+pub struct Tx<'r> {
+    inner: &'r Inner,
+    state: &'r mut State,
+    schema: Arc<Schema>,
+    staged: Vec<Staged>,
+    index: HashMap<(String, String), usize>,
+}
+
+/// Check a record id: 1 to 256 bytes, no control characters.
+pub(crate) fn validate_id(id: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidId {
+            id: id.to_owned(),
+            reason,
+        })
+    };
+    if id.is_empty() {
+        return bad("it is empty");
+    }
+    if id.len() > 256 {
+        return bad("it is longer than 256 bytes");
+    }
+    if id.chars().any(char::is_control) {
+        return bad("it contains a control character");
+    }
+    Ok(())
+}
+
+impl<'r> Tx<'r> {
+    pub(crate) fn new(inner: &'r Inner, state: &'r mut State) -> Self {
+        let schema = inner.schema();
+        Self {
+            inner,
+            state,
+            schema,
+            staged: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// The staged entry for a record, loading it from cache or store; `None` if the
+    /// record does not exist.
+    fn entry(&mut self, collection: &str, id: &str) -> Result<Option<usize>> {
+        let key = (collection.to_owned(), id.to_owned());
+        if let Some(&i) = self.index.get(&key) {
+            return Ok(Some(i));
+        }
+        let loaded = match self.state.cache.pop(&key) {
+            Some(hit) => Some(hit),
+            None => self.inner.load(collection, id)?,
+        };
+        Ok(loaded.map(|(doc, row)| self.stage(key, doc, row, ChangeKind::Update)))
+    }
+
+    fn stage(
+        &mut self,
+        key: (String, String),
+        doc: Automerge,
+        row: Row,
+        kind: ChangeKind,
+    ) -> usize {
+        let i = self.staged.len();
+        self.staged.push(Staged {
+            collection: key.0.clone(),
+            id: key.1.clone(),
+            doc,
+            stored_changes: row.changes,
+            row,
+            new_changes: Vec::new(),
+            rewrite: false,
+            dirty: false,
+            kind,
+        });
+        self.index.insert(key, i);
+        i
+    }
+
+    fn now(&mut self) -> HlcTime {
+        let wall = (self.inner.config.clock)();
+        self.state.hlc.tick(wall)
+    }
+
+    /// Apply `write` to the staged document `i` as one automerge change.
+    fn change(
+        &mut self,
+        i: usize,
+        c: &Collection,
+        write: impl FnOnce(&mut Edit<'_, '_>) -> Result<()>,
+    ) -> Result<Written> {
+        let time = self.now();
+        let s = &mut self.staged[i];
+        let mut tx = s.doc.transaction();
+        let mut edit = Edit {
+            tx: &mut tx,
+            collection: c,
+        };
+        if let Err(e) = write(&mut edit) {
+            tx.rollback();
+            return Err(e);
+        }
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(time.to_change_time()));
+        if hash.is_some()
+            && let Some(mut ch) = s.doc.get_last_local_change()
+        {
+            s.new_changes.push(ch.bytes().into_owned());
+            s.dirty = true;
+            s.row.modified = time;
+            s.row.author = self.inner.actor.to_bytes().to_vec();
+            s.row.heads = s.doc.get_heads().iter().map(|h| h.0).collect();
+        }
+        Ok(Written {
+            collection: s.collection.clone(),
+            id: s.id.clone(),
+            heads: s.row.heads(),
+            time: s.row.modified,
+        })
+    }
+
+    /// Create a record with the id `id`.
+    ///
+    /// Fails with [`Error::AlreadyExists`] if the id is taken (also by a deleted
+    /// record), and with a [`SchemaError`](crate::schema::SchemaError) if the fields
+    /// do not fit the collection.
+    pub fn insert(&mut self, collection: &str, id: &str, fields: Fields) -> Result<Written> {
+        let schema = self.schema.clone();
+        let c = schema.collection(collection)?;
+        validate_id(id)?;
+        let fields = c.check_insert(&fields)?;
+        if self.entry(collection, id)?.is_some() {
+            return Err(Error::AlreadyExists {
+                collection: collection.to_owned(),
+                id: id.to_owned(),
+            });
+        }
+        let doc = Automerge::new().with_actor(self.inner.actor.clone());
+        let row = Row {
+            heads: Vec::new(),
+            modified: HlcTime::default(),
+            author: Vec::new(),
+            deleted: false,
+            changes: 0,
+            fields: Fields::new(),
+        };
+        let i = self.stage(
+            (collection.to_owned(), id.to_owned()),
+            doc,
+            row,
+            ChangeKind::Insert,
+        );
+        let w = self.change(i, c, |e| doc::write_fields(e.tx, e.collection, &fields))?;
+        self.staged[i].row.fields = fields;
+        Ok(w)
+    }
+
+    /// Create a record with a generated, time-ordered id (see
+    /// [`Replica::create`](crate::Replica::create)); returns the id.
+    pub fn create(&mut self, collection: &str, fields: Fields) -> Result<Written> {
+        let t = self.now();
+        let id = super::generated_id(t, &self.inner.actor);
+        self.insert(collection, &id, fields)
+    }
+
+    fn live(&mut self, collection: &str, id: &str) -> Result<usize> {
+        validate_id(id)?;
+        let i = self.entry(collection, id)?.ok_or_else(|| Error::NotFound {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+        })?;
+        if self.staged[i].row.deleted {
+            return Err(Error::Deleted {
+                collection: collection.to_owned(),
+                id: id.to_owned(),
+            });
+        }
+        Ok(i)
+    }
+
+    /// Change some fields of a record (a patch: fields not named keep their
+    /// values; `Value::Null` removes an optional field).
+    pub fn update(&mut self, collection: &str, id: &str, patch: Fields) -> Result<Written> {
+        let schema = self.schema.clone();
+        let c = schema.collection(collection)?;
+        let patch = c.check_patch(&patch)?;
+        let i = self.live(collection, id)?;
+        let w = self.change(i, c, |e| doc::write_fields(e.tx, e.collection, &patch))?;
+        let row = &mut self.staged[i].row;
+        for (k, v) in patch {
+            match v {
+                Value::Null => row.fields.remove(&k),
+                v => row.fields.insert(k, v),
+            };
+        }
+        Ok(w)
+    }
+
+    /// Edit a record with a closure (counters, text and list edits that merge with
+    /// concurrent ones); see [`Edit`].
+    pub fn update_with(
+        &mut self,
+        collection: &str,
+        id: &str,
+        f: impl FnOnce(&mut Edit<'_, '_>) -> Result<()>,
+    ) -> Result<Written> {
+        let schema = self.schema.clone();
+        let c = schema.collection(collection)?;
+        let i = self.live(collection, id)?;
+        let w = self.change(i, c, f)?;
+        let s = &mut self.staged[i];
+        let (fields, _) = doc::read_fields(&s.doc, c).map_err(|e| Error::Corrupt {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            reason: e.0,
+        })?;
+        s.row.fields = fields;
+        Ok(w)
+    }
+
+    /// Delete a record: a tombstone change that replicates; the record stays
+    /// readable with `meta.deleted` set, and its id stays taken. Deleting a deleted
+    /// record changes nothing.
+    pub fn delete(&mut self, collection: &str, id: &str) -> Result<Written> {
+        let schema = self.schema.clone();
+        let c = schema.collection(collection)?;
+        validate_id(id)?;
+        let i = self.entry(collection, id)?.ok_or_else(|| Error::NotFound {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+        })?;
+        if self.staged[i].row.deleted {
+            let s = &self.staged[i];
+            return Ok(Written {
+                collection: s.collection.clone(),
+                id: s.id.clone(),
+                heads: s.row.heads(),
+                time: s.row.modified,
+            });
+        }
+        let w = self.change(i, c, |e| doc::write_tombstone(e.tx, e.collection))?;
+        let s = &mut self.staged[i];
+        s.row.deleted = true;
+        s.kind = ChangeKind::Delete;
+        Ok(w)
+    }
+
+    /// Merge an automerge document (already loaded and checked) into a record.
+    pub(crate) fn import_doc(
+        &mut self,
+        c: &Collection,
+        id: &str,
+        mut incoming: Automerge,
+    ) -> Result<Written> {
+        let import_err = |reason: String| Error::Import {
+            collection: c.name.clone(),
+            reason,
+        };
+        let i = match self.entry(&c.name, id)? {
+            Some(i) => {
+                self.staged[i]
+                    .doc
+                    .merge(&mut incoming)
+                    .map_err(|e| import_err(e.to_string()))?;
+                i
+            }
+            None => {
+                let row = Row {
+                    heads: Vec::new(),
+                    modified: HlcTime::default(),
+                    author: Vec::new(),
+                    deleted: false,
+                    changes: 0,
+                    fields: Fields::new(),
+                };
+                incoming.set_actor(self.inner.actor.clone());
+                self.stage(
+                    (c.name.clone(), id.to_owned()),
+                    incoming,
+                    row,
+                    ChangeKind::Import,
+                )
+            }
+        };
+        let wall = (self.inner.config.clock)();
+        let s = &mut self.staged[i];
+        let (fields, deleted) = doc::read_fields(&s.doc, c).map_err(|e| import_err(e.0))?;
+        s.row.fields = fields;
+        s.row.deleted = deleted;
+        s.row.set_meta_from(&s.doc);
+        s.rewrite = true;
+        s.dirty = true;
+        s.kind = ChangeKind::Import;
+        self.state
+            .hlc
+            .observe_bounded(s.row.modified, wall, super::MAX_CLOCK_DRIFT_MS);
+        Ok(Written {
+            collection: s.collection.clone(),
+            id: s.id.clone(),
+            heads: s.row.heads(),
+            time: s.row.modified,
+        })
+    }
+
+    /// Write everything staged with one atomic batch; put the documents back in
+    /// the cache. Returns the events to publish once durable.
+    pub(crate) fn commit(mut self) -> Result<Vec<ChangeEvent>> {
+        let mut batch = Batch::new();
+        let threshold = self.inner.config.compact_after;
+        let mut touched = false;
+        for s in self.staged.iter_mut() {
+            if !s.dirty {
+                continue;
+            }
+            touched = true;
+            let (c, id) = (&s.collection, &s.id);
+            let total = s.stored_changes as usize + s.new_changes.len();
+            if s.rewrite || total >= threshold as usize {
+                batch.put(keys::snapshot(c, id), s.doc.save());
+                for seq in 0..s.stored_changes {
+                    batch.delete(keys::change(c, id, seq));
+                }
+                s.row.changes = 0;
+            } else {
+                for (n, bytes) in s.new_changes.drain(..).enumerate() {
+                    let seq = s.stored_changes + n as u32;
+                    batch.put(keys::change(c, id, seq), bytes);
+                }
+                s.row.changes = total as u32;
+            }
+            let row = s.row.encode().map_err(|e| Error::Corrupt {
+                collection: c.clone(),
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
+            batch.put(keys::row(c, id), row);
+        }
+        if !touched {
+            self.return_to_cache(false);
+            return Ok(Vec::new());
+        }
+        batch.put(
+            keys::HLC.to_vec(),
+            self.state.hlc.last().as_u64().to_be_bytes().to_vec(),
+        );
+        self.inner.storage.apply(batch)?;
+        Ok(self.return_to_cache(true))
+    }
+
+    fn return_to_cache(self, committed: bool) -> Vec<ChangeEvent> {
+        let mut events = Vec::new();
+        for s in self.staged {
+            if committed && s.dirty {
+                events.push(ChangeEvent {
+                    collection: s.collection.clone(),
+                    id: s.id.clone(),
+                    kind: s.kind,
+                    heads: s.row.heads(),
+                    modified: s.row.modified,
+                });
+            }
+            self.state.cache.put((s.collection, s.id), (s.doc, s.row));
+        }
+        events
+    }
+}
+
+/// Check that a document's keys fit a collection, and that required fields are
+/// present (unless it is deleted).
+pub(crate) fn check_importable(c: &Collection, doc: &Automerge) -> std::result::Result<(), String> {
+    let (fields, deleted) = doc::read_fields(doc, c).map_err(|e| e.0)?;
+    if !deleted
+        && let Some(f) = c
+            .fields
+            .iter()
+            .find(|f| f.required && f.default.is_none() && !fields.contains_key(&f.name))
+    {
+        return Err(format!("required field `{}` ({}) is missing", f.name, f.ty));
+    }
+    if doc.get_heads().is_empty() {
+        return Err("the document has no changes".into());
+    }
+    Ok(())
+}

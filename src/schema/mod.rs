@@ -1,0 +1,567 @@
+//! Schema: collections and their typed fields.
+//!
+//! A [`Schema`] is a set of [`Collection`]s; a collection has a name and typed
+//! [`Field`]s, each optionally required or with a default. It is declared in Rust
+//! with [`Collection::builder`] or read from a TOML file ([`Schema::from_toml`], the
+//! format is in `docs/schema.md`). Every write is checked against it before
+//! anything is written: an unknown collection or field, a wrong type or a missing
+//! required field is a [`SchemaError`] that names the collection, the field, the
+//! expected and the given type.
+//!
+//! `Collection` is `#[non_exhaustive]` and built through its builder so that the
+//! later per-collection settings (status lifecycle, reference rules, validation
+//! rules, resolution policy, access rights) are added as new builder methods and
+//! TOML keys without breaking existing code or files.
+//!
+//! ```
+//! use fieldsync::schema::{Collection, FieldType, Schema};
+//!
+//! let customer = Collection::builder("customer")
+//!     .required("name", FieldType::String)
+//!     .field("tax_id", FieldType::String)
+//!     .build()?;
+//! let invoice = Collection::builder("invoice")
+//!     .required("customer", FieldType::Reference("customer".into()))
+//!     .default("total", FieldType::Float, 0.0)
+//!     .field("notes", FieldType::Text)
+//!     .build()?;
+//! let schema = Schema::new().with(customer)?.with(invoice)?;
+//! assert!(schema.collection("invoice").is_ok());
+//! # Ok::<(), fieldsync::schema::SchemaError>(())
+//! ```
+
+mod file;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::value::{Fields, Value};
+
+/// A schema problem: a bad declaration, or a value that does not fit it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// The collection is not declared. Declare it (API or schema file) first.
+    #[error("unknown collection `{collection}`")]
+    UnknownCollection {
+        /// The name given.
+        collection: String,
+    },
+    /// The field is not declared in its collection.
+    #[error("unknown field `{field}` in collection `{collection}`")]
+    UnknownField {
+        /// The collection.
+        collection: String,
+        /// The name given.
+        field: String,
+    },
+    /// The value's type does not match the field's declared type.
+    #[error("field `{collection}.{field}` expects {expected}, given {given}")]
+    WrongType {
+        /// The collection.
+        collection: String,
+        /// The field.
+        field: String,
+        /// The declared type.
+        expected: String,
+        /// The type of the value given.
+        given: String,
+    },
+    /// A required field was left out of an insert (or removed by an update).
+    #[error("field `{collection}.{field}` is required ({expected}), given nothing")]
+    MissingRequired {
+        /// The collection.
+        collection: String,
+        /// The field.
+        field: String,
+        /// The declared type.
+        expected: String,
+    },
+    /// A collection or field name is not allowed.
+    #[error("invalid {what} name `{name}`: {reason}")]
+    InvalidName {
+        /// "collection" or "field".
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A field is declared twice in one collection.
+    #[error("field `{field}` is declared twice in collection `{collection}`")]
+    DuplicateField {
+        /// The collection.
+        collection: String,
+        /// The field.
+        field: String,
+    },
+    /// A reference field points to a collection the schema does not declare.
+    #[error("field `{collection}.{field}` references unknown collection `{target}`")]
+    UnknownReference {
+        /// The collection.
+        collection: String,
+        /// The field.
+        field: String,
+        /// The referenced collection.
+        target: String,
+    },
+    /// A collection is declared again with a definition that cannot replace the
+    /// stored one (a field changed type, or a new field is required).
+    #[error("collection `{collection}` cannot be redefined: {reason}")]
+    Incompatible {
+        /// The collection.
+        collection: String,
+        /// What differs.
+        reason: String,
+    },
+    /// The schema file is not valid TOML or does not follow the format.
+    #[error("schema file: {message}")]
+    File {
+        /// The parser's message, with the location when known.
+        message: String,
+    },
+}
+
+/// The element type of a list field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ScalarType {
+    /// UTF-8 strings.
+    String,
+    /// 64-bit signed integers.
+    Integer,
+    /// 64-bit floats.
+    Float,
+    /// Booleans.
+    Boolean,
+    /// Milliseconds since the Unix epoch.
+    Timestamp,
+}
+
+/// The type of a field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FieldType {
+    /// A string; concurrent writes pick one winner.
+    String,
+    /// A 64-bit signed integer.
+    Integer,
+    /// A 64-bit float.
+    Float,
+    /// A boolean.
+    Boolean,
+    /// Milliseconds since the Unix epoch.
+    Timestamp,
+    /// A counter: concurrent increments add up.
+    Counter,
+    /// Collaborative text: concurrent edits merge character by character.
+    Text,
+    /// A list of scalars: concurrent inserts merge.
+    List(ScalarType),
+    /// The id of a record in the named collection.
+    Reference(String),
+}
+
+impl std::fmt::Display for ScalarType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScalarType::String => "string",
+            ScalarType::Integer => "integer",
+            ScalarType::Float => "float",
+            ScalarType::Boolean => "boolean",
+            ScalarType::Timestamp => "timestamp",
+        })
+    }
+}
+
+impl std::fmt::Display for FieldType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldType::String => f.write_str("string"),
+            FieldType::Integer => f.write_str("integer"),
+            FieldType::Float => f.write_str("float"),
+            FieldType::Boolean => f.write_str("boolean"),
+            FieldType::Timestamp => f.write_str("timestamp"),
+            FieldType::Counter => f.write_str("counter"),
+            FieldType::Text => f.write_str("text"),
+            FieldType::List(s) => write!(f, "list of {s}"),
+            FieldType::Reference(c) => write!(f, "reference to {c}"),
+        }
+    }
+}
+
+impl ScalarType {
+    /// Coerce `v` to this element type, or `None` if it does not fit.
+    fn coerce(self, v: &Value) -> Option<Value> {
+        Some(match (self, v) {
+            (ScalarType::String, Value::String(s)) => Value::String(s.clone()),
+            (ScalarType::Integer, Value::Int(i)) => Value::Int(*i),
+            (ScalarType::Float, Value::Float(x)) => Value::Float(*x),
+            (ScalarType::Float, Value::Int(i)) => Value::Float(*i as f64),
+            (ScalarType::Boolean, Value::Bool(b)) => Value::Bool(*b),
+            (ScalarType::Timestamp, Value::Timestamp(t)) => Value::Timestamp(*t),
+            _ => return None,
+        })
+    }
+}
+
+impl FieldType {
+    /// Coerce `v` to this type (see [`Value`] for the accepted conversions), or
+    /// `None` if it does not fit. `Null` never fits here (it means "remove").
+    pub fn coerce(&self, v: &Value) -> Option<Value> {
+        Some(match (self, v) {
+            (FieldType::String, Value::String(s)) => Value::String(s.clone()),
+            (FieldType::Integer, Value::Int(i)) => Value::Int(*i),
+            (FieldType::Float, Value::Float(x)) => Value::Float(*x),
+            (FieldType::Float, Value::Int(i)) => Value::Float(*i as f64),
+            (FieldType::Boolean, Value::Bool(b)) => Value::Bool(*b),
+            (FieldType::Timestamp, Value::Timestamp(t)) => Value::Timestamp(*t),
+            (FieldType::Counter, Value::Counter(c) | Value::Int(c)) => Value::Counter(*c),
+            (FieldType::Text, Value::Text(s) | Value::String(s)) => Value::Text(s.clone()),
+            (FieldType::Reference(_), Value::Ref(s) | Value::String(s)) => Value::Ref(s.clone()),
+            (FieldType::List(elem), Value::List(items)) => Value::List(
+                items
+                    .iter()
+                    .map(|i| elem.coerce(i))
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+            _ => return None,
+        })
+    }
+}
+
+/// One declared field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Field {
+    /// The field's name (a key of the record document's root map).
+    pub name: String,
+    /// Its type.
+    pub ty: FieldType,
+    /// Whether an insert must give it (or a default supplies it).
+    pub required: bool,
+    /// The value an insert uses when the field is not given.
+    pub default: Option<Value>,
+}
+
+/// A declared collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Collection {
+    /// The collection's name.
+    pub name: String,
+    /// Its fields, in declaration order.
+    pub fields: Vec<Field>,
+}
+
+/// Builds a [`Collection`]; see the [module docs](self) for an example.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CollectionBuilder {
+    name: String,
+    fields: Vec<Field>,
+    error: Option<SchemaError>,
+}
+
+impl CollectionBuilder {
+    fn push(mut self, name: &str, ty: FieldType, required: bool, default: Option<Value>) -> Self {
+        self.fields.push(Field {
+            name: name.to_owned(),
+            ty,
+            required,
+            default,
+        });
+        self
+    }
+
+    /// An optional field.
+    pub fn field(self, name: &str, ty: FieldType) -> Self {
+        self.push(name, ty, false, None)
+    }
+
+    /// A required field: every insert must give it.
+    pub fn required(self, name: &str, ty: FieldType) -> Self {
+        self.push(name, ty, true, None)
+    }
+
+    /// A required field whose value, when an insert leaves it out, is `default`.
+    pub fn default(self, name: &str, ty: FieldType, default: impl Into<Value>) -> Self {
+        let default = default.into();
+        match ty.coerce(&default) {
+            Some(d) => self.push(name, ty, true, Some(d)),
+            None => {
+                let err = SchemaError::WrongType {
+                    collection: self.name.clone(),
+                    field: name.to_owned(),
+                    expected: ty.to_string(),
+                    given: default.type_name().to_owned(),
+                };
+                Self {
+                    error: self.error.or(Some(err)),
+                    ..self
+                }
+            }
+        }
+    }
+
+    /// Check the names and defaults and build the collection.
+    pub fn build(self) -> Result<Collection, SchemaError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        validate_name("collection", &self.name)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &self.fields {
+            validate_name("field", &f.name)?;
+            if !seen.insert(f.name.as_str()) {
+                return Err(SchemaError::DuplicateField {
+                    collection: self.name.clone(),
+                    field: f.name.clone(),
+                });
+            }
+            if let FieldType::Reference(target) = &f.ty {
+                validate_name("collection", target)?;
+            }
+        }
+        Ok(Collection {
+            name: self.name,
+            fields: self.fields,
+        })
+    }
+}
+
+/// Check a collection or field name: 1 to 64 characters, a lowercase ASCII letter
+/// then lowercase letters, digits or `_`. (Names starting with `_` are reserved for
+/// fieldsync's own keys in a record document.)
+pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<(), SchemaError> {
+    let bad = |reason| {
+        Err(SchemaError::InvalidName {
+            what,
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return bad("it is empty"),
+        Some(c) if !c.is_ascii_lowercase() => return bad("it must start with a lowercase letter"),
+        _ => {}
+    }
+    if name.len() > 64 {
+        return bad("it is longer than 64 characters");
+    }
+    if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return bad("only lowercase letters, digits and `_` are allowed");
+    }
+    Ok(())
+}
+
+impl Collection {
+    /// Start declaring a collection.
+    pub fn builder(name: &str) -> CollectionBuilder {
+        CollectionBuilder {
+            name: name.to_owned(),
+            fields: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The declared field named `name`.
+    pub fn field(&self, name: &str) -> Result<&Field, SchemaError> {
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| SchemaError::UnknownField {
+                collection: self.name.clone(),
+                field: name.to_owned(),
+            })
+    }
+
+    /// Check one value for `field` and return it in its canonical variant.
+    pub fn check_value(&self, field: &str, value: &Value) -> Result<Value, SchemaError> {
+        let f = self.field(field)?;
+        if matches!(value, Value::Null) {
+            if f.required {
+                return Err(SchemaError::MissingRequired {
+                    collection: self.name.clone(),
+                    field: field.to_owned(),
+                    expected: f.ty.to_string(),
+                });
+            }
+            return Ok(Value::Null);
+        }
+        f.ty.coerce(value).ok_or_else(|| SchemaError::WrongType {
+            collection: self.name.clone(),
+            field: field.to_owned(),
+            expected: f.ty.to_string(),
+            given: value.type_name().to_owned(),
+        })
+    }
+
+    /// Check the fields of an insert: every given field known and well typed,
+    /// defaults filled in, every required field present. Returns the canonical
+    /// fields (without `Null`s).
+    pub fn check_insert(&self, given: &Fields) -> Result<Fields, SchemaError> {
+        let mut out = self.check_patch(given)?;
+        out.retain(|_, v| !matches!(v, Value::Null));
+        for f in &self.fields {
+            if out.contains_key(&f.name) {
+                continue;
+            }
+            match (&f.default, f.required) {
+                (Some(d), _) => {
+                    out.insert(f.name.clone(), d.clone());
+                }
+                (None, true) => {
+                    return Err(SchemaError::MissingRequired {
+                        collection: self.name.clone(),
+                        field: f.name.clone(),
+                        expected: f.ty.to_string(),
+                    });
+                }
+                (None, false) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Check the fields of an update (a patch): every given field known and well
+    /// typed; `Null` allowed only for optional fields.
+    pub fn check_patch(&self, given: &Fields) -> Result<Fields, SchemaError> {
+        given
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), self.check_value(k, v)?)))
+            .collect()
+    }
+
+    /// Whether `newer` can replace this definition: same fields with the same types
+    /// and flags, plus optional (or defaulted) new fields.
+    fn check_compatible(&self, newer: &Collection) -> Result<(), SchemaError> {
+        let incompatible = |reason: String| SchemaError::Incompatible {
+            collection: self.name.clone(),
+            reason,
+        };
+        for old in &self.fields {
+            match newer.fields.iter().find(|f| f.name == old.name) {
+                None => return Err(incompatible(format!("field `{}` was removed", old.name))),
+                Some(f) if f != old => {
+                    return Err(incompatible(format!(
+                        "field `{}` changed its declaration",
+                        old.name
+                    )));
+                }
+                _ => {}
+            }
+        }
+        for f in &newer.fields {
+            if self.field(&f.name).is_err() && f.required && f.default.is_none() {
+                return Err(incompatible(format!(
+                    "new field `{}` is required without a default, but existing records lack it",
+                    f.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A set of collections.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    collections: BTreeMap<String, Collection>,
+}
+
+impl Schema {
+    /// An empty schema.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This schema with `collection` added (see [`Schema::define`]).
+    pub fn with(mut self, collection: Collection) -> Result<Self, SchemaError> {
+        self.define(collection)?;
+        Ok(self)
+    }
+
+    /// Add `collection`, or replace its earlier definition if the new one is
+    /// compatible (the same fields, plus optional or defaulted new ones).
+    /// Returns whether anything changed.
+    pub fn define(&mut self, collection: Collection) -> Result<bool, SchemaError> {
+        for f in &collection.fields {
+            if let FieldType::Reference(target) = &f.ty
+                && *target != collection.name
+                && !self.collections.contains_key(target)
+            {
+                return Err(SchemaError::UnknownReference {
+                    collection: collection.name.clone(),
+                    field: f.name.clone(),
+                    target: target.clone(),
+                });
+            }
+        }
+        if let Some(old) = self.collections.get(&collection.name) {
+            if *old == collection {
+                return Ok(false);
+            }
+            old.check_compatible(&collection)?;
+        }
+        self.collections.insert(collection.name.clone(), collection);
+        Ok(true)
+    }
+
+    /// Merge every collection of `other` into this schema (see [`Schema::define`]).
+    pub fn merge(&mut self, other: &Schema) -> Result<bool, SchemaError> {
+        let mut changed = false;
+        for c in other.ordered_for_definition() {
+            changed |= self.define(c.clone())?;
+        }
+        Ok(changed)
+    }
+
+    /// Collections in an order where referenced collections come first (cycles,
+    /// which are allowed, fall back to name order).
+    fn ordered_for_definition(&self) -> Vec<&Collection> {
+        let mut out: Vec<&Collection> = Vec::new();
+        let mut pending: Vec<&Collection> = self.collections.values().collect();
+        while !pending.is_empty() {
+            let before = pending.len();
+            pending.retain(|c| {
+                let ready = c.fields.iter().all(|f| match &f.ty {
+                    FieldType::Reference(t) => t == &c.name || out.iter().any(|o| &o.name == t),
+                    _ => true,
+                });
+                if ready {
+                    out.push(c);
+                }
+                !ready
+            });
+            if pending.len() == before {
+                out.append(&mut pending);
+            }
+        }
+        out
+    }
+
+    /// The collection named `name`.
+    pub fn collection(&self, name: &str) -> Result<&Collection, SchemaError> {
+        self.collections
+            .get(name)
+            .ok_or_else(|| SchemaError::UnknownCollection {
+                collection: name.to_owned(),
+            })
+    }
+
+    /// Every collection, by name.
+    pub fn collections(&self) -> impl Iterator<Item = &Collection> {
+        self.collections.values()
+    }
+
+    /// Parse a schema file (TOML; format in `docs/schema.md`).
+    pub fn from_toml(text: &str) -> Result<Self, SchemaError> {
+        file::parse(text)
+    }
+}
+
+#[cfg(test)]
+mod tests;
