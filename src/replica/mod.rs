@@ -456,6 +456,9 @@ impl Replica {
             f.check(c)?;
         }
         let mut out = Vec::new();
+        if scan.limit == Some(0) {
+            return Ok(out);
+        }
         let mut skipped = 0usize;
         self.inner
             .storage

@@ -50,6 +50,7 @@ struct Staged {
     rewrite: bool,
     /// Whether this transaction changed the record.
     dirty: bool,
+
     /// Change keys stored before this transaction (deleted on compaction).
     stored_changes: u32,
     kind: ChangeKind,
@@ -66,6 +67,8 @@ pub struct Tx<'r> {
     schema: Arc<Schema>,
     staged: Vec<Staged>,
     index: HashMap<(String, String), usize>,
+    /// Records whose unreadable stored data an import replaces.
+    purge_on_commit: Vec<(String, String)>,
 }
 
 /// Check a record id: 1 to 256 bytes, no control characters.
@@ -97,6 +100,7 @@ impl<'r> Tx<'r> {
             schema,
             staged: Vec::new(),
             index: HashMap::new(),
+            purge_on_commit: Vec::new(),
         }
     }
 
@@ -315,7 +319,16 @@ impl<'r> Tx<'r> {
             collection: c.name.clone(),
             reason,
         };
-        let i = match self.entry(&c.name, id)? {
+        let existing = match self.entry(&c.name, id) {
+            Ok(found) => found,
+            Err(Error::Corrupt { reason, .. }) => {
+                tracing::warn!(collection = %c.name, id, %reason, "replacing a corrupt record with imported data");
+                self.purge_on_commit.push((c.name.clone(), id.to_owned()));
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let i = match existing {
             Some(i) => {
                 self.staged[i]
                     .doc
@@ -365,6 +378,11 @@ impl<'r> Tx<'r> {
     /// the cache. Returns the events to publish once durable.
     pub(crate) fn commit(mut self) -> Result<Vec<ChangeEvent>> {
         let mut batch = Batch::new();
+        for (c, id) in &self.purge_on_commit {
+            for (k, _) in self.inner.storage.scan_prefix(&keys::changes_of(c, id))? {
+                batch.delete(k);
+            }
+        }
         let threshold = self.inner.config.compact_after;
         let mut touched = false;
         for s in self.staged.iter_mut() {

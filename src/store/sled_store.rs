@@ -34,13 +34,11 @@ impl SledStore {
         loop {
             match config.open() {
                 Ok(db) => return Ok(Self { db }),
-                Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && attempt < LOCK_RETRIES =>
-                {
+                Err(sled::Error::Io(e)) if is_lock_error(&e) && attempt < LOCK_RETRIES => {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(sled::Error::Io(e)) if is_lock_error(&e) => {
                     return Err(StoreError::Locked {
                         path: dir.display().to_string(),
                         message: e.to_string(),
@@ -50,6 +48,12 @@ impl SledStore {
             }
         }
     }
+}
+
+/// sled reports a held lock as an `io::Error` of kind `Other` wrapping the
+/// `WouldBlock` error, so both forms are recognised.
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
 fn backend(e: sled::Error) -> StoreError {

@@ -1,0 +1,210 @@
+//! The `fieldsync` command line, end to end on a real store directory, and the
+//! quick-start example.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fieldsync")
+}
+
+fn run(store: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(out.stdout.is_empty(), "errors go to stderr only");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn schema_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/schema.toml")
+}
+
+#[test]
+fn init_put_get_list_delete_with_text_and_json_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("store");
+    let out = ok(&s, &["init", "--schema", schema_file().to_str().unwrap()]);
+    assert!(out.contains("collections: customer, invoice"), "{out}");
+
+    assert!(
+        ok(
+            &s,
+            &[
+                "put",
+                "customer",
+                "c1",
+                "name=Acme",
+                "tax_id=T-1",
+                "since=1790000000000"
+            ]
+        )
+        .contains("inserted customer/c1")
+    );
+    ok(
+        &s,
+        &[
+            "put",
+            "invoice",
+            "i1",
+            "customer=c1",
+            "total=12.5",
+            "tags=a,b",
+            "notes=hello",
+            "visits=2",
+            "lines=3",
+        ],
+    );
+    // put on an existing record updates only the fields given.
+    assert!(
+        ok(
+            &s,
+            &["put", "invoice", "i1", "paid=true", "tags=[\"x\",\"y z\"]"]
+        )
+        .contains("updated invoice/i1")
+    );
+
+    let text = ok(&s, &["get", "invoice", "i1"]);
+    assert!(
+        text.contains("total: 12.5")
+            && text.contains("paid: true")
+            && text.contains("tags: [x, y z]"),
+        "{text}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&s, &["--json", "get", "invoice", "i1"])).unwrap();
+    assert_eq!(json["fields"]["total"], 12.5);
+    assert_eq!(json["fields"]["visits"], 2);
+    assert_eq!(json["fields"]["notes"], "hello");
+    assert_eq!(json["fields"]["tags"], serde_json::json!(["x", "y z"]));
+    assert_eq!(json["meta"]["deleted"], false);
+    assert_eq!(json["meta"]["heads"].as_array().unwrap().len(), 1);
+
+    ok(&s, &["put", "invoice", "i2", "customer=c1", "total=3"]);
+    let list: serde_json::Value = serde_json::from_str(&ok(
+        &s,
+        &["--json", "list", "invoice", "--where", "paid=true"],
+    ))
+    .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(ok(&s, &["list", "invoice"]).contains("2 record(s)"));
+
+    assert!(ok(&s, &["delete", "invoice", "i2"]).contains("deleted invoice/i2"));
+    assert!(ok(&s, &["list", "invoice"]).contains("1 record(s)"));
+    let all: serde_json::Value =
+        serde_json::from_str(&ok(&s, &["--json", "list", "invoice", "--deleted"])).unwrap();
+    assert_eq!(all[1]["meta"]["deleted"], true);
+
+    let schema: serde_json::Value = serde_json::from_str(&ok(&s, &["--json", "schema"])).unwrap();
+    assert_eq!(schema[1]["name"], "invoice");
+}
+
+#[test]
+fn errors_go_to_stderr_with_a_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("store");
+    assert!(fails(&s, &["get", "customer", "c1"]).contains("no fieldsync store"));
+    ok(&s, &["init", "--schema", schema_file().to_str().unwrap()]);
+    assert!(fails(&s, &["put", "nope", "x", "a=1"]).contains("unknown collection `nope`"));
+    assert!(fails(&s, &["put", "customer", "c1", "colour=red"]).contains("unknown field `colour`"));
+    assert!(
+        fails(&s, &["put", "invoice", "i1", "customer=c1", "total=lots"])
+            .contains("expects a float")
+    );
+    assert!(
+        fails(&s, &["put", "invoice", "i1", "total=1"]).contains("`invoice.customer` is required")
+    );
+    assert!(fails(&s, &["put", "customer", "c1", "name"]).contains("FIELD=VALUE"));
+    assert!(fails(&s, &["get", "customer", "ghost"]).contains("no record `ghost`"));
+    let json_err = fails(&s, &["--json", "get", "customer", "ghost"]);
+    let v: serde_json::Value = serde_json::from_str(json_err.trim()).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("ghost"));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[collections.a.fields]\nx = \"nonsense\"").unwrap();
+    assert!(
+        fails(
+            &dir.path().join("other"),
+            &["init", "--schema", bad.to_str().unwrap()]
+        )
+        .contains("unknown type `nonsense`")
+    );
+    // Nothing was written by any of the failures.
+    assert!(ok(&s, &["list", "customer"]).contains("0 record(s)"));
+}
+
+#[test]
+fn export_and_import_move_a_record_between_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let schema = schema_file();
+    ok(&a, &["init", "--schema", schema.to_str().unwrap()]);
+    ok(&b, &["init", "--schema", schema.to_str().unwrap()]);
+    ok(&a, &["put", "customer", "c1", "name=Acme"]);
+    let file = dir.path().join("c1.automerge");
+    assert!(
+        ok(
+            &a,
+            &["export", "customer", "c1", "--out", file.to_str().unwrap()]
+        )
+        .contains("bytes")
+    );
+    // Export to a pipe writes the same bytes.
+    let piped = run(&a, &["export", "customer", "c1"]);
+    assert_eq!(piped.stdout, std::fs::read(&file).unwrap());
+    assert!(
+        ok(&b, &["import", "customer", "c1", file.to_str().unwrap()])
+            .contains("imported customer/c1")
+    );
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(&b, &["--json", "get", "customer", "c1"])).unwrap();
+    assert_eq!(got["fields"]["name"], "Acme");
+    std::fs::write(&file, b"garbage").unwrap();
+    assert!(
+        fails(&b, &["import", "customer", "c2", file.to_str().unwrap()])
+            .contains("not an automerge document")
+    );
+}
+
+#[test]
+fn the_quickstart_example_runs_and_checks_itself() {
+    // `cargo test` builds the examples next to the test binaries.
+    let exe = std::env::current_exe().unwrap();
+    let examples = exe.parent().unwrap().parent().unwrap().join("examples");
+    let demo = examples.join("quickstart");
+    assert!(
+        demo.exists(),
+        "{} is not built: run the whole suite with `cargo test` (a `--test` filter skips building examples)",
+        demo.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(&demo)
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK"), "{stdout}");
+}
