@@ -75,6 +75,24 @@ pub(crate) fn decode<T: DeserializeOwned>(
     version: u8,
     bytes: &[u8],
 ) -> Result<T, CodecError> {
+    let (value, rest) = decode_prefix(what, tag, version, bytes)?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed {
+            what,
+            message: format!("{} trailing bytes after the value", rest.len()),
+        });
+    }
+    Ok(value)
+}
+
+/// Decode a value written by [`encode`] at the start of `bytes`; returns it and
+/// the bytes that follow it (for formats that append raw data after a header).
+pub(crate) fn decode_prefix<'b, T: DeserializeOwned>(
+    what: &'static str,
+    tag: u8,
+    version: u8,
+    bytes: &'b [u8],
+) -> Result<(T, &'b [u8]), CodecError> {
     let malformed = |message: String| CodecError::Malformed { what, message };
     match bytes {
         [t, v, body @ ..] if *t == tag => {
@@ -87,13 +105,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
             }
             let (value, used) = bincode::serde::decode_from_slice(body, config())
                 .map_err(|e| malformed(e.to_string()))?;
-            if used != body.len() {
-                return Err(malformed(format!(
-                    "{} trailing bytes after the value",
-                    body.len() - used
-                )));
-            }
-            Ok(value)
+            Ok((value, &body[used..]))
         }
         [t, ..] => Err(malformed(format!("tag {t:#04x}, expected {tag:#04x}"))),
         [] => Err(malformed("empty input".into())),

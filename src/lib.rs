@@ -67,7 +67,12 @@ pub use doc::Edit;
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcTime};
 pub use replica::{
-    ChangeEvent, ChangeKind, Clock, Config, Meta, Record, Replica, Scan, Tx, Watch, WatchError,
-    WatchFilter, Written,
+    ChangeEvent, ChangeKind, Clock, Config, Meta, Record, Replica, Scan, StorageInfo, Tx, Watch,
+    WatchError, WatchFilter, Written,
 };
 pub use value::{Fields, Value, fields};
+
+/// The README's code, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -45,12 +45,26 @@ fn key(i: u8) -> String {
     format!("k{i}")
 }
 
+/// Records with an incompressible 2,500-letter text, so their snapshots pass
+/// 1 KiB and writes append to the change log (smaller documents are re-saved
+/// whole; odd ids stay small to cover that path too).
 fn insert_fields(i: u8, qty: i64) -> Fields {
-    fields([
+    let mut f = fields([
         ("name", Value::String(format!("n{i}"))),
         ("qty", Value::Int(qty)),
         ("visits", Value::Counter(0)),
-    ])
+    ]);
+    if i % 2 == 0 {
+        let mut x = u32::from(i) + 1;
+        let text: String = (0..2500)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                char::from(b'a' + ((x >> 16) % 26) as u8)
+            })
+            .collect();
+        f.insert("notes".into(), Value::Text(text));
+    }
+    f
 }
 
 /// Apply `op` to the model; `Err(())` where the replica must refuse it.

@@ -144,15 +144,14 @@ fn closure_edits_merge_counters_text_and_lists() {
     assert_eq!(f["scores"], Value::List(vec![Value::Int(9)]));
 }
 
+type EditFn = dyn Fn(&mut fieldsync::Edit<'_, '_>) -> fieldsync::Result<()>;
+
 #[test]
 fn a_failing_closure_edit_leaves_the_record_unchanged() {
     let r = Replica::in_memory(Config::default().with_schema(common::schema())).unwrap();
     r.insert("thing", "t", common::full_thing()).unwrap();
     let before = r.get("thing", "t").unwrap().unwrap();
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&mut fieldsync::Edit<'_, '_>) -> fieldsync::Result<()>>,
-    )> = vec![
+    let cases: Vec<(&str, Box<EditFn>)> = vec![
         (
             "past end",
             Box::new(|e| {
@@ -413,6 +412,17 @@ fn a_slow_watcher_is_told_it_lagged() {
     assert_eq!(w.try_recv(), Err(WatchError::Closed));
 }
 
+/// Incompressible text of `n` letters, so saved documents have a known size.
+fn noise(n: usize, seed: u32) -> String {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            char::from(b'a' + ((x >> 16) % 26) as u8)
+        })
+        .collect()
+}
+
 #[test]
 fn appended_changes_are_compacted_into_a_snapshot_past_the_threshold() {
     let store = fieldsync::store::MemoryStore::new();
@@ -427,37 +437,117 @@ fn appended_changes_are_compacted_into_a_snapshot_past_the_threshold() {
         .unwrap()
     };
     let r = open();
-    r.insert("person", "p", fields([("name", Value::from("v0"))]))
-        .unwrap();
-    let count = |prefix: &[u8]| {
-        fieldsync::store::Storage::scan_prefix(&store, prefix)
-            .unwrap()
-            .len()
-    };
-    let mut change_counts = Vec::new();
+    // A mid-sized document (snapshot between 1 and 4 KiB): appends, inline.
+    r.insert(
+        "thing",
+        "p",
+        fields([
+            ("name", Value::from("v0")),
+            ("notes", Value::Text(noise(2500, 7))),
+        ]),
+    )
+    .unwrap();
+    let info = |r: &Replica, id: &str| r.storage_info("thing", id).unwrap().unwrap();
+    assert_eq!(
+        info(&r, "p").log_frames,
+        1,
+        "a new record is one saved snapshot"
+    );
+    let mut frames = Vec::new();
     for i in 1..=12 {
         r.update(
-            "person",
+            "thing",
             "p",
             fields([("name", Value::from(format!("v{i}")))]),
         )
         .unwrap();
-        change_counts.push(count(b"c:person\0p\0"));
+        frames.push(info(&r, "p").log_frames);
     }
-    // Appends grow to the threshold, then fold into one snapshot.
-    assert_eq!(change_counts, [2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2, 3]);
-    assert_eq!(count(b"s:person\0p"), 1);
+    // Each write appends one frame; past the threshold the log folds into one
+    // snapshot again.
+    assert_eq!(frames, [2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3]);
+    assert_eq!(
+        info(&r, "p").external_snapshot_bytes,
+        None,
+        "it stays inline"
+    );
+
+    // A small document (snapshot under 1 KiB) is saved whole on every write.
+    r.insert("thing", "small", fields([("name", Value::from("s0"))]))
+        .unwrap();
+    for i in 1..=4 {
+        r.update(
+            "thing",
+            "small",
+            fields([("name", Value::from(format!("s{i}")))]),
+        )
+        .unwrap();
+        assert_eq!(info(&r, "small").log_frames, 1);
+    }
+
     drop(r);
     let r = open();
-    let rec = r.get("person", "p").unwrap().unwrap();
+    let rec = r.get("thing", "p").unwrap().unwrap();
     assert_eq!(rec.fields["name"], Value::from("v12"));
-    let doc = Automerge::load(&r.export("person", "p").unwrap()).unwrap();
+    let doc = Automerge::load(&r.export("thing", "p").unwrap()).unwrap();
     assert_eq!(
         doc.get_changes(&[]).len(),
         13,
         "compaction keeps the whole history"
     );
-    assert!(r.verify("person").unwrap().is_empty());
+    let doc = Automerge::load(&r.export("thing", "small").unwrap()).unwrap();
+    assert_eq!(doc.get_changes(&[]).len(), 5, "so does re-saving");
+    assert!(r.verify("thing").unwrap().is_empty());
+}
+
+#[test]
+fn a_large_document_keeps_its_snapshot_apart_and_appends_small_changes() {
+    let store = fieldsync::store::MemoryStore::new();
+    let r = Replica::with_storage(
+        Arc::new(store.clone()),
+        Config::default()
+            .with_schema(common::schema())
+            .with_compact_after(8),
+    )
+    .unwrap();
+    // Incompressible text, so the saved document really exceeds the inline limit.
+    let big = noise(20_000, 12345);
+    r.insert(
+        "thing",
+        "t",
+        fields([("name", Value::from("t")), ("notes", Value::Text(big))]),
+    )
+    .unwrap();
+    let info = r.storage_info("thing", "t").unwrap().unwrap();
+    let snapshot = info
+        .external_snapshot_bytes
+        .expect("a large document keeps its snapshot apart");
+    assert!(snapshot > 4096, "{snapshot}");
+    assert_eq!(info.log_frames, 0);
+    r.update_with("thing", "t", |e| e.splice_text("notes", 0, 0, "x"))
+        .unwrap();
+    let info = r.storage_info("thing", "t").unwrap().unwrap();
+    assert_eq!(info.log_frames, 1);
+    // The write appended its change (a few bytes) and left the saved document
+    // (history included) alone; the row also holds the current values.
+    assert!(
+        info.log_bytes < 256,
+        "a write appends a small change: {info:?}"
+    );
+    assert_eq!(
+        info.external_snapshot_bytes,
+        Some(snapshot),
+        "the snapshot is not rewritten"
+    );
+    assert!(info.row_bytes < 20_000 + 1024, "{info:?}");
+    for _ in 0..9 {
+        r.update_with("thing", "t", |e| e.splice_text("notes", 0, 0, "y"))
+            .unwrap();
+    }
+    let r2 = Replica::with_storage(Arc::new(store), Config::default()).unwrap();
+    let notes = r2.get("thing", "t").unwrap().unwrap().fields["notes"].clone();
+    assert!(notes.as_str().unwrap().starts_with("yyyyyyyyyx"));
+    assert!(r2.verify("thing").unwrap().is_empty());
 }
 
 #[test]

@@ -88,8 +88,13 @@ impl Baseline {
         Ok(())
     }
 
-    /// Update 2 fields of records `range` (kept loaded in memory, the baseline's
-    /// best case), saving and flushing every `batch` records.
+    /// Drop every loaded document, so the next updates load them from sled.
+    pub fn forget(&mut self) {
+        self.docs.clear();
+    }
+
+    /// Update 2 fields of records `range`, saving and flushing every `batch`
+    /// records. A document not loaded is first loaded from sled (and kept).
     pub fn update_batched(
         &mut self,
         range: std::ops::Range<usize>,
@@ -99,10 +104,20 @@ impl Baseline {
         let ids: Vec<usize> = range.collect();
         for chunk in ids.chunks(batch.max(1)) {
             for &i in chunk {
-                let doc = self
-                    .docs
-                    .get_mut(&super::id(i))
-                    .ok_or_else(|| err(format!("baseline record {i} was never inserted")))?;
+                let key = super::id(i);
+                let doc = match self.docs.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let bytes =
+                            self.db
+                                .get(e.key().as_bytes())
+                                .map_err(err)?
+                                .ok_or_else(|| {
+                                    err(format!("baseline record {i} was never inserted"))
+                                })?;
+                        e.insert(AutoCommit::load(&bytes).map_err(err)?)
+                    }
+                };
                 put(doc, &super::patch(i, round))?;
                 doc.commit();
             }

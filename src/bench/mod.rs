@@ -43,7 +43,7 @@ pub fn record(i: usize) -> crate::Fields {
         ("code", Value::String(format!("C-{:06}", i % 1_000_000))),
         ("qty", Value::Int(i64v % 97)),
         ("price", Value::Float(i as f64 * 0.25)),
-        ("active", Value::Bool(i % 2 == 0)),
+        ("active", Value::Bool(i.is_multiple_of(2))),
         ("due", Value::Timestamp(1_790_000_000_000 + i64v)),
         ("visits", Value::Counter(0)),
         ("site", Value::String(format!("site-{}", i % 50))),
@@ -104,29 +104,56 @@ pub fn update_batched(
     Ok(())
 }
 
-/// One measured comparison.
+/// One workload measured against its baseline over several rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     /// What was measured.
     pub name: String,
-    /// Operations (records written) per run.
+    /// Records written per round.
     pub ops: usize,
-    /// fieldsync's records per second.
+    /// fieldsync's records per second (median over rounds).
     pub fieldsync_per_sec: f64,
-    /// The baseline's records per second.
+    /// The baseline's records per second (median over rounds).
     pub baseline_per_sec: f64,
-    /// fieldsync's time divided by the baseline's (lower is better; < 1 is faster).
+    /// fieldsync's time divided by the baseline's, median over rounds (lower is
+    /// better; below 1 is faster than the baseline).
     pub time_ratio: f64,
+    /// The ratio of each round.
+    pub round_ratios: Vec<f64>,
 }
 
-fn compare(name: &str, ops: usize, fs: Duration, base: Duration) -> Comparison {
-    let per = |d: Duration| ops as f64 / d.as_secs_f64().max(1e-9);
-    Comparison {
-        name: name.into(),
-        ops,
-        fieldsync_per_sec: per(fs),
-        baseline_per_sec: per(base),
-        time_ratio: fs.as_secs_f64() / base.as_secs_f64().max(1e-9),
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[derive(Default)]
+struct Samples {
+    fieldsync: Vec<Duration>,
+    baseline: Vec<Duration>,
+}
+
+impl Samples {
+    fn comparison(&self, name: String, ops: usize) -> Comparison {
+        let per = |d: &Duration| ops as f64 / d.as_secs_f64().max(1e-9);
+        let round_ratios: Vec<f64> = self
+            .fieldsync
+            .iter()
+            .zip(&self.baseline)
+            .map(|(f, b)| f.as_secs_f64() / b.as_secs_f64().max(1e-9))
+            .collect();
+        Comparison {
+            name,
+            ops,
+            fieldsync_per_sec: median(self.fieldsync.iter().map(per).collect()),
+            baseline_per_sec: median(self.baseline.iter().map(per).collect()),
+            time_ratio: median(round_ratios.clone()),
+            round_ratios,
+        }
     }
 }
 
@@ -139,6 +166,9 @@ pub struct LocalOptions {
     pub batch: usize,
     /// Records written one durable call at a time in the single workloads.
     pub single: usize,
+    /// Rounds; each runs every workload on fresh stores, alternating which side
+    /// goes first, and the report gives medians.
+    pub rounds: usize,
 }
 
 impl Default for LocalOptions {
@@ -147,6 +177,7 @@ impl Default for LocalOptions {
             records: 20_000,
             batch: 100,
             single: 300,
+            rounds: 3,
         }
     }
 }
@@ -154,10 +185,12 @@ impl Default for LocalOptions {
 /// The report of [`local`].
 #[derive(Debug, Clone, Serialize)]
 pub struct LocalReport {
-    /// The options used.
+    /// Records per batched workload.
     pub records: usize,
     /// Records per batch.
     pub batch: usize,
+    /// Rounds measured.
+    pub rounds: usize,
     /// Each workload against its baseline.
     pub results: Vec<Comparison>,
 }
@@ -168,49 +201,103 @@ fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {
     Ok((v, t.elapsed()))
 }
 
+/// Run `fs` and `base` in the order given by `fs_first`, recording both times.
+fn pair(
+    samples: &mut Samples,
+    fs_first: bool,
+    fs: impl FnOnce() -> Result<()>,
+    base: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    if fs_first {
+        samples.fieldsync.push(timed(fs)?.1);
+        samples.baseline.push(timed(base)?.1);
+    } else {
+        samples.baseline.push(timed(base)?.1);
+        samples.fieldsync.push(timed(fs)?.1);
+    }
+    Ok(())
+}
+
 /// Run the local write benchmarks in fresh subdirectories of `dir`.
+///
+/// Workloads: single durable inserts; batched inserts; batched updates of 2
+/// fields with every document loaded on both sides ("hot"); and the same updates
+/// after reopening both stores, so fieldsync loads documents into its default
+/// cache of 1024 and the baseline loads each from sled ("cold").
 pub fn local(dir: &Path, o: &LocalOptions) -> Result<LocalReport> {
-    let mut results = Vec::new();
+    let mut single = Samples::default();
+    let mut insert = Samples::default();
+    let mut hot = Samples::default();
+    let mut cold = Samples::default();
+    for round in 0..o.rounds.max(1) {
+        let rd = dir.join(format!("round{round}"));
+        let first = round % 2 == 0;
 
-    // Single durable writes.
-    let r = open(&dir.join("fs-single"), true)?;
-    let ((), fs) = timed(|| {
-        (0..o.single).try_for_each(|i| r.insert(COLLECTION, &id(i), record(i)).map(drop))
-    })?;
-    let mut b = baseline::Baseline::open(&dir.join("base-single"))?;
-    let ((), base) = timed(|| b.insert_batched(0..o.single, 1))?;
-    results.push(compare(
-        "insert, 1 record per durable write",
-        o.single,
-        fs,
-        base,
-    ));
+        let r = open(&rd.join("fs-single"), true)?;
+        let mut b = baseline::Baseline::open(&rd.join("base-single"))?;
+        pair(
+            &mut single,
+            first,
+            || (0..o.single).try_for_each(|i| r.insert(COLLECTION, &id(i), record(i)).map(drop)),
+            || b.insert_batched(0..o.single, 1),
+        )?;
 
-    // Batched inserts, then batched updates of the same records.
-    let r = open(&dir.join("fs-batch"), true)?;
-    let ((), fs) = timed(|| insert_batched(&r, 0..o.records, o.batch))?;
-    let mut b = baseline::Baseline::open(&dir.join("base-batch"))?;
-    let ((), base) = timed(|| b.insert_batched(0..o.records, o.batch))?;
-    results.push(compare(
-        &format!("insert, {} records per durable write", o.batch),
-        o.records,
-        fs,
-        base,
-    ));
+        // Hot: fieldsync caches every document, as the baseline keeps them all.
+        let fs_dir = rd.join("fs-batch");
+        let hot_config = Config::default().with_cache_docs(o.records);
+        let r = Replica::open(&fs_dir, hot_config)?;
+        r.define_collection(collection())?;
+        let mut b = baseline::Baseline::open(&rd.join("base-batch"))?;
+        pair(
+            &mut insert,
+            first,
+            || insert_batched(&r, 0..o.records, o.batch),
+            || b.insert_batched(0..o.records, o.batch),
+        )?;
+        pair(
+            &mut hot,
+            first,
+            || update_batched(&r, 0..o.records, o.batch, 1),
+            || b.update_batched(0..o.records, o.batch, 1),
+        )?;
 
-    let ((), fs) = timed(|| update_batched(&r, 0..o.records, o.batch, 1))?;
-    let ((), base) = timed(|| b.update_batched(0..o.records, o.batch, 1))?;
-    results.push(compare(
-        &format!("update 2 fields, {} records per durable write", o.batch),
-        o.records,
-        fs,
-        base,
-    ));
-
+        // Cold: reopen fieldsync with the default cache; the baseline forgets its
+        // documents and loads each from sled.
+        drop(r);
+        let r = Replica::open(&fs_dir, Config::default())?;
+        b.forget();
+        pair(
+            &mut cold,
+            first,
+            || update_batched(&r, 0..o.records, o.batch, 2),
+            || b.update_batched(0..o.records, o.batch, 2),
+        )?;
+    }
     Ok(LocalReport {
         records: o.records,
         batch: o.batch,
-        results,
+        rounds: o.rounds.max(1),
+        results: vec![
+            single.comparison("insert, 1 record per durable write".into(), o.single),
+            insert.comparison(
+                format!("insert, {} records per durable write", o.batch),
+                o.records,
+            ),
+            hot.comparison(
+                format!(
+                    "update 2 fields, {} per durable write, documents loaded (hot)",
+                    o.batch
+                ),
+                o.records,
+            ),
+            cold.comparison(
+                format!(
+                    "update 2 fields, {} per durable write, loaded from disk (cold)",
+                    o.batch
+                ),
+                o.records,
+            ),
+        ],
     })
 }
 

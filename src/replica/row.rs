@@ -1,5 +1,12 @@
-//! A record's row: its metadata and materialized fields, stored beside its
-//! automerge data so reads and scans never load the automerge document.
+//! A record's row: its metadata, its materialized fields, and its change log.
+//!
+//! Stored under one `r:` key as `[header][crc32(header)][log][crc32(log)]`: a
+//! codec-encoded header, then the log: the automerge chunks that, concatenated
+//! (after the external snapshot, if any), load the record's document. Each frame
+//! is a 4-byte big-endian length and the chunk. Both checksums are big-endian
+//! CRC-32s, so damage is reported rather than read as other data. A write appends one frame (its change) and rewrites this one key; the
+//! document itself is never re-saved until compaction. Reads and scans decode
+//! only the header, never the log or the automerge document.
 
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use serde::{Deserialize, Serialize};
@@ -12,24 +19,120 @@ const TAG: u8 = b'R';
 const VERSION: u8 = 1;
 
 /// The stored form of a row (`r:` keys).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Row {
     pub(crate) heads: Vec<[u8; 32]>,
     pub(crate) modified: HlcTime,
     pub(crate) author: Vec<u8>,
     pub(crate) deleted: bool,
-    /// How many `c:` change keys follow the snapshot.
-    pub(crate) changes: u32,
     pub(crate) fields: Fields,
+    /// Whether the snapshot lives under the record's own `s:` key (documents too
+    /// large to rewrite with every change); otherwise it is the log's first frame.
+    pub(crate) external_snapshot: bool,
+    /// How many frames the log holds.
+    pub(crate) frames: u32,
+    /// The size of the last snapshot (inline or external), in bytes.
+    pub(crate) snapshot_bytes: u32,
+    /// The framed log (not part of the header; see the module docs).
+    #[serde(skip)]
+    pub(crate) log: Vec<u8>,
 }
 
 impl Row {
+    /// The header and the log, each followed by its checksum.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        codec::encode("record row", TAG, VERSION, self)
+        let mut out = codec::encode("record row", TAG, VERSION, self)?;
+        let header_crc = crc32fast::hash(&out);
+        out.extend_from_slice(&header_crc.to_be_bytes());
+        out.extend_from_slice(&self.log);
+        out.extend_from_slice(&crc32fast::hash(&self.log).to_be_bytes());
+        Ok(out)
     }
 
+    /// Decode and check the header; returns it and the checked-header remainder
+    /// (`[log][crc32(log)]`).
+    fn decode_header(bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
+        let malformed = |message: String| CodecError::Malformed {
+            what: "record row",
+            message,
+        };
+        let (row, rest): (Row, _) = codec::decode_prefix("record row", TAG, VERSION, bytes)?;
+        let header_len = bytes.len() - rest.len();
+        let (crc, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| malformed("the header checksum is missing".into()))?;
+        if u32::from_be_bytes(*crc) != crc32fast::hash(&bytes[..header_len]) {
+            return Err(malformed("the header checksum does not match".into()));
+        }
+        Ok((row, rest))
+    }
+
+    /// The header only (the log stays empty): what reads and scans need.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        codec::decode("record row", TAG, VERSION, bytes)
+        Ok(Self::decode_header(bytes)?.0)
+    }
+
+    /// The header and the log, both checked.
+    pub(crate) fn decode_with_log(bytes: &[u8]) -> Result<Self, CodecError> {
+        let (mut row, rest) = Self::decode_header(bytes)?;
+        let (log, crc) = rest
+            .split_last_chunk::<4>()
+            .ok_or_else(|| CodecError::Malformed {
+                what: "record row",
+                message: "the change log checksum is missing".into(),
+            })?;
+        if u32::from_be_bytes(*crc) != crc32fast::hash(log) {
+            return Err(CodecError::Malformed {
+                what: "record row",
+                message: "the change log checksum does not match".into(),
+            });
+        }
+        row.log = log.to_vec();
+        Ok(row)
+    }
+
+    /// Append one automerge chunk to the log.
+    pub(crate) fn push_frame(&mut self, chunk: &[u8]) {
+        // Chunks are far below 4 GiB (writes are bounded long before that).
+        let len = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+        self.log.extend_from_slice(&len.to_be_bytes());
+        self.log.extend_from_slice(chunk);
+        self.frames += 1;
+    }
+
+    /// Replace the log with one chunk (a compacted snapshot).
+    pub(crate) fn reset_log(&mut self, chunk: Option<&[u8]>) {
+        self.log.clear();
+        self.frames = 0;
+        if let Some(c) = chunk {
+            self.push_frame(c);
+        }
+    }
+
+    /// The log's chunks concatenated (what automerge loads), checking the framing.
+    pub(crate) fn unframed_log(&self) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(self.log.len());
+        let mut rest = self.log.as_slice();
+        let mut frames = 0u32;
+        while !rest.is_empty() {
+            let (len, tail) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| "the change log ends inside a frame header".to_string())?;
+            let len = u32::from_be_bytes(*len) as usize;
+            let chunk = tail
+                .get(..len)
+                .ok_or_else(|| format!("a change log frame of {len} bytes is cut short"))?;
+            out.extend_from_slice(chunk);
+            rest = &tail[len..];
+            frames += 1;
+        }
+        if frames != self.frames {
+            return Err(format!(
+                "the change log holds {frames} frames, its header records {}",
+                self.frames
+            ));
+        }
+        Ok(out)
     }
 
     /// Set heads, time and author from the document's current heads: the latest

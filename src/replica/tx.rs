@@ -44,15 +44,13 @@ struct Staged {
     id: String,
     doc: Automerge,
     row: Row,
-    /// Encoded changes made in this transaction, to append.
-    new_changes: Vec<Vec<u8>>,
-    /// Replace all stored data with one snapshot (imports).
+    /// The document's heads when staged: what this transaction's changes follow.
+    base_heads: Vec<automerge::ChangeHash>,
+    /// Replace the stored log with one snapshot (new records and imports: saving
+    /// a fresh document is cheaper than extracting its change).
     rewrite: bool,
     /// Whether this transaction changed the record.
     dirty: bool,
-
-    /// Change keys stored before this transaction (deleted on compaction).
-    stored_changes: u32,
     kind: ChangeKind,
 }
 
@@ -69,6 +67,37 @@ pub struct Tx<'r> {
     index: HashMap<(String, String), usize>,
     /// Records whose unreadable stored data an import replaces.
     purge_on_commit: Vec<(String, String)>,
+}
+
+/// A snapshot at most this large stays inline in the record's row (4 KiB);
+/// larger documents keep theirs under an `s:` key so a write does not rewrite it.
+pub(crate) const INLINE_SNAPSHOT_MAX: usize = 4 << 10;
+
+/// A document whose snapshot is at most this large is saved whole on every
+/// write (1 KiB): for small documents `save` costs less than extracting the
+/// change, and a snapshot loads several times faster than a snapshot plus
+/// appended changes (figures in docs/benchmarks.md).
+pub(crate) const REWRITE_BELOW: u32 = 1 << 10;
+
+/// A log larger than this is compacted whatever its frame count (64 KiB).
+pub(crate) const MAX_LOG_BYTES: usize = 64 << 10;
+
+/// Whether the next write to `row` compacts its log into a snapshot rather than
+/// appending: always for small documents ([`REWRITE_BELOW`]); otherwise once the
+/// log would pass `compact_after` frames, [`MAX_LOG_BYTES`], or half the
+/// snapshot's size in appended changes (which bounds how much slower a load
+/// gets than loading the snapshot alone).
+fn compacts(row: &Row, compact_after: u32) -> bool {
+    let inline_snapshot = if row.external_snapshot {
+        0
+    } else {
+        row.snapshot_bytes as usize + 4
+    };
+    let appended = row.log.len().saturating_sub(inline_snapshot);
+    row.snapshot_bytes <= REWRITE_BELOW
+        || row.frames + 1 > compact_after
+        || row.log.len() > MAX_LOG_BYTES
+        || appended * 2 >= row.snapshot_bytes as usize
 }
 
 /// Check a record id: 1 to 256 bytes, no control characters.
@@ -129,10 +158,9 @@ impl<'r> Tx<'r> {
         self.staged.push(Staged {
             collection: key.0.clone(),
             id: key.1.clone(),
+            base_heads: row.heads(),
             doc,
-            stored_changes: row.changes,
             row,
-            new_changes: Vec::new(),
             rewrite: false,
             dirty: false,
             kind,
@@ -165,10 +193,7 @@ impl<'r> Tx<'r> {
             return Err(e);
         }
         let (hash, _) = tx.commit_with(CommitOptions::default().with_time(time.to_change_time()));
-        if hash.is_some()
-            && let Some(mut ch) = s.doc.get_last_local_change()
-        {
-            s.new_changes.push(ch.bytes().into_owned());
+        if hash.is_some() {
             s.dirty = true;
             s.row.modified = time;
             s.row.author = self.inner.actor.to_bytes().to_vec();
@@ -199,20 +224,14 @@ impl<'r> Tx<'r> {
             });
         }
         let doc = Automerge::new().with_actor(self.inner.actor.clone());
-        let row = Row {
-            heads: Vec::new(),
-            modified: HlcTime::default(),
-            author: Vec::new(),
-            deleted: false,
-            changes: 0,
-            fields: Fields::new(),
-        };
+        let row = Row::default();
         let i = self.stage(
             (collection.to_owned(), id.to_owned()),
             doc,
             row,
             ChangeKind::Insert,
         );
+        self.staged[i].rewrite = true;
         let w = self.change(i, c, |e| doc::write_fields(e.tx, e.collection, &fields))?;
         self.staged[i].row.fields = fields;
         Ok(w)
@@ -337,14 +356,7 @@ impl<'r> Tx<'r> {
                 i
             }
             None => {
-                let row = Row {
-                    heads: Vec::new(),
-                    modified: HlcTime::default(),
-                    author: Vec::new(),
-                    deleted: false,
-                    changes: 0,
-                    fields: Fields::new(),
-                };
+                let row = Row::default();
                 incoming.set_actor(self.inner.actor.clone());
                 self.stage(
                     (c.name.clone(), id.to_owned()),
@@ -376,12 +388,15 @@ impl<'r> Tx<'r> {
 
     /// Write everything staged with one atomic batch; put the documents back in
     /// the cache. Returns the events to publish once durable.
+    ///
+    /// Each changed record either appends this transaction's changes to its log
+    /// as one frame, or is compacted into one snapshot (see [`Self::compacts`]).
+    /// A snapshot stays inline when it is at most [`INLINE_SNAPSHOT_MAX`] bytes
+    /// and goes under the `s:` key otherwise.
     pub(crate) fn commit(mut self) -> Result<Vec<ChangeEvent>> {
         let mut batch = Batch::new();
         for (c, id) in &self.purge_on_commit {
-            for (k, _) in self.inner.storage.scan_prefix(&keys::changes_of(c, id))? {
-                batch.delete(k);
-            }
+            batch.delete(keys::snapshot(c, id));
         }
         let threshold = self.inner.config.compact_after;
         let mut touched = false;
@@ -391,19 +406,23 @@ impl<'r> Tx<'r> {
             }
             touched = true;
             let (c, id) = (&s.collection, &s.id);
-            let total = s.stored_changes as usize + s.new_changes.len();
-            if s.rewrite || total >= threshold as usize {
-                batch.put(keys::snapshot(c, id), s.doc.save());
-                for seq in 0..s.stored_changes {
-                    batch.delete(keys::change(c, id, seq));
+            if s.rewrite || compacts(&s.row, threshold) {
+                let snapshot = s.doc.save();
+                s.row.snapshot_bytes = u32::try_from(snapshot.len()).unwrap_or(u32::MAX);
+                if snapshot.len() <= INLINE_SNAPSHOT_MAX {
+                    if s.row.external_snapshot {
+                        batch.delete(keys::snapshot(c, id));
+                    }
+                    s.row.external_snapshot = false;
+                    s.row.reset_log(Some(&snapshot));
+                } else {
+                    batch.put(keys::snapshot(c, id), snapshot);
+                    s.row.external_snapshot = true;
+                    s.row.reset_log(None);
                 }
-                s.row.changes = 0;
             } else {
-                for (n, bytes) in s.new_changes.drain(..).enumerate() {
-                    let seq = s.stored_changes + n as u32;
-                    batch.put(keys::change(c, id, seq), bytes);
-                }
-                s.row.changes = total as u32;
+                let changes = s.doc.save_after(&s.base_heads);
+                s.row.push_frame(&changes);
             }
             let row = s.row.encode().map_err(|e| Error::Corrupt {
                 collection: c.clone(),

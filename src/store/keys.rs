@@ -4,10 +4,11 @@
 //! m:actor                          this replica's automerge actor id (16 bytes)
 //! m:hlc                            last hybrid-logical-clock time issued (u64 BE)
 //! m:schema                         the schema (codec-encoded)
-//! r:<collection>\0<id>             the record's row: metadata + materialized fields
-//! s:<collection>\0<id>             the record's compacted automerge snapshot
-//! c:<collection>\0<id>\0<seq>      one automerge change appended since the snapshot
-//!                                  (seq: u32 big-endian, so changes sort in order)
+//! r:<collection>\0<id>             the record's row: a header (metadata and
+//!                                  materialized fields) followed by its change
+//!                                  log (see `replica::row`)
+//! s:<collection>\0<id>             the record's snapshot, only for documents too
+//!                                  large to keep inline in the log (> 4 KiB)
 //! ```
 //!
 //! Collection names are `[a-z][a-z0-9_]*` and ids contain no NUL or control
@@ -19,8 +20,8 @@ pub(crate) const ACTOR: &[u8] = b"m:actor";
 pub(crate) const HLC: &[u8] = b"m:hlc";
 pub(crate) const SCHEMA: &[u8] = b"m:schema";
 
-fn record_key(tag: &[u8], collection: &str, id: &str, extra: usize) -> Vec<u8> {
-    let mut k = Vec::with_capacity(tag.len() + collection.len() + id.len() + 1 + extra);
+fn record_key(tag: &[u8], collection: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tag.len() + collection.len() + id.len() + 1);
     k.extend_from_slice(tag);
     k.extend_from_slice(collection.as_bytes());
     k.push(0);
@@ -30,12 +31,12 @@ fn record_key(tag: &[u8], collection: &str, id: &str, extra: usize) -> Vec<u8> {
 
 /// `r:<collection>\0<id>`
 pub(crate) fn row(collection: &str, id: &str) -> Vec<u8> {
-    record_key(b"r:", collection, id, 0)
+    record_key(b"r:", collection, id)
 }
 
 /// `r:<collection>\0`: every row of one collection.
 pub(crate) fn rows_of(collection: &str) -> Vec<u8> {
-    record_key(b"r:", collection, "", 0)
+    record_key(b"r:", collection, "")
 }
 
 /// The id part of a row key of `collection`, if `key` is one.
@@ -47,36 +48,12 @@ pub(crate) fn id_of_row<'k>(collection: &str, key: &'k [u8]) -> Option<&'k str> 
 
 /// `s:<collection>\0<id>`
 pub(crate) fn snapshot(collection: &str, id: &str) -> Vec<u8> {
-    record_key(b"s:", collection, id, 0)
-}
-
-/// `c:<collection>\0<id>\0`: every appended change of one record.
-pub(crate) fn changes_of(collection: &str, id: &str) -> Vec<u8> {
-    let mut k = record_key(b"c:", collection, id, 5);
-    k.push(0);
-    k
-}
-
-/// `c:<collection>\0<id>\0<seq>`
-pub(crate) fn change(collection: &str, id: &str, seq: u32) -> Vec<u8> {
-    let mut k = changes_of(collection, id);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+    record_key(b"s:", collection, id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn change_keys_sort_by_sequence_and_stay_under_their_record() {
-        let a = change("c", "x", 1);
-        let b = change("c", "x", 256);
-        assert!(a < b);
-        assert!(a.starts_with(&changes_of("c", "x")));
-        // "x" and "xy" never share a change prefix.
-        assert!(!change("c", "xy", 0).starts_with(&changes_of("c", "x")));
-    }
 
     #[test]
     fn row_prefix_lists_one_collection_only() {

@@ -5,13 +5,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Batch, Entry, Storage, StoreError};
 
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// A [`Storage`] kept in a `BTreeMap` behind a mutex.
 ///
 /// Clones share the same map, so a test can "reopen" a replica on the same data by
 /// handing it a clone. Nothing is written to disk; [`Storage::flush`] is a no-op.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
-    map: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    map: Arc<Mutex<Map>>,
 }
 
 impl MemoryStore {
@@ -20,7 +22,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn map(&self) -> Result<MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>>, StoreError> {
+    fn map(&self) -> Result<MutexGuard<'_, Map>, StoreError> {
         self.map
             .lock()
             .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))

@@ -115,6 +115,9 @@ enum Bench {
         /// Records written one durable call at a time.
         #[arg(long, default_value_t = 300)]
         single: usize,
+        /// Rounds (the report gives medians).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Open time and memory of a large store (filled first if empty).
     Open {
@@ -294,12 +297,14 @@ fn bench(which: &Bench) -> CliResult {
             records,
             batch,
             single,
+            rounds,
         } => {
             let tmp = tempfile::tempdir()?;
             let opts = fieldsync::bench::LocalOptions {
                 records: *records,
                 batch: *batch,
                 single: *single,
+                rounds: *rounds,
             };
             let report = fieldsync::bench::local(tmp.path(), &opts)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
