@@ -54,7 +54,7 @@ fn insert_fields(i: u8, qty: i64) -> Fields {
         ("qty", Value::Int(qty)),
         ("visits", Value::Counter(0)),
     ]);
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let mut x = u32::from(i) + 1;
         let text: String = (0..2500)
             .map(|_| {
