@@ -127,3 +127,27 @@ fn a_panicking_closure_poisons_nothing() {
         .unwrap();
     assert!(r.get("person", "a").unwrap().is_some());
 }
+
+#[test]
+fn a_write_error_swallowed_inside_a_transaction_leaves_no_trace() {
+    let r = Replica::in_memory(Config::default().with_schema(common::schema())).unwrap();
+    r.transaction(|tx| {
+        // The application ignores a failed insert and goes on.
+        let bad = tx.insert("thing", "t", fields([("qty", Value::from("x"))]));
+        assert!(bad.is_err());
+        tx.insert("person", "p", fields([("name", Value::from("p"))]))?;
+        Ok(())
+    })
+    .unwrap();
+    assert!(r.get("thing", "t").unwrap().is_none());
+    assert!(matches!(
+        r.update("thing", "t", fields([("qty", Value::Int(1))])),
+        Err(Error::NotFound { .. })
+    ));
+    r.insert("thing", "t", fields([("name", Value::from("now"))]))
+        .unwrap();
+    assert_eq!(
+        r.get("person", "p").unwrap().unwrap().fields["name"],
+        Value::from("p")
+    );
+}

@@ -54,6 +54,17 @@ struct Staged {
     kind: ChangeKind,
 }
 
+impl Staged {
+    fn written(&self) -> Written {
+        Written {
+            collection: self.collection.clone(),
+            id: self.id.clone(),
+            heads: self.row.heads(),
+            time: self.row.modified,
+        }
+    }
+}
+
 /// A write transaction over several records: all its writes become durable
 /// together or none do. Made by [`Replica::transaction`](crate::Replica::transaction).
 ///
@@ -199,12 +210,7 @@ impl<'r> Tx<'r> {
             s.row.author = self.inner.actor.to_bytes().to_vec();
             s.row.heads = s.doc.get_heads().iter().map(|h| h.0).collect();
         }
-        Ok(Written {
-            collection: s.collection.clone(),
-            id: s.id.clone(),
-            heads: s.row.heads(),
-            time: s.row.modified,
-        })
+        Ok(s.written())
     }
 
     /// Create a record with the id `id`.
@@ -245,12 +251,18 @@ impl<'r> Tx<'r> {
         self.insert(collection, &id, fields)
     }
 
-    fn live(&mut self, collection: &str, id: &str) -> Result<usize> {
+    /// The staged entry of an existing record (deleted or not).
+    fn existing(&mut self, collection: &str, id: &str) -> Result<usize> {
         validate_id(id)?;
-        let i = self.entry(collection, id)?.ok_or_else(|| Error::NotFound {
+        self.entry(collection, id)?.ok_or_else(|| Error::NotFound {
             collection: collection.to_owned(),
             id: id.to_owned(),
-        })?;
+        })
+    }
+
+    /// The staged entry of an existing, live record.
+    fn live(&mut self, collection: &str, id: &str) -> Result<usize> {
+        let i = self.existing(collection, id)?;
         if self.staged[i].row.deleted {
             return Err(Error::Deleted {
                 collection: collection.to_owned(),
@@ -306,19 +318,9 @@ impl<'r> Tx<'r> {
     pub fn delete(&mut self, collection: &str, id: &str) -> Result<Written> {
         let schema = self.schema.clone();
         let c = schema.collection(collection)?;
-        validate_id(id)?;
-        let i = self.entry(collection, id)?.ok_or_else(|| Error::NotFound {
-            collection: collection.to_owned(),
-            id: id.to_owned(),
-        })?;
+        let i = self.existing(collection, id)?;
         if self.staged[i].row.deleted {
-            let s = &self.staged[i];
-            return Ok(Written {
-                collection: s.collection.clone(),
-                id: s.id.clone(),
-                heads: s.row.heads(),
-                time: s.row.modified,
-            });
+            return Ok(self.staged[i].written());
         }
         let w = self.change(i, c, |e| doc::write_tombstone(e.tx, e.collection))?;
         let s = &mut self.staged[i];
@@ -378,12 +380,7 @@ impl<'r> Tx<'r> {
         self.state
             .hlc
             .observe_bounded(s.row.modified, wall, super::MAX_CLOCK_DRIFT_MS);
-        Ok(Written {
-            collection: s.collection.clone(),
-            id: s.id.clone(),
-            heads: s.row.heads(),
-            time: s.row.modified,
-        })
+        Ok(s.written())
     }
 
     /// Write everything staged with one atomic batch; put the documents back in
@@ -455,7 +452,12 @@ impl<'r> Tx<'r> {
                     modified: s.row.modified,
                 });
             }
-            self.state.cache.put((s.collection, s.id), (s.doc, s.row));
+            // A record staged by an insert whose write failed (and whose error the
+            // closure swallowed) was never stored: it has no heads and must not be
+            // cached as if it existed.
+            if !s.row.heads.is_empty() {
+                self.state.cache.put((s.collection, s.id), (s.doc, s.row));
+            }
         }
         events
     }
