@@ -646,3 +646,54 @@ fn a_store_held_by_another_process_is_a_locked_error() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_hlc_lease_is_written_rarely_and_never_reissued_after_a_restart() {
+    let store = fieldsync::store::MemoryStore::new();
+    let open = || {
+        Replica::with_storage(
+            Arc::new(store.clone()),
+            Config::default()
+                .with_schema(common::schema())
+                .with_clock(|| 1_790_000_000_000),
+        )
+        .unwrap()
+    };
+    let lease = || {
+        let b = fieldsync::store::Storage::get(&store, b"m:hlc")
+            .unwrap()
+            .unwrap();
+        HlcTime::from_u64(u64::from_be_bytes(b.try_into().unwrap()))
+    };
+    let r = open();
+    let mut times = Vec::new();
+    for i in 0..5 {
+        times.push(
+            r.insert(
+                "person",
+                &format!("p{i}"),
+                fields([("name", Value::from("x"))]),
+            )
+            .unwrap()
+            .time,
+        );
+    }
+    let stored = lease();
+    assert!(
+        times.iter().all(|t| *t < stored),
+        "every issued time is below the lease"
+    );
+    assert_eq!(
+        stored.millis(),
+        1_790_000_000_000 + 10_000,
+        "one lease, written once"
+    );
+    drop(r);
+    // Same wall clock after the restart: times continue above the lease.
+    let r = open();
+    let after = r
+        .insert("person", "q", fields([("name", Value::from("x"))]))
+        .unwrap()
+        .time;
+    assert!(after > stored, "{after} after a restart, lease {stored}");
+}

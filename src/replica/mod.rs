@@ -309,6 +309,7 @@ impl Replica {
         let state = State {
             cache: lru::LruCache::new(config.cache_docs),
             hlc: Hlc::starting_after(last),
+            hlc_ceiling: last,
         };
         Ok(Self {
             inner: Arc::new(Inner {

@@ -23,7 +23,14 @@ use crate::value::{Fields, Value};
 pub(crate) struct State {
     pub(crate) cache: lru::LruCache<(String, String), (Automerge, Row)>,
     pub(crate) hlc: crate::hlc::Hlc,
+    /// The HLC lease stored under `m:hlc`: no time at or above it has been
+    /// issued, and after a restart the clock starts above it.
+    pub(crate) hlc_ceiling: HlcTime,
 }
+
+/// How far ahead of the times it issues the stored HLC lease is set (10 s), so
+/// most commits need not rewrite `m:hlc`.
+pub(crate) const HLC_LEASE_MS: u64 = 10_000;
 
 /// What a write did, returned by each write call.
 #[derive(Debug, Clone, PartialEq)]
@@ -432,11 +439,18 @@ impl<'r> Tx<'r> {
             self.return_to_cache(false);
             return Ok(Vec::new());
         }
-        batch.put(
-            keys::HLC.to_vec(),
-            self.state.hlc.last().as_u64().to_be_bytes().to_vec(),
-        );
+        // Extend the HLC lease in the same batch when this transaction's times
+        // reached it, so a restart never reissues a time.
+        let last = self.state.hlc.last();
+        let ceiling = (last >= self.state.hlc_ceiling)
+            .then(|| HlcTime::from_parts(last.millis().saturating_add(HLC_LEASE_MS), 0));
+        if let Some(c) = ceiling {
+            batch.put(keys::HLC.to_vec(), c.as_u64().to_be_bytes().to_vec());
+        }
         self.inner.storage.apply(batch)?;
+        if let Some(c) = ceiling {
+            self.state.hlc_ceiling = c;
+        }
         Ok(self.return_to_cache(true))
     }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! m:actor                          this replica's automerge actor id (16 bytes)
-//! m:hlc                            last hybrid-logical-clock time issued (u64 BE)
+//! m:hlc                            HLC lease: every time issued is below it (u64 BE)
 //! m:schema                         the schema (codec-encoded)
 //! r:<collection>\0<id>             the record's row: a header (metadata and
 //!                                  materialized fields) followed by its change
