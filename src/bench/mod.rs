@@ -21,7 +21,7 @@ use crate::{Config, Replica, Result, Value, fields};
 pub const COLLECTION: &str = "item";
 
 /// The benchmark collection's declaration.
-pub fn collection() -> Collection {
+pub fn collection() -> std::result::Result<Collection, crate::schema::SchemaError> {
     Collection::builder(COLLECTION)
         .required("name", FieldType::String)
         .field("code", FieldType::String)
@@ -32,7 +32,6 @@ pub fn collection() -> Collection {
         .field("visits", FieldType::Counter)
         .field("site", FieldType::String)
         .build()
-        .unwrap_or_else(|e| panic!("the benchmark collection is valid: {e}"))
 }
 
 /// The 8 field values of record number `i`.
@@ -66,7 +65,7 @@ pub fn id(i: usize) -> String {
 /// Open a replica for benchmarks in `dir` with the benchmark collection.
 pub fn open(dir: &Path, durable: bool) -> Result<Replica> {
     let r = Replica::open(dir, Config::default().with_durable_writes(durable))?;
-    r.define_collection(collection())?;
+    r.define_collection(collection()?)?;
     Ok(r)
 }
 
@@ -246,7 +245,7 @@ pub fn local(dir: &Path, o: &LocalOptions) -> Result<LocalReport> {
         let fs_dir = rd.join("fs-batch");
         let hot_config = Config::default().with_cache_docs(o.records);
         let r = Replica::open(&fs_dir, hot_config)?;
-        r.define_collection(collection())?;
+        r.define_collection(collection()?)?;
         let mut b = baseline::Baseline::open(&rd.join("base-batch"))?;
         pair(
             &mut insert,

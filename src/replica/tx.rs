@@ -58,6 +58,8 @@ struct Staged {
     rewrite: bool,
     /// Whether this transaction changed the record.
     dirty: bool,
+    /// How many changes this transaction made to the record.
+    changes: u32,
     kind: ChangeKind,
 }
 
@@ -181,6 +183,7 @@ impl<'r> Tx<'r> {
             row,
             rewrite: false,
             dirty: false,
+            changes: 0,
             kind,
         });
         self.index.insert(key, i);
@@ -213,6 +216,7 @@ impl<'r> Tx<'r> {
         let (hash, _) = tx.commit_with(CommitOptions::default().with_time(time.to_change_time()));
         if hash.is_some() {
             s.dirty = true;
+            s.changes += 1;
             s.row.modified = time;
             s.row.author = self.inner.actor.to_bytes().to_vec();
             s.row.heads = s.doc.get_heads().iter().map(|h| h.0).collect();
@@ -425,7 +429,13 @@ impl<'r> Tx<'r> {
                     s.row.reset_log(None);
                 }
             } else {
-                let changes = s.doc.save_after(&s.base_heads);
+                // One change (the usual case) is cheapest to take as it is;
+                // several are encoded together after the heads they follow.
+                let one = (s.changes == 1)
+                    .then(|| s.doc.get_last_local_change())
+                    .flatten()
+                    .map(|mut c| c.bytes().into_owned());
+                let changes = one.unwrap_or_else(|| s.doc.save_after(&s.base_heads));
                 s.row.push_frame(&changes);
             }
             let row = s.row.encode().map_err(|e| Error::Corrupt {
