@@ -6,7 +6,7 @@
 //! (different fields, counters, text, list items) merge on their own, and only
 //! semantic conflicts will reach people.
 //!
-//! This release holds the foundation: the [schema](schema), the durable record
+//! This release holds the foundation: the [`schema`], the durable record
 //! store and the [`Replica`] handle. Synchronization, conflicts, pending events and
 //! access rights build on it (see `docs/architecture.md`).
 //!

@@ -562,6 +562,3 @@ impl Schema {
         file::parse(text)
     }
 }
-
-#[cfg(test)]
-mod tests;
