@@ -371,9 +371,9 @@ impl Replica {
             let mut state = self.inner.state();
             let mut tx = Tx::new(&self.inner, &mut state);
             let out = f(&mut tx)?;
-            let events = tx.commit()?;
-            let ticket = (!events.is_empty()).then(|| self.inner.commits.applied());
-            (out, events, ticket)
+            let written = tx.commit()?;
+            let ticket = written.is_some().then(|| self.inner.commits.applied());
+            (out, written.unwrap_or_default(), ticket)
         };
         if let Some(ticket) = ticket
             && self.inner.config.durable_writes

@@ -394,14 +394,18 @@ impl<'r> Tx<'r> {
         Ok(s.written())
     }
 
-    /// Write everything staged with one atomic batch; put the documents back in
-    /// the cache. Returns the events to publish once durable.
+    /// Write everything staged with one atomic batch and put the documents back
+    /// in the cache.
     ///
-    /// Each changed record either appends this transaction's changes to its log
-    /// as one frame, or is compacted into one snapshot (see [`Self::compacts`]).
-    /// A snapshot stays inline when it is at most [`INLINE_SNAPSHOT_MAX`] bytes
-    /// and goes under the `s:` key otherwise.
-    pub(crate) fn commit(mut self) -> Result<Vec<ChangeEvent>> {
+    /// Each changed record either appends this transaction's change to its log
+    /// as one frame, or is compacted into one snapshot (see [`compacts`]). A
+    /// snapshot stays inline when it is at most [`INLINE_SNAPSHOT_MAX`] bytes and
+    /// goes under the `s:` key otherwise.
+    ///
+    /// Returns `None` if the transaction changed nothing (nothing was written, no
+    /// durability wait is needed), else the events to publish once durable (empty
+    /// when nobody watches).
+    pub(crate) fn commit(mut self) -> Result<Option<Vec<ChangeEvent>>> {
         let mut batch = Batch::new();
         for (c, id) in &self.purge_on_commit {
             batch.delete(keys::snapshot(c, id));
@@ -447,7 +451,7 @@ impl<'r> Tx<'r> {
         }
         if !touched {
             self.return_to_cache(false);
-            return Ok(Vec::new());
+            return Ok(None);
         }
         // Extend the HLC lease in the same batch when this transaction's times
         // reached it, so a restart never reissues a time.
@@ -461,13 +465,15 @@ impl<'r> Tx<'r> {
         if let Some(c) = ceiling {
             self.state.hlc_ceiling = c;
         }
-        Ok(self.return_to_cache(true))
+        Ok(Some(self.return_to_cache(true)))
     }
 
     fn return_to_cache(self, committed: bool) -> Vec<ChangeEvent> {
         let mut events = Vec::new();
+        // Events are only built when someone watches.
+        let watched = self.inner.events.receiver_count() > 0;
         for s in self.staged {
-            if committed && s.dirty {
+            if committed && s.dirty && watched {
                 events.push(ChangeEvent {
                     collection: s.collection.clone(),
                     id: s.id.clone(),
