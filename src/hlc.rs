@@ -14,7 +14,7 @@
 //! let a = clock.tick(1_000);
 //! let b = clock.tick(999); // the wall clock went back: the HLC does not
 //! assert!(b > a);
-//! clock.observe(HlcTime::from_parts(5_000, 3), 1_001); // a peer ahead of us
+//! clock.observe(HlcTime::from_parts(5_000, 3)); // a peer ahead of us
 //! assert!(clock.tick(1_002) > HlcTime::from_parts(5_000, 3));
 //! ```
 
@@ -118,12 +118,12 @@ impl Hlc {
         if remote.millis() > wall_millis.saturating_add(max_drift_millis) {
             return false;
         }
-        self.observe(remote, wall_millis);
+        self.observe(remote);
         true
     }
 
     /// Take a remote time into account so later local times order after it.
-    pub fn observe(&mut self, remote: HlcTime, _wall_millis: u64) {
+    pub fn observe(&mut self, remote: HlcTime) {
         if remote > self.last {
             self.last = remote;
         }

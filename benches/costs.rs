@@ -1,10 +1,10 @@
-//! The automerge costs behind fieldsync's compaction policy
-//! (docs/architecture.md, "Appending and compaction"): for a small 8-field
-//! record, is saving the whole document cheaper than extracting the new change,
-//! and how much slower is loading a snapshot plus appended changes than loading
-//! one snapshot?
+//! The costs behind fieldsync's storage layout and compaction policy
+//! (docs/architecture.md): for a small 8-field record, is saving the whole
+//! automerge document cheaper than extracting the new change, how much slower is
+//! loading a snapshot plus appended changes than one snapshot, what does creating
+//! the document cost; and does sled charge per key or per byte?
 //!
-//! `cargo bench --bench automerge_costs`; figures in docs/benchmarks.md.
+//! `cargo bench --bench costs`; figures in docs/benchmarks.md.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -72,8 +72,46 @@ fn costs(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+    g.bench_function("create_8_field_document", |b| {
+        b.iter(|| black_box(small_record().get_heads()))
+    });
     g.finish();
 }
 
-criterion_group!(benches, costs);
+/// 100 records written to sled in one batch and flushed, as one key per record
+/// or as two (the layout fieldsync had before rows carried their change log).
+fn sled_keys(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sled_batch_of_100_records");
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    for (name, keys_per_record, bytes) in [
+        ("1_key_218_bytes", 1, 218),
+        ("1_key_370_bytes", 1, 370),
+        ("2_keys_150_bytes", 2, 150),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .cache_capacity(64 << 20)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .expect("open sled");
+        let mut next = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut batch = sled::Batch::default();
+                for i in next..next + 100 {
+                    for k in 0..keys_per_record {
+                        batch.insert(format!("{k}:item\0rec{i:08}").as_bytes(), vec![7u8; bytes]);
+                    }
+                }
+                next += 100;
+                db.apply_batch(batch).expect("batch");
+                db.flush().expect("flush");
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, costs, sled_keys);
 criterion_main!(benches);
