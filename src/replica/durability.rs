@@ -45,7 +45,7 @@ impl GroupCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Batch, Entry};
+    use crate::store::Batch;
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
@@ -58,9 +58,6 @@ mod tests {
     impl Storage for CountingStore {
         fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
             Ok(None)
-        }
-        fn scan_prefix(&self, _: &[u8]) -> Result<Vec<Entry>, StoreError> {
-            Ok(vec![])
         }
         fn for_each_prefix(
             &self,

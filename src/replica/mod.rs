@@ -194,7 +194,7 @@ impl Inner {
         } else {
             Vec::new()
         };
-        data.extend_from_slice(&row.unframed_log().map_err(corrupt)?);
+        row.append_unframed_log(&mut data).map_err(corrupt)?;
         if data.is_empty() {
             return Err(corrupt("no automerge data is stored".into()));
         }

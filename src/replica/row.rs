@@ -109,9 +109,10 @@ impl Row {
         }
     }
 
-    /// The log's chunks concatenated (what automerge loads), checking the framing.
-    pub(crate) fn unframed_log(&self) -> Result<Vec<u8>, String> {
-        let mut out = Vec::with_capacity(self.log.len());
+    /// Append the log's chunks to `out` (what automerge loads, after the external
+    /// snapshot if any), checking the framing.
+    pub(crate) fn append_unframed_log(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.reserve(self.log.len());
         let mut rest = self.log.as_slice();
         let mut frames = 0u32;
         while !rest.is_empty() {
@@ -132,7 +133,7 @@ impl Row {
                 self.frames
             ));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Set heads, time and author from the document's current heads: the latest

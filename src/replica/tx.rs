@@ -249,9 +249,20 @@ impl<'r> Tx<'r> {
             ChangeKind::Insert,
         );
         self.staged[i].rewrite = true;
-        let w = self.change(i, c, |e| doc::write_fields(e.tx, e.collection, &fields))?;
-        self.staged[i].row.fields = fields;
-        Ok(w)
+        match self.change(i, c, |e| doc::write_fields(e.tx, e.collection, &fields)) {
+            Ok(w) => {
+                self.staged[i].row.fields = fields;
+                Ok(w)
+            }
+            Err(e) => {
+                // The record was never stored: forget it, so a caller that goes on
+                // after this error can insert the id again and nothing caches it.
+                if let Some(s) = self.staged.pop() {
+                    self.index.remove(&(s.collection, s.id));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Create a record with a generated, time-ordered id (see
@@ -482,12 +493,7 @@ impl<'r> Tx<'r> {
                     modified: s.row.modified,
                 });
             }
-            // A record staged by an insert whose write failed (and whose error the
-            // closure swallowed) was never stored: it has no heads and must not be
-            // cached as if it existed.
-            if !s.row.heads.is_empty() {
-                self.state.cache.put((s.collection, s.id), (s.doc, s.row));
-            }
+            self.state.cache.put((s.collection, s.id), (s.doc, s.row));
         }
         events
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Batch, Entry, Storage, StoreError};
+use super::{Batch, Storage, StoreError};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -32,15 +32,6 @@ impl MemoryStore {
 impl Storage for MemoryStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.map()?.get(key).cloned())
-    }
-
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        let mut out = Vec::new();
-        self.for_each_prefix(prefix, &mut |k, v| {
-            out.push((k.to_vec(), v.to_vec()));
-            true
-        })?;
-        Ok(out)
     }
 
     fn for_each_prefix(

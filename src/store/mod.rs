@@ -84,14 +84,6 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
-
-    /// Total bytes of keys and values staged (a cost estimate).
-    pub fn size(&self) -> usize {
-        self.ops
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum()
-    }
 }
 
 /// A durable, ordered key-value store.
@@ -104,8 +96,16 @@ pub trait Storage: Send + Sync + 'static {
     /// Read one key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// All pairs whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+    /// All pairs whose key starts with `prefix`, in key order (collected from
+    /// [`Storage::for_each_prefix`]).
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_prefix(prefix, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })?;
+        Ok(out)
+    }
 
     /// Visit the pairs whose key starts with `prefix`, in key order, until `visit`
     /// returns `false`. Backends stream this without collecting the whole range.

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Batch, Entry, Storage, StoreError};
+use super::{Batch, Storage, StoreError};
 
 /// A [`Storage`] backed by a sled 0.34 database.
 ///
@@ -63,13 +63,6 @@ fn backend(e: sled::Error) -> StoreError {
 impl Storage for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get(key).map_err(backend)?.map(|v| v.to_vec()))
-    }
-
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        self.db
-            .scan_prefix(prefix)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
-            .collect()
     }
 
     fn for_each_prefix(
