@@ -133,14 +133,7 @@ fn convert_scalar(ty: &FieldType, s: &ScalarValue) -> Option<Value> {
 }
 
 fn convert_element(ty: ScalarType, s: &ScalarValue) -> Option<Value> {
-    let as_field = match ty {
-        ScalarType::String => FieldType::String,
-        ScalarType::Integer => FieldType::Integer,
-        ScalarType::Float => FieldType::Float,
-        ScalarType::Boolean => FieldType::Boolean,
-        ScalarType::Timestamp => FieldType::Timestamp,
-    };
-    convert_scalar(&as_field, s)
+    convert_scalar(&FieldType::from(ty), s)
 }
 
 /// Read a record's fields as the schema declares them, and its deleted flag.
@@ -331,19 +324,15 @@ impl Edit<'_, '_> {
     }
 
     fn element(&self, field: &str, elem: ScalarType, v: Value) -> Result<ScalarValue, Error> {
-        let as_list = Value::List(vec![v.clone()]);
-        let ok = FieldType::List(elem).coerce(&as_list);
-        match ok {
-            Some(Value::List(mut items)) if items.len() == 1 => scalar_of(&items.remove(0))
-                .ok_or_else(|| unreachable_scalar(self.collection, field)),
-            _ => Err(crate::schema::SchemaError::WrongType {
+        elem.coerce(&v).as_ref().and_then(scalar_of).ok_or_else(|| {
+            crate::schema::SchemaError::WrongType {
                 collection: self.collection.name.clone(),
                 field: field.to_owned(),
-                expected: format!("{elem}"),
+                expected: elem.to_string(),
                 given: v.type_name().to_owned(),
             }
-            .into()),
-        }
+            .into()
+        })
     }
 
     /// Insert `value` at `index` of a list field (concurrent inserts all stay).
@@ -389,13 +378,5 @@ impl Edit<'_, '_> {
         }
         let c = self.collection;
         self.tx.delete(&obj, index).map_err(|e| am_err(c, field, e))
-    }
-}
-
-fn unreachable_scalar(c: &Collection, field: &str) -> Error {
-    Error::Edit {
-        collection: c.name.clone(),
-        field: field.to_owned(),
-        reason: "list element is not a scalar".into(),
     }
 }

@@ -191,18 +191,23 @@ impl std::fmt::Display for FieldType {
     }
 }
 
+impl From<ScalarType> for FieldType {
+    fn from(s: ScalarType) -> Self {
+        match s {
+            ScalarType::String => FieldType::String,
+            ScalarType::Integer => FieldType::Integer,
+            ScalarType::Float => FieldType::Float,
+            ScalarType::Boolean => FieldType::Boolean,
+            ScalarType::Timestamp => FieldType::Timestamp,
+        }
+    }
+}
+
 impl ScalarType {
-    /// Coerce `v` to this element type, or `None` if it does not fit.
-    fn coerce(self, v: &Value) -> Option<Value> {
-        Some(match (self, v) {
-            (ScalarType::String, Value::String(s)) => Value::String(s.clone()),
-            (ScalarType::Integer, Value::Int(i)) => Value::Int(*i),
-            (ScalarType::Float, Value::Float(x)) => Value::Float(*x),
-            (ScalarType::Float, Value::Int(i)) => Value::Float(*i as f64),
-            (ScalarType::Boolean, Value::Bool(b)) => Value::Bool(*b),
-            (ScalarType::Timestamp, Value::Timestamp(t)) => Value::Timestamp(*t),
-            _ => return None,
-        })
+    /// Coerce `v` to this element type, or `None` if it does not fit (the same
+    /// rules as the field type of the same name).
+    pub fn coerce(self, v: &Value) -> Option<Value> {
+        FieldType::from(self).coerce(v)
     }
 }
 
