@@ -50,6 +50,43 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_DECODE>()
 }
 
+fn config_limited<const LIMIT: usize>() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<LIMIT>()
+}
+
+/// [`decode`] for untrusted input with a tighter allocation bound: no container
+/// larger than `LIMIT` bytes in total is allocated (network messages).
+pub(crate) fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
+    what: &'static str,
+    tag: u8,
+    version: u8,
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    let malformed = |message: String| CodecError::Malformed { what, message };
+    match bytes {
+        [t, v, body @ ..] if *t == tag => {
+            if *v != version {
+                return Err(CodecError::UnsupportedVersion {
+                    what,
+                    found: *v,
+                    supported: version,
+                });
+            }
+            let (value, used) = bincode::serde::decode_from_slice(body, config_limited::<LIMIT>())
+                .map_err(|e| malformed(e.to_string()))?;
+            if used != body.len() {
+                return Err(malformed(format!(
+                    "{} trailing bytes after the value",
+                    body.len() - used
+                )));
+            }
+            Ok(value)
+        }
+        [t, ..] => Err(malformed(format!("tag {t:#04x}, expected {tag:#04x}"))),
+        [] => Err(malformed("empty input".into())),
+    }
+}
+
 /// Encode `value` as `[tag, version, bincode...]`.
 pub(crate) fn encode<T: Serialize>(
     what: &'static str,

@@ -58,7 +58,9 @@ mod error;
 mod hlc;
 mod replica;
 pub mod schema;
+pub mod sim;
 pub mod store;
+pub mod sync;
 mod value;
 
 pub use automerge;

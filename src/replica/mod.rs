@@ -3,6 +3,7 @@
 mod durability;
 mod row;
 mod scan;
+mod sync;
 mod tx;
 mod watch;
 
@@ -155,13 +156,13 @@ impl Inner {
             .clone()
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         // A panic in a caller's closure poisons the lock, but the state stays
         // consistent: staged documents are only put back into the cache on commit.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn corrupt(collection: &str, id: &str, reason: impl Into<String>) -> Error {
+    pub(crate) fn corrupt(collection: &str, id: &str, reason: impl Into<String>) -> Error {
         Error::Corrupt {
             collection: collection.to_owned(),
             id: id.to_owned(),
@@ -169,7 +170,7 @@ impl Inner {
         }
     }
 
-    fn read_row(&self, collection: &str, id: &str) -> Result<Option<Row>> {
+    pub(crate) fn read_row(&self, collection: &str, id: &str) -> Result<Option<Row>> {
         match self.storage.get(&keys::row(collection, id))? {
             None => Ok(None),
             Some(bytes) => Row::decode(&bytes)
@@ -311,6 +312,7 @@ impl Replica {
             cache: lru::LruCache::new(config.cache_docs),
             hlc: Hlc::starting_after(last),
             hlc_ceiling: last,
+            index: None,
         };
         Ok(Self {
             inner: Arc::new(Inner {

@@ -26,6 +26,8 @@ pub(crate) struct State {
     /// The HLC lease stored under `m:hlc`: no time at or above it has been
     /// issued, and after a restart the clock starts above it.
     pub(crate) hlc_ceiling: HlcTime,
+    /// The sync index (built on first use, then kept up to date by commits).
+    pub(crate) index: Option<crate::sync::SyncIndex>,
 }
 
 /// How far ahead of the times it issues the stored HLC lease is set (10 s), so
@@ -61,6 +63,9 @@ struct Staged {
     /// How many changes this transaction made to the record.
     changes: u32,
     kind: ChangeKind,
+    /// Data merged into the document was refused: write nothing for this
+    /// record and drop the document rather than caching it.
+    discard: bool,
 }
 
 impl Staged {
@@ -185,6 +190,7 @@ impl<'r> Tx<'r> {
             dirty: false,
             changes: 0,
             kind,
+            discard: false,
         });
         self.index.insert(key, i);
         i
@@ -405,6 +411,82 @@ impl<'r> Tx<'r> {
         Ok(s.written())
     }
 
+    /// Merge automerge data received from a peer into a record (creating it if
+    /// new). Returns whether the record changed. On error nothing of this record
+    /// is written, and the rest of the transaction is unaffected.
+    pub(crate) fn apply_remote(&mut self, c: &Collection, id: &str, bytes: &[u8]) -> Result<bool> {
+        let refuse = |reason: String| Error::Import {
+            collection: c.name.clone(),
+            reason,
+        };
+        let existing = match self.entry(&c.name, id) {
+            Ok(found) => found,
+            Err(Error::Corrupt { reason, .. }) => {
+                tracing::warn!(collection = %c.name, id, %reason, "replacing a corrupt record with a peer's data");
+                self.purge_on_commit.push((c.name.clone(), id.to_owned()));
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let i = match existing {
+            Some(i) => {
+                let s = &mut self.staged[i];
+                let before = s.doc.get_heads();
+                if let Err(e) = s.doc.load_incremental(bytes) {
+                    s.discard = true;
+                    return Err(refuse(format!("not automerge data: {e}")));
+                }
+                if s.doc.get_heads() == before {
+                    return Ok(false);
+                }
+                // Appended as the changes after the heads the row had.
+                s.changes = s.changes.saturating_add(2);
+                i
+            }
+            None => {
+                let mut doc = Automerge::new();
+                doc.load_incremental(bytes)
+                    .map_err(|e| refuse(format!("not automerge data: {e}")))?;
+                if doc.get_heads().is_empty() {
+                    return Err(refuse(
+                        "no complete change (its dependencies are missing)".into(),
+                    ));
+                }
+                check_importable(c, &doc).map_err(refuse)?;
+                doc.set_actor(self.inner.actor.clone());
+                let i = self.stage(
+                    (c.name.clone(), id.to_owned()),
+                    doc,
+                    Row::default(),
+                    ChangeKind::Remote,
+                );
+                self.staged[i].rewrite = true;
+                i
+            }
+        };
+        let wall = (self.inner.config.clock)();
+        let s = &mut self.staged[i];
+        match doc::read_fields(&s.doc, c) {
+            Ok((fields, deleted)) => {
+                s.row.fields = fields;
+                s.row.deleted = deleted;
+            }
+            Err(e) => {
+                s.discard = true;
+                return Err(refuse(e.0));
+            }
+        }
+        s.row.set_meta_from(&s.doc);
+        s.dirty = true;
+        if s.kind == ChangeKind::Update {
+            s.kind = ChangeKind::Remote;
+        }
+        self.state
+            .hlc
+            .observe_bounded(s.row.modified, wall, super::MAX_CLOCK_DRIFT_MS);
+        Ok(true)
+    }
+
     /// Write everything staged with one atomic batch and put the documents back
     /// in the cache.
     ///
@@ -424,7 +506,7 @@ impl<'r> Tx<'r> {
         let threshold = self.inner.config.compact_after;
         let mut touched = false;
         for s in self.staged.iter_mut() {
-            if !s.dirty {
+            if !s.dirty || s.discard {
                 continue;
             }
             touched = true;
@@ -484,6 +566,15 @@ impl<'r> Tx<'r> {
         // Events are only built when someone watches.
         let watched = self.inner.events.receiver_count() > 0;
         for s in self.staged {
+            if s.discard {
+                continue;
+            }
+            if committed
+                && s.dirty
+                && let Some(index) = self.state.index.as_mut()
+            {
+                index.upsert(&s.collection, &s.id, &s.row.heads);
+            }
             if committed && s.dirty && watched {
                 events.push(ChangeEvent {
                     collection: s.collection.clone(),

@@ -17,6 +17,8 @@ pub enum ChangeKind {
     Delete,
     /// Automerge bytes were imported into it.
     Import,
+    /// Changes from a peer were merged into it (sync).
+    Remote,
 }
 
 /// One durable change to one record.

@@ -46,6 +46,18 @@ pub(crate) fn id_of_row<'k>(collection: &str, key: &'k [u8]) -> Option<&'k str> 
         .and_then(|id| std::str::from_utf8(id).ok())
 }
 
+/// `r:`: every row of every collection.
+pub(crate) const ROWS: &[u8] = b"r:";
+
+/// The collection and id of a row key, if `key` is one.
+pub(crate) fn split_row(key: &[u8]) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(ROWS)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let c = std::str::from_utf8(&rest[..nul]).ok()?;
+    let id = std::str::from_utf8(&rest[nul + 1..]).ok()?;
+    Some((c, id))
+}
+
 /// `s:<collection>\0<id>`
 pub(crate) fn snapshot(collection: &str, id: &str) -> Vec<u8> {
     record_key(b"s:", collection, id)
@@ -60,5 +72,7 @@ mod tests {
         assert!(row("inv", "1").starts_with(&rows_of("inv")));
         assert!(!row("invoice", "1").starts_with(&rows_of("inv")));
         assert_eq!(id_of_row("inv", &row("inv", "a/b")), Some("a/b"));
+        assert_eq!(split_row(&row("inv", "a/b")), Some(("inv", "a/b")));
+        assert_eq!(split_row(&snapshot("inv", "a")), None);
     }
 }

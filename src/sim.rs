@@ -1,0 +1,509 @@
+//! A deterministic simulator of N replicas syncing over an unreliable network
+//! (test support, also used by the benchmarks).
+//!
+//! Every replica keeps its records in a [`MemoryStore`] and runs real automerge
+//! documents and real [`Session`]s; only the network is simulated. A seed fixes
+//! everything: the edits (inserts, updates of the same and of different fields,
+//! counters, text, deletes), which replicas start syncing with which, partitions
+//! and heals, lost, duplicated and reordered messages, replicas restarted from
+//! their stores, and the clock. [`run`] plays one seeded schedule, then heals the
+//! network and syncs to quiescence, and returns an error naming the seed if any
+//! two replicas differ.
+//!
+//! ```
+//! let stats = fieldsync::sim::run(&fieldsync::sim::SimConfig::new(42, 3))?;
+//! assert!(stats.messages > 0);
+//! # Ok::<(), fieldsync::sim::SimError>(())
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::schema::{Collection, FieldType, Schema};
+use crate::store::MemoryStore;
+use crate::sync::{Input, Node, Notification, Output, Session};
+use crate::value::{Value, fields};
+use crate::{Config, Replica, Scan};
+
+/// SplitMix64: a tiny generator whose output is fixed forever for a seed, so a
+/// printed seed replays the same schedule on any build (a crate's generator may
+/// change its stream between versions).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// `true` with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 1.0 < p
+    }
+}
+
+/// One schedule's settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The seed.
+    pub seed: u64,
+    /// How many replicas (2 to 6 in the property test).
+    pub replicas: usize,
+    /// How many random steps before the network heals.
+    pub steps: usize,
+    /// Probability that a delivered message is lost.
+    pub loss: f64,
+    /// Probability that a delivered message is delivered twice.
+    pub duplicate: f64,
+    /// How many distinct record ids the edits draw from (small: more collisions).
+    pub ids: usize,
+}
+
+impl SimConfig {
+    /// A schedule with the default mix (80 steps, 5% loss, 5% duplicates).
+    pub fn new(seed: u64, replicas: usize) -> Self {
+        Self {
+            seed,
+            replicas,
+            steps: 80,
+            loss: 0.05,
+            duplicate: 0.05,
+            ids: 12,
+        }
+    }
+}
+
+/// What a schedule did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Edits made.
+    pub edits: u64,
+    /// Messages delivered (including duplicates).
+    pub messages: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// Messages lost on purpose.
+    pub lost: u64,
+    /// Replica restarts.
+    pub restarts: u64,
+    /// Syncs that reported convergence.
+    pub synced: u64,
+    /// Records on each replica at the end.
+    pub records: usize,
+}
+
+/// A schedule that did not converge, or failed.
+#[derive(Debug, thiserror::Error)]
+#[error("seed {seed}: {message} (replay: FIELDSYNC_SIM_SEED={seed})")]
+pub struct SimError {
+    /// The seed that fails.
+    pub seed: u64,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The collection the simulator edits: one field of each mergeable kind.
+pub fn collection() -> Collection {
+    let built = Collection::builder("item")
+        .required("title", FieldType::String)
+        .field("note", FieldType::String)
+        .field("qty", FieldType::Integer)
+        .default("visits", FieldType::Counter, Value::Counter(0))
+        .field("body", FieldType::Text)
+        .build();
+    match built {
+        Ok(c) => c,
+        // The definition above is valid; a failure here is a bug in the builder.
+        Err(e) => panic!("the simulator's collection is invalid: {e}"),
+    }
+}
+
+struct Peer {
+    store: MemoryStore,
+    replica: Replica,
+    sessions: BTreeMap<usize, Session>,
+}
+
+/// A simulated message in flight.
+struct Packet {
+    from: usize,
+    to: usize,
+    bytes: Vec<u8>,
+}
+
+/// N replicas and the network between them.
+pub struct Sim {
+    rng: Rng,
+    clock: Arc<AtomicU64>,
+    peers: Vec<Peer>,
+    links: Vec<Vec<bool>>,
+    net: VecDeque<Packet>,
+    stats: SimStats,
+    seed: u64,
+    cfg: SimConfig,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.seed)
+            .field("replicas", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// Replicas in memory, all linked, the clock at a fixed start.
+    pub fn new(cfg: &SimConfig) -> Result<Self, SimError> {
+        let clock = Arc::new(AtomicU64::new(1_800_000_000_000));
+        let mut sim = Self {
+            rng: Rng::new(cfg.seed),
+            clock,
+            peers: Vec::new(),
+            links: vec![vec![true; cfg.replicas]; cfg.replicas],
+            net: VecDeque::new(),
+            stats: SimStats::default(),
+            seed: cfg.seed,
+            cfg: cfg.clone(),
+        };
+        for _ in 0..cfg.replicas {
+            let store = MemoryStore::new();
+            let replica = sim.open(&store)?;
+            sim.peers.push(Peer {
+                store,
+                replica,
+                sessions: BTreeMap::new(),
+            });
+        }
+        Ok(sim)
+    }
+
+    fn fail(&self, message: impl Into<String>) -> SimError {
+        SimError {
+            seed: self.seed,
+            message: message.into(),
+        }
+    }
+
+    fn open(&self, store: &MemoryStore) -> Result<Replica, SimError> {
+        let clock = self.clock.clone();
+        let schema = Schema::new()
+            .with(collection())
+            .map_err(|e| self.fail(e.to_string()))?;
+        Replica::with_storage(
+            Arc::new(store.clone()),
+            Config::default()
+                .with_schema(schema)
+                .with_cache_docs(8)
+                .with_clock(move || clock.load(Ordering::Relaxed)),
+        )
+        .map_err(|e| self.fail(format!("open: {e}")))
+    }
+
+    /// The replicas.
+    pub fn replicas(&self) -> Vec<Replica> {
+        self.peers.iter().map(|p| p.replica.clone()).collect()
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.load(Ordering::Relaxed)
+    }
+
+    /// Feed an input to `at`'s session with `peer`, queueing what it sends.
+    fn drive(&mut self, at: usize, peer: usize, input: Input) -> Result<(), SimError> {
+        let now = self.now();
+        let p = &mut self.peers[at];
+        let session = p.sessions.entry(peer).or_default();
+        let outs = p
+            .replica
+            .drive(session, now, input)
+            .map_err(|e| self.fail(format!("replica {at}: {e}")))?;
+        for o in outs {
+            match o {
+                Output::Send(bytes) => self.net.push_back(Packet {
+                    from: at,
+                    to: peer,
+                    bytes,
+                }),
+                Output::Notify(Notification::Synced(_)) => self.stats.synced += 1,
+                Output::Notify(Notification::ProtocolError { reason }) => {
+                    return Err(self.fail(format!("replica {at} refused {peer}: {reason}")));
+                }
+                Output::Close => {
+                    self.peers[at].sessions.remove(&peer);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Make one random edit on replica `at`. Edits that the record's state refuses
+    /// (an update of a deleted or missing record) are skipped.
+    fn edit(&mut self, at: usize) {
+        let id = format!("r{}", self.rng.below(self.cfg.ids));
+        let r = self.peers[at].replica.clone();
+        let v = self.rng.below(1000);
+        let exists = matches!(r.get("item", &id), Ok(Some(_)));
+        let op = if exists { 1 + self.rng.below(6) } else { 0 };
+        let result = match op {
+            0 => r.insert(
+                "item",
+                &id,
+                fields([("title", Value::from(format!("t{v}")))]),
+            ),
+            1 => r.update(
+                "item",
+                &id,
+                fields([("title", Value::from(format!("t{v}")))]),
+            ),
+            2 => r.update(
+                "item",
+                &id,
+                fields([("note", Value::from(format!("n{v}")))]),
+            ),
+            3 => r.update("item", &id, fields([("qty", Value::Int(v as i64))])),
+            4 => r.update_with("item", &id, |e| e.increment("visits", 1)),
+            5 => r.update_with("item", &id, |e| {
+                let len = match e.get("body")? {
+                    Some(Value::Text(t)) => t.chars().count(),
+                    _ => 0,
+                };
+                e.splice_text("body", v % (len + 1), 0, "x")
+            }),
+            _ => r.delete("item", &id),
+        };
+        if result.is_ok() {
+            self.stats.edits += 1;
+        }
+    }
+
+    /// Deliver the message at position `i` of the network queue.
+    fn deliver(&mut self, i: usize, faults: bool) -> Result<(), SimError> {
+        let Some(p) = self.net.remove(i) else {
+            return Ok(());
+        };
+        if faults && self.rng.chance(self.cfg.loss) {
+            self.stats.lost += 1;
+            return Ok(());
+        }
+        if !self.links[p.from][p.to] {
+            self.stats.lost += 1;
+            return Ok(());
+        }
+        let times = if faults && self.rng.chance(self.cfg.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..times {
+            self.stats.messages += 1;
+            self.stats.bytes += p.bytes.len() as u64;
+            self.drive(p.to, p.from, Input::Received(p.bytes.clone()))?;
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self, at: usize) -> Result<(), SimError> {
+        let store = self.peers[at].store.clone();
+        let replica = self.open(&store)?;
+        self.peers[at].replica = replica;
+        self.peers[at].sessions.clear();
+        self.stats.restarts += 1;
+        Ok(())
+    }
+
+    fn tick_all(&mut self) -> Result<(), SimError> {
+        for at in 0..self.peers.len() {
+            let peers: Vec<usize> = self.peers[at].sessions.keys().copied().collect();
+            for peer in peers {
+                self.drive(at, peer, Input::Tick)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One random step of the schedule.
+    pub fn step(&mut self) -> Result<(), SimError> {
+        let n = self.peers.len();
+        self.clock
+            .fetch_add(self.rng.below(200) as u64, Ordering::Relaxed);
+        match self.rng.below(100) {
+            0..=34 => {
+                let at = self.rng.below(n);
+                self.edit(at);
+            }
+            35..=49 => {
+                let a = self.rng.below(n);
+                let b = (a + 1 + self.rng.below(n - 1)) % n;
+                if self.links[a][b] {
+                    self.drive(a, b, Input::Start)?;
+                }
+            }
+            50..=84 => {
+                for _ in 0..=self.rng.below(4) {
+                    if !self.net.is_empty() {
+                        let i = self.rng.below(self.net.len());
+                        self.deliver(i, true)?;
+                    }
+                }
+            }
+            85..=91 => {
+                let a = self.rng.below(n);
+                let b = (a + 1 + self.rng.below(n - 1)) % n;
+                let up = !self.links[a][b];
+                self.links[a][b] = up;
+                self.links[b][a] = up;
+            }
+            92..=94 => {
+                let at = self.rng.below(n);
+                self.restart(at)?;
+            }
+            _ => {
+                self.clock
+                    .fetch_add(crate::sync::session::RETRY_AFTER_MS, Ordering::Relaxed);
+                self.tick_all()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deliver everything in flight (in random order, without faults) until the
+    /// network is empty; then let timers fire once and repeat, up to a bound.
+    fn settle(&mut self) -> Result<(), SimError> {
+        for _ in 0..50 {
+            let mut budget = 1_000_000u32;
+            while !self.net.is_empty() {
+                budget = budget.saturating_sub(1);
+                if budget == 0 {
+                    return Err(self.fail("the network never went quiet"));
+                }
+                let i = self.rng.below(self.net.len());
+                self.deliver(i, false)?;
+            }
+            let busy = self
+                .peers
+                .iter()
+                .any(|p| p.sessions.values().any(Session::is_syncing));
+            if !busy {
+                return Ok(());
+            }
+            self.clock
+                .fetch_add(crate::sync::session::RETRY_AFTER_MS, Ordering::Relaxed);
+            self.tick_all()?;
+        }
+        Err(self.fail("sessions never finished"))
+    }
+
+    /// Heal every link and sync every pair until all replicas hold the same
+    /// records, then check that they do.
+    pub fn heal_and_check(&mut self) -> Result<(), SimError> {
+        let n = self.peers.len();
+        for row in &mut self.links {
+            row.iter_mut().for_each(|l| *l = true);
+        }
+        self.settle()?;
+        for _round in 0..3 {
+            for a in 0..n {
+                for b in (a + 1)..n {
+                    self.drive(a, b, Input::Start)?;
+                    self.settle()?;
+                }
+            }
+            if self.roots_equal()? {
+                break;
+            }
+        }
+        self.check_identical()
+    }
+
+    fn roots_equal(&self) -> Result<bool, SimError> {
+        let mut roots = Vec::new();
+        for p in &self.peers {
+            roots.push(
+                p.replica
+                    .with_sync_index(|i| i.summary(Node::ROOT))
+                    .map_err(|e| self.fail(e.to_string()))?,
+            );
+        }
+        Ok(roots.windows(2).all(|w| w[0] == w[1]))
+    }
+
+    /// Check that every replica holds the same records: ids, values, deleted
+    /// flags and heads.
+    pub fn check_identical(&mut self) -> Result<(), SimError> {
+        let mut first: Option<Vec<crate::Record>> = None;
+        for (i, p) in self.peers.iter().enumerate() {
+            let records = p
+                .replica
+                .scan(&Scan::new("item").with_deleted())
+                .map_err(|e| self.fail(e.to_string()))?;
+            let records: Vec<crate::Record> = records
+                .into_iter()
+                .map(|mut r| {
+                    r.meta.heads.sort();
+                    r
+                })
+                .collect();
+            match &first {
+                None => {
+                    self.stats.records = records.len();
+                    first = Some(records);
+                }
+                Some(f) => {
+                    if f.len() != records.len() {
+                        return Err(self.fail(format!(
+                            "replica 0 has {} records, replica {i} has {}",
+                            f.len(),
+                            records.len()
+                        )));
+                    }
+                    for (a, b) in f.iter().zip(&records) {
+                        if a.id != b.id
+                            || a.fields != b.fields
+                            || a.meta.heads != b.meta.heads
+                            || a.meta.deleted != b.meta.deleted
+                        {
+                            return Err(self.fail(format!(
+                                "record {} differs: replica 0 {:?} / replica {i} {:?}",
+                                a.id, a, b
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What happened so far.
+    pub fn stats(&self) -> &SimStats {
+        &self.stats
+    }
+}
+
+/// Play one seeded schedule, heal, sync to quiescence, and check convergence.
+pub fn run(cfg: &SimConfig) -> Result<SimStats, SimError> {
+    let mut sim = Sim::new(cfg)?;
+    for _ in 0..cfg.steps {
+        sim.step()?;
+    }
+    sim.heal_and_check()?;
+    Ok(sim.stats.clone())
+}

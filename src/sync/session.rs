@@ -1,0 +1,735 @@
+//! One peer's sync session: a state machine that takes [`Input`]s and returns
+//! [`Output`]s. It reads the replica's [`SyncIndex`] but does no IO: loading and
+//! applying records, sending bytes and telling time are the caller's (see
+//! `docs/protocol.md` for the protocol and why it converges).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::index::{Key, MAX_LEVEL, Node, SyncIndex};
+use super::msg::{self, CHUNK_BYTES, Frame, MAX_MESSAGE, Msg, MsgError, Part, RecordData};
+
+/// A node with at most this many items is answered with its items rather than
+/// its children's sums.
+pub const ITEM_MAX: u64 = 8;
+
+/// How many record loads one [`Output::Load`] asks for at most.
+pub const LOAD_BATCH: usize = 256;
+
+/// How long a request may go unanswered before the syncing side starts over
+/// (milliseconds of the caller's clock).
+pub const RETRY_AFTER_MS: u64 = 10_000;
+
+/// How many times a sync starts over after unanswered requests before it gives up.
+pub const MAX_RESTARTS: u32 = 8;
+
+/// How many confirmation rounds a sync runs before it reports that it could not
+/// converge (for example because some records failed to apply).
+pub const MAX_ROUNDS: u32 = 16;
+
+/// What the caller feeds a session.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Sync with the peer until both hold the same records (or restart a sync
+    /// that is under way).
+    Start,
+    /// Bytes received from the peer.
+    Received(Vec<u8>),
+    /// The results of the last [`Output::Load`], one per request, in order.
+    Loaded(Vec<Loaded>),
+    /// The last [`Output::Apply`] is done (and durable); these records failed.
+    Applied(Vec<ApplyFailure>),
+    /// A record changed locally (in live mode the change is offered at once).
+    LocalChange(Key),
+    /// Time passed (the caller's clock is passed to every call).
+    Tick,
+}
+
+/// A record that could not be applied, reported back in [`Input::Applied`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyFailure {
+    /// The record.
+    pub key: Key,
+    /// Why.
+    pub reason: String,
+}
+
+/// What the caller must do for the session.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send these bytes to the peer.
+    Send(Vec<u8>),
+    /// Read these records and answer with [`Input::Loaded`].
+    Load(Vec<LoadRequest>),
+    /// Apply these records' data (one atomic write), then answer with
+    /// [`Input::Applied`].
+    Apply(Vec<Incoming>),
+    /// Tell the application.
+    Notify(Notification),
+    /// Close the connection: the session is over (refused or misbehaving peer).
+    Close,
+}
+
+/// A read the session needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadRequest {
+    /// The whole record: its saved form or its stored changes, whichever is
+    /// smaller. Answer `data`.
+    Full(Key),
+    /// The record's changes that a peer with `heads` lacks. Answer `data` (none if
+    /// it lacks nothing) and, if `ask_back`, `heads` = this replica's heads when
+    /// it lacks some of the peer's (or the whole record).
+    Since {
+        /// The record.
+        key: Key,
+        /// The peer's heads.
+        heads: Vec<[u8; 32]>,
+        /// Whether to ask for what this replica lacks.
+        ask_back: bool,
+    },
+    /// The record's heads. Answer `heads` (empty if it has gone).
+    Heads(Key),
+}
+
+/// The answer to one [`LoadRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Automerge bytes to send (a saved document or changes).
+    pub data: Option<Vec<u8>>,
+    /// Heads to send in a `Have`.
+    pub heads: Option<Vec<[u8; 32]>>,
+}
+
+/// A record's data received from the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The record.
+    pub key: Key,
+    /// A saved document or changes.
+    pub bytes: Vec<u8>,
+}
+
+/// What a session tells the application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    /// Both sides held the same records at the end of the sync.
+    Synced(Report),
+    /// The sync stopped before both sides held the same records.
+    Incomplete {
+        /// What moved.
+        report: Report,
+        /// Why it stopped.
+        reason: String,
+    },
+    /// The peer refused the session.
+    Refused {
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The peer sent something this session refused; the session is closed.
+    ProtocolError {
+        /// What was wrong.
+        reason: String,
+    },
+    /// A record was too large to send in one message and was skipped.
+    RecordTooLarge {
+        /// The record.
+        key: Key,
+        /// Its size in bytes.
+        bytes: usize,
+    },
+}
+
+/// What a sync moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Record data items sent.
+    pub records_sent: u64,
+    /// Record data items received.
+    pub records_received: u64,
+    /// Confirmation rounds (1 when the stores were already equal).
+    pub rounds: u32,
+    /// Restarts after unanswered requests.
+    pub restarts: u32,
+    /// Records that failed to apply.
+    pub apply_failures: u64,
+    /// Milliseconds from start to end, on the caller's clock.
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug)]
+enum Work {
+    Load(LoadRequest),
+    Ack(u64),
+}
+
+/// A sync session with one peer (see the module docs).
+#[derive(Debug, Default)]
+pub struct Session {
+    /// Whether this side is running a sync to completion.
+    syncing: bool,
+    live: bool,
+    started_at: u64,
+    report: Report,
+    /// Whether anything but acknowledgements moved since the last confirmation.
+    activity: bool,
+    confirm_id: Option<u64>,
+    next_id: u64,
+    /// Ids of our messages awaiting an acknowledgement, with when they were sent.
+    outstanding: BTreeMap<u64, u64>,
+    queue: VecDeque<Work>,
+    inflight: Option<Vec<LoadRequest>>,
+    applying: u32,
+    out_parts: Vec<Part>,
+    out_bytes: usize,
+    out_acks: Vec<u64>,
+    closed: bool,
+}
+
+/// The encoded size of a record part entry, roughly (for chunking).
+fn record_size(id: &str, bytes: &[u8]) -> usize {
+    id.len() + bytes.len() + 10
+}
+
+/// The encoded size of a part, roughly (an upper bound for all but records,
+/// whose entries are measured one by one).
+fn part_size(part: &Part) -> usize {
+    match part {
+        Part::Summary { .. } => 40,
+        Part::Children { .. } => 160,
+        Part::Items { items, .. } => 24 + items.len() * 18,
+        Part::NeedHashes(h) => 8 + h.len() * 9,
+        Part::Have { id, heads, .. } => 80 + id.len() + heads.len() * 33,
+        Part::Records {
+            collection,
+            records,
+        } => {
+            8 + collection.len()
+                + records
+                    .iter()
+                    .map(|r| record_size(&r.id, &r.bytes))
+                    .sum::<usize>()
+        }
+    }
+}
+
+/// Cut parts into messages of about [`CHUNK_BYTES`], splitting record parts
+/// between records. Always returns at least one (possibly empty) message.
+fn chunk(parts: Vec<Part>) -> Vec<Vec<Part>> {
+    let mut chunks: Vec<Vec<Part>> = vec![Vec::new()];
+    let mut size = 0usize;
+    let open_new = |chunks: &mut Vec<Vec<Part>>, size: &mut usize, next: usize| {
+        if *size > 0 && *size + next > CHUNK_BYTES {
+            chunks.push(Vec::new());
+            *size = 0;
+        }
+        *size += next;
+    };
+    for part in parts {
+        if let Part::Records {
+            collection,
+            records,
+        } = part
+        {
+            let mut group = Vec::new();
+            for r in records {
+                let s = record_size(&r.id, &r.bytes);
+                if size > 0 && size + s > CHUNK_BYTES && !group.is_empty() {
+                    let records = std::mem::take(&mut group);
+                    if let Some(c) = chunks.last_mut() {
+                        c.push(Part::Records {
+                            collection: collection.clone(),
+                            records,
+                        });
+                    }
+                }
+                open_new(&mut chunks, &mut size, s);
+                group.push(r);
+            }
+            if !group.is_empty()
+                && let Some(c) = chunks.last_mut()
+            {
+                c.push(Part::Records {
+                    collection,
+                    records: group,
+                });
+            }
+        } else {
+            open_new(&mut chunks, &mut size, part_size(&part));
+            if let Some(c) = chunks.last_mut() {
+                c.push(part);
+            }
+        }
+    }
+    chunks
+}
+
+impl Session {
+    /// A new session (passive until [`Input::Start`] or a message arrives).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Live mode: local changes are offered to the peer as they happen.
+    pub fn set_live(&mut self, live: bool) {
+        self.live = live;
+    }
+
+    /// Whether a sync started by this side is under way.
+    pub fn is_syncing(&self) -> bool {
+        self.syncing
+    }
+
+    /// Whether the session was closed (refusal or protocol error).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Feed one input; returns what to do, in order. `now` is the caller's clock
+    /// in milliseconds.
+    pub fn handle(&mut self, index: &SyncIndex, now: u64, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.closed {
+            return out;
+        }
+        match input {
+            Input::Start => self.start(index, now, &mut out),
+            Input::Received(bytes) => self.received(index, now, &bytes, &mut out),
+            Input::Loaded(results) => self.loaded(results, &mut out),
+            Input::Applied(failures) => {
+                self.applying = self.applying.saturating_sub(1);
+                self.report.apply_failures += failures.len() as u64;
+            }
+            Input::LocalChange(key) => {
+                if self.syncing {
+                    self.activity = true;
+                } else if self.live {
+                    self.queue.push_back(Work::Load(LoadRequest::Heads(key)));
+                }
+            }
+            Input::Tick => self.tick(index, now, &mut out),
+        }
+        if self.closed {
+            return out;
+        }
+        self.pump(&mut out);
+        if self.inflight.is_none() {
+            self.flush(now, &mut out);
+        }
+        self.check_idle(index, now, &mut out);
+        out
+    }
+
+    fn start(&mut self, index: &SyncIndex, now: u64, out: &mut Vec<Output>) {
+        if !self.syncing {
+            self.syncing = true;
+            self.started_at = now;
+            self.report = Report::default();
+        }
+        self.confirm(index, now, out);
+    }
+
+    /// Send our root summary as a request; the sync is over when the peer
+    /// acknowledges it with nothing else having moved.
+    fn confirm(&mut self, index: &SyncIndex, now: u64, out: &mut Vec<Output>) {
+        let root = index.summary(Node::ROOT);
+        self.report.rounds += 1;
+        self.activity = false;
+        self.out_parts.push(Part::Summary {
+            node: Node::ROOT,
+            fp: root.fp,
+            count: root.count,
+        });
+        self.confirm_id = self.flush(now, out);
+    }
+
+    fn tick(&mut self, index: &SyncIndex, now: u64, out: &mut Vec<Output>) {
+        let stale = self
+            .outstanding
+            .values()
+            .any(|sent| now.saturating_sub(*sent) >= RETRY_AFTER_MS);
+        if !stale {
+            return;
+        }
+        self.outstanding.clear();
+        if self.syncing {
+            self.report.restarts += 1;
+            if self.report.restarts > MAX_RESTARTS {
+                self.finish_incomplete(now, "the peer stopped answering", out);
+            } else {
+                self.activity = true;
+                self.confirm(index, now, out);
+            }
+        }
+    }
+
+    fn finish_incomplete(&mut self, now: u64, reason: &str, out: &mut Vec<Output>) {
+        self.syncing = false;
+        self.confirm_id = None;
+        self.report.elapsed_ms = now.saturating_sub(self.started_at);
+        out.push(Output::Notify(Notification::Incomplete {
+            report: self.report.clone(),
+            reason: reason.to_owned(),
+        }));
+    }
+
+    fn refuse(&mut self, reason: String, out: &mut Vec<Output>) {
+        tracing::warn!(%reason, "refusing a sync peer");
+        out.push(Output::Send(msg::encode_refusal(&reason)));
+        out.push(Output::Notify(Notification::ProtocolError { reason }));
+        out.push(Output::Close);
+        self.closed = true;
+        self.syncing = false;
+    }
+
+    fn received(&mut self, index: &SyncIndex, now: u64, bytes: &[u8], out: &mut Vec<Output>) {
+        self.report.messages_received += 1;
+        self.report.bytes_received += bytes.len() as u64;
+        let m = match msg::decode(bytes) {
+            Ok(Frame::Msg(m)) => m,
+            Ok(Frame::Refusal(r)) => {
+                out.push(Output::Notify(Notification::Refused { reason: r.reason }));
+                out.push(Output::Close);
+                self.closed = true;
+                self.syncing = false;
+                return;
+            }
+            Err(e @ MsgError::Version { .. }) => {
+                return self.refuse(e.to_string(), out);
+            }
+            Err(e) => return self.refuse(format!("refused a message from the peer: {e}"), out),
+        };
+        for a in &m.acks {
+            self.outstanding.remove(a);
+        }
+        if !m.parts.is_empty() {
+            self.activity = true;
+        }
+        let mut incoming = Vec::new();
+        let mut need = Vec::new();
+        for part in m.parts {
+            match part {
+                Part::Summary { node, fp, count } => self.on_summary(index, node, fp, count),
+                Part::Children { node, fps } => self.on_children(index, node, &fps),
+                Part::Items { node, items } => self.on_items(index, node, &items, &mut need),
+                Part::NeedHashes(hashes) => {
+                    for h in hashes {
+                        for key in index.keys_with_hash(h) {
+                            self.queue.push_back(Work::Load(LoadRequest::Full(key)));
+                        }
+                    }
+                }
+                Part::Have {
+                    collection,
+                    id,
+                    heads,
+                    reply,
+                } => self.queue.push_back(Work::Load(LoadRequest::Since {
+                    key: Key::new(collection, id),
+                    heads,
+                    ask_back: !reply,
+                })),
+                Part::Records {
+                    collection,
+                    records,
+                } => {
+                    self.report.records_received += records.len() as u64;
+                    incoming.extend(records.into_iter().map(|r| Incoming {
+                        key: Key::new(collection.clone(), r.id),
+                        bytes: r.bytes,
+                    }));
+                }
+            }
+        }
+        if !need.is_empty() {
+            self.push_part(Part::NeedHashes(need));
+        }
+        if !incoming.is_empty() {
+            self.applying += 1;
+            out.push(Output::Apply(incoming));
+        }
+        if m.id != 0 {
+            self.queue.push_back(Work::Ack(m.id));
+        }
+        let _ = now;
+    }
+
+    /// Answer a node whose sums differ: its items if few, else its children.
+    fn split(&mut self, index: &SyncIndex, node: Node, mine: u64) {
+        if mine <= ITEM_MAX || node.level >= MAX_LEVEL {
+            let items = index
+                .items(node)
+                .into_iter()
+                .map(|(kh, _, fp)| (kh, fp))
+                .collect();
+            self.push_part(Part::Items { node, items });
+        } else {
+            self.push_part(Part::Children {
+                node,
+                fps: index.children(node),
+            });
+        }
+    }
+
+    fn send_all(&mut self, index: &SyncIndex, node: Node) {
+        for key in index.keys(node) {
+            self.queue.push_back(Work::Load(LoadRequest::Full(key)));
+        }
+    }
+
+    fn on_summary(&mut self, index: &SyncIndex, node: Node, fp: u64, count: u64) {
+        let mine = index.summary(node);
+        if mine.fp == fp && mine.count == count {
+            return;
+        }
+        if count == 0 {
+            self.send_all(index, node);
+        } else if mine.count == 0 {
+            self.push_part(Part::Summary {
+                node,
+                fp: 0,
+                count: 0,
+            });
+        } else {
+            self.split(index, node, mine.count);
+        }
+    }
+
+    fn on_children(&mut self, index: &SyncIndex, node: Node, theirs: &[u64; 16]) {
+        if node.level >= MAX_LEVEL {
+            return;
+        }
+        let mine = index.children(node);
+        for n in 0..16u8 {
+            let (m, t) = (mine[usize::from(n)], theirs[usize::from(n)]);
+            if m == t {
+                continue;
+            }
+            let child = node.child(n);
+            if t == 0 {
+                self.send_all(index, child);
+            } else if m == 0 {
+                self.push_part(Part::Summary {
+                    node: child,
+                    fp: 0,
+                    count: 0,
+                });
+            } else {
+                let count = index.summary(child).count;
+                self.split(index, child, count);
+            }
+        }
+    }
+
+    fn on_items(
+        &mut self,
+        index: &SyncIndex,
+        node: Node,
+        theirs: &[(u64, u64)],
+        need: &mut Vec<u64>,
+    ) {
+        type Side = (Vec<(Key, u64)>, BTreeSet<u64>);
+        let mut by_hash: BTreeMap<u64, Side> = BTreeMap::new();
+        for (kh, key, fp) in index.items(node) {
+            by_hash.entry(kh).or_default().0.push((key, fp));
+        }
+        let (lo, hi) = node.range();
+        for (kh, fp) in theirs {
+            if (lo..=hi).contains(kh) {
+                by_hash.entry(*kh).or_default().1.insert(*fp);
+            }
+        }
+        for (kh, (mine, theirs)) in by_hash {
+            if theirs.is_empty() {
+                for (key, _) in mine {
+                    self.queue.push_back(Work::Load(LoadRequest::Full(key)));
+                }
+                continue;
+            }
+            if theirs.len() > mine.len() {
+                need.push(kh);
+            }
+            for (key, fp) in mine {
+                if !theirs.contains(&fp) {
+                    self.queue.push_back(Work::Load(LoadRequest::Heads(key)));
+                }
+            }
+        }
+    }
+
+    fn push_part(&mut self, part: Part) {
+        self.out_bytes += part_size(&part);
+        self.out_parts.push(part);
+    }
+
+    fn push_record(&mut self, key: Key, bytes: Vec<u8>, out: &mut Vec<Output>) {
+        let size = record_size(&key.id, &bytes);
+        if size + 1024 > MAX_MESSAGE {
+            out.push(Output::Notify(Notification::RecordTooLarge {
+                key,
+                bytes: bytes.len(),
+            }));
+            return;
+        }
+        self.report.records_sent += 1;
+        self.out_bytes += size;
+        let record = RecordData { id: key.id, bytes };
+        if let Some(Part::Records {
+            collection,
+            records,
+        }) = self.out_parts.last_mut()
+            && *collection == key.collection
+        {
+            records.push(record);
+            return;
+        }
+        self.out_parts.push(Part::Records {
+            collection: key.collection,
+            records: vec![record],
+        });
+    }
+
+    fn loaded(&mut self, results: Vec<Loaded>, out: &mut Vec<Output>) {
+        let Some(requests) = self.inflight.take() else {
+            return;
+        };
+        for (req, res) in requests.into_iter().zip(results) {
+            match req {
+                LoadRequest::Full(key) => {
+                    if let Some(data) = res.data {
+                        self.push_record(key, data, out);
+                    }
+                }
+                LoadRequest::Since { key, .. } => {
+                    if let Some(heads) = res.heads {
+                        self.push_part(Part::Have {
+                            collection: key.collection.clone(),
+                            id: key.id.clone(),
+                            heads,
+                            reply: true,
+                        });
+                    }
+                    if let Some(data) = res.data {
+                        self.push_record(key, data, out);
+                    }
+                }
+                LoadRequest::Heads(key) => {
+                    if let Some(heads) = res.heads {
+                        self.push_part(Part::Have {
+                            collection: key.collection,
+                            id: key.id,
+                            heads,
+                            reply: false,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Start the next load, moving acknowledgements that precede it into the
+    /// outgoing message (their answers are all buffered by then).
+    fn pump(&mut self, out: &mut Vec<Output>) {
+        if self.inflight.is_some() {
+            return;
+        }
+        let mut batch = Vec::new();
+        while let Some(w) = self.queue.front() {
+            match w {
+                Work::Ack(id) if batch.is_empty() => {
+                    self.out_acks.push(*id);
+                    self.queue.pop_front();
+                }
+                Work::Ack(_) => break,
+                Work::Load(_) if batch.len() >= LOAD_BATCH => break,
+                Work::Load(_) => {
+                    if let Some(Work::Load(r)) = self.queue.pop_front() {
+                        batch.push(r);
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.inflight = Some(batch.clone());
+            out.push(Output::Load(batch));
+        }
+    }
+
+    /// Send what is buffered, cut into messages of about [`CHUNK_BYTES`]. Returns
+    /// the id of the last message if it asks for an answer.
+    fn flush(&mut self, now: u64, out: &mut Vec<Output>) -> Option<u64> {
+        if self.out_parts.is_empty() && self.out_acks.is_empty() {
+            return None;
+        }
+        let parts = std::mem::take(&mut self.out_parts);
+        self.out_bytes = 0;
+        let chunks = chunk(parts);
+        let last = chunks.len() - 1;
+        let mut last_id = None;
+        for (i, parts) in chunks.into_iter().enumerate() {
+            if parts.is_empty() && (i != last || self.out_acks.is_empty()) {
+                continue;
+            }
+            let id = if parts.iter().any(Part::is_request) {
+                // Ids start at 1: 0 means "no answer needed".
+                self.next_id += 1;
+                let id = self.next_id;
+                self.outstanding.insert(id, now);
+                Some(id)
+            } else {
+                None
+            };
+            // Acknowledgements ride on the last message, after all the data.
+            let acks = if i == last {
+                std::mem::take(&mut self.out_acks)
+            } else {
+                Vec::new()
+            };
+            let m = Msg {
+                id: id.unwrap_or(0),
+                acks,
+                parts,
+            };
+            if i == last {
+                last_id = id;
+            }
+            match msg::encode(&m) {
+                Ok(bytes) => {
+                    self.report.messages_sent += 1;
+                    self.report.bytes_sent += bytes.len() as u64;
+                    out.push(Output::Send(bytes));
+                }
+                Err(e) => tracing::error!(error = %e, "could not encode a sync message"),
+            }
+        }
+        last_id
+    }
+
+    fn check_idle(&mut self, index: &SyncIndex, now: u64, out: &mut Vec<Output>) {
+        if !self.syncing
+            || !self.outstanding.is_empty()
+            || !self.queue.is_empty()
+            || self.inflight.is_some()
+            || self.applying > 0
+        {
+            return;
+        }
+        if self.confirm_id.is_some() && !self.activity {
+            self.syncing = false;
+            self.confirm_id = None;
+            self.report.elapsed_ms = now.saturating_sub(self.started_at);
+            out.push(Output::Notify(Notification::Synced(self.report.clone())));
+        } else if self.report.rounds >= MAX_ROUNDS {
+            self.finish_incomplete(now, "records still differ after the last round", out);
+        } else {
+            self.confirm(index, now, out);
+        }
+    }
+}
