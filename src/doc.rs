@@ -136,6 +136,60 @@ fn convert_element(ty: ScalarType, s: &ScalarValue) -> Option<Value> {
     convert_scalar(&FieldType::from(ty), s)
 }
 
+/// One automerge value of a root key as the value of `field`.
+fn convert<D: ReadDoc>(
+    doc: &D,
+    field: &crate::schema::Field,
+    (value, id): (AmValue<'_>, ObjId),
+) -> Result<Value, ShapeError> {
+    let key = &field.name;
+    let wrong =
+        |found: &str| ShapeError(format!("field `{key}` expects {}, found {found}", field.ty));
+    Ok(match value {
+        AmValue::Scalar(s) => {
+            convert_scalar(&field.ty, &s).ok_or_else(|| wrong(&format!("{:?}", s.as_ref())))?
+        }
+        AmValue::Object(ObjType::Text) if field.ty == FieldType::Text => {
+            Value::Text(doc.text(&id).map_err(|e| ShapeError(e.to_string()))?)
+        }
+        AmValue::Object(ObjType::List) => {
+            let FieldType::List(elem) = field.ty else {
+                return Err(wrong("a list"));
+            };
+            let items = doc
+                .values(&id)
+                .map(|(v, _)| match v {
+                    AmValue::Scalar(s) => convert_element(elem, &s),
+                    AmValue::Object(_) => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| wrong("a list with other elements"))?;
+            Value::List(items)
+        }
+        AmValue::Object(t) => return Err(wrong(&format!("an object ({t})"))),
+    })
+}
+
+/// Every value a field holds: the winner first (the one every replica reads),
+/// then the values written concurrently with it, which automerge keeps until a
+/// later write replaces them all.
+pub(crate) fn read_concurrent<D: ReadDoc>(
+    doc: &D,
+    field: &crate::schema::Field,
+) -> Result<Vec<Value>, ShapeError> {
+    let key = field.name.as_str();
+    let err = |e: automerge::AutomergeError| ShapeError(e.to_string());
+    let winner = doc.get(ROOT, key).map_err(err)?.map(|(_, id)| id);
+    let mut all = doc.get_all(ROOT, key).map_err(err)?;
+    if let Some(w) = winner
+        && let Some(i) = all.iter().position(|(_, id)| *id == w)
+    {
+        let first = all.remove(i);
+        all.insert(0, first);
+    }
+    all.into_iter().map(|found| convert(doc, field, found)).collect()
+}
+
 /// Read a record's fields as the schema declares them, and its deleted flag.
 ///
 /// A root key the schema does not declare, or a value of another type, is a
@@ -157,30 +211,8 @@ pub(crate) fn read_fields<D: ReadDoc>(
         let field = c
             .field(&key)
             .map_err(|_| ShapeError(format!("key `{key}` is not a field of `{}`", c.name)))?;
-        let wrong =
-            |found: &str| ShapeError(format!("field `{key}` expects {}, found {found}", field.ty));
         let value = match doc.get(ROOT, key.as_str()) {
-            Ok(Some((AmValue::Scalar(s), _))) => {
-                convert_scalar(&field.ty, &s).ok_or_else(|| wrong(&format!("{:?}", s.as_ref())))?
-            }
-            Ok(Some((AmValue::Object(ObjType::Text), id))) if field.ty == FieldType::Text => {
-                Value::Text(doc.text(&id).map_err(|e| ShapeError(e.to_string()))?)
-            }
-            Ok(Some((AmValue::Object(ObjType::List), id))) => {
-                let FieldType::List(elem) = field.ty else {
-                    return Err(wrong("a list"));
-                };
-                let items = doc
-                    .values(&id)
-                    .map(|(v, _)| match v {
-                        AmValue::Scalar(s) => convert_element(elem, &s),
-                        AmValue::Object(_) => None,
-                    })
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| wrong("a list with other elements"))?;
-                Value::List(items)
-            }
-            Ok(Some((AmValue::Object(t), _))) => return Err(wrong(&format!("an object ({t})"))),
+            Ok(Some(found)) => convert(doc, field, found)?,
             Ok(None) => continue,
             Err(e) => return Err(ShapeError(e.to_string())),
         };

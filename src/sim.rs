@@ -507,3 +507,81 @@ pub fn run(cfg: &SimConfig) -> Result<SimStats, SimError> {
     sim.heal_and_check()?;
     Ok(sim.stats.clone())
 }
+
+/// What a lock-step sync between two replicas moved (see [`sync_pair`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PairSync {
+    /// Round trips: batches of messages from the side that started, each
+    /// answered by the other side before the next.
+    pub round_trips: u32,
+    /// Bytes from the side that started to the other.
+    pub bytes_out: u64,
+    /// Bytes back.
+    pub bytes_in: u64,
+    /// Messages both ways.
+    pub messages: u64,
+    /// Whether the starting side reported that both hold the same records.
+    pub synced: bool,
+    /// Whether the link was cut before the end.
+    pub cut: bool,
+    /// The starting side's report, when it finished.
+    pub report: Option<crate::sync::Report>,
+}
+
+fn sends(outs: Vec<Output>, done: &mut Option<crate::sync::Report>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for o in outs {
+        match o {
+            Output::Send(b) => out.push(b),
+            Output::Notify(Notification::Synced(r)) => *done = Some(r),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Sync `a` with `b` over a perfect in-memory link, in lock step: `a` starts,
+/// every message `a` sends is delivered, then every answer, and so on until
+/// nothing moves. With `cut_after` bytes (both ways together), the link drops
+/// once that many have been delivered: the message that would cross the limit
+/// is lost, and both sessions are discarded.
+pub fn sync_pair(
+    a: &Replica,
+    b: &Replica,
+    now: u64,
+    cut_after: Option<u64>,
+) -> crate::Result<PairSync> {
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    let mut stats = PairSync::default();
+    let mut report = None;
+    let mut ignored = None;
+    let mut to_b = sends(a.drive(&mut sa, now, Input::Start)?, &mut report);
+    let over = |s: &PairSync, next: usize| {
+        cut_after.is_some_and(|c| s.bytes_out + s.bytes_in + next as u64 > c)
+    };
+    while !to_b.is_empty() {
+        stats.round_trips += 1;
+        let mut to_a = Vec::new();
+        for m in to_b.drain(..) {
+            if over(&stats, m.len()) {
+                stats.cut = true;
+                return Ok(stats);
+            }
+            stats.bytes_out += m.len() as u64;
+            stats.messages += 1;
+            to_a.extend(sends(b.drive(&mut sb, now, Input::Received(m))?, &mut ignored));
+        }
+        for m in to_a {
+            if over(&stats, m.len()) {
+                stats.cut = true;
+                return Ok(stats);
+            }
+            stats.bytes_in += m.len() as u64;
+            stats.messages += 1;
+            to_b.extend(sends(a.drive(&mut sa, now, Input::Received(m))?, &mut report));
+        }
+    }
+    stats.synced = report.is_some();
+    stats.report = report;
+    Ok(stats)
+}

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::hlc::{Hlc, HlcTime};
 use crate::schema::{Collection, Schema};
 use crate::store::{MemoryStore, SledStore, Storage, keys};
-use crate::value::Fields;
+use crate::value::{Fields, Value};
 use durability::GroupCommit;
 use row::Row;
 use tx::{State, validate_id};
@@ -537,6 +537,38 @@ impl Replica {
             .map_err(|e| import_err(format!("not an automerge document: {e}")))?;
         tx::check_importable(c, &doc).map_err(import_err)?;
         self.transaction(|tx| tx.import_doc(c, id, doc))
+    }
+
+    /// Every value a field of a record holds: the value all replicas read first
+    /// (automerge's deterministic winner), then the values written concurrently
+    /// with it, until a later write replaces them all. Empty if the field is unset.
+    pub fn concurrent_values(&self, collection: &str, id: &str, field: &str) -> Result<Vec<Value>> {
+        let schema = self.schema();
+        let c = schema.collection(collection)?;
+        let f = c.field(field)?;
+        validate_id(id)?;
+        let key = (collection.to_owned(), id.to_owned());
+        let mut state = self.inner.state();
+        let read = |doc: &Automerge| {
+            crate::doc::read_concurrent(doc, f).map_err(|e| Self::corrupt_err(collection, id, e.0))
+        };
+        if let Some((doc, _)) = state.cache.get(&key) {
+            return read(doc);
+        }
+        let (doc, row) = self
+            .inner
+            .load(collection, id)?
+            .ok_or_else(|| Error::NotFound {
+                collection: collection.to_owned(),
+                id: id.to_owned(),
+            })?;
+        let out = read(&doc);
+        state.cache.put(key, (doc, row));
+        out
+    }
+
+    fn corrupt_err(collection: &str, id: &str, reason: String) -> Error {
+        Inner::corrupt(collection, id, reason)
     }
 
     /// Watch changes (after they are durable): all, one collection's, or one

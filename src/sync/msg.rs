@@ -23,9 +23,9 @@ const REFUSAL_VERSION: u8 = 1;
 pub const MAX_MESSAGE: usize = 8 << 20;
 
 /// A message's data parts are cut into messages of about this many bytes
-/// (256 KiB), so a receiver applies and checkpoints a large transfer piece by
-/// piece.
-pub const CHUNK_BYTES: usize = 256 << 10;
+/// (64 KiB), so a receiver applies and checkpoints a large transfer piece by
+/// piece: a cut loses at most one message's worth.
+pub const CHUNK_BYTES: usize = 64 << 10;
 
 /// Bounds checked on every decoded message (beyond [`MAX_MESSAGE`]).
 #[derive(Debug, Clone, Copy)]

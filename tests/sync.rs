@@ -1,0 +1,336 @@
+//! Sync stories between replicas: disjoint and conflicting edits, an interrupted
+//! sync resumed, a line A–B–C, a delete racing an edit, duplicates, and peers
+//! that speak another version or send garbage.
+
+use fieldsync::sim::{self, sync_pair};
+use fieldsync::sync::{Input, Notification, Output, PROTOCOL_VERSION, Session};
+use fieldsync::{Config, Replica, Scan, Value, WatchFilter, fields};
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn schema() -> fieldsync::schema::Schema {
+    fieldsync::schema::Schema::new()
+        .with(sim::collection())
+        .expect("valid schema")
+}
+
+fn memory() -> Replica {
+    Replica::in_memory(Config::default().with_schema(schema())).expect("opens")
+}
+
+fn on_disk(dir: &std::path::Path) -> Replica {
+    Replica::open(dir, Config::default().with_schema(schema())).expect("opens")
+}
+
+fn item(title: &str) -> fieldsync::Fields {
+    fields([("title", Value::from(title))])
+}
+
+/// Every record of `r` with sorted heads, for comparing replicas.
+fn snapshot(r: &Replica) -> Vec<(String, fieldsync::Fields, bool, Vec<fieldsync::automerge::ChangeHash>)> {
+    r.scan(&Scan::new("item").with_deleted())
+        .expect("scans")
+        .into_iter()
+        .map(|mut rec| {
+            rec.meta.heads.sort();
+            (rec.id, rec.fields, rec.meta.deleted, rec.meta.heads)
+        })
+        .collect()
+}
+
+#[test]
+fn disjoint_edits_on_two_replicas_both_survive() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (on_disk(da.path()), on_disk(db.path()));
+    a.insert("item", "shared", item("pump")).unwrap();
+    let s = sync_pair(&a, &b, NOW, None).unwrap();
+    assert!(s.synced);
+    // Different fields of the same record, a counter on both, and one new
+    // record on each side.
+    a.update("item", "shared", fields([("note", Value::from("valve ok"))]))
+        .unwrap();
+    b.update("item", "shared", fields([("qty", Value::Int(3))]))
+        .unwrap();
+    a.update_with("item", "shared", |e| e.increment("visits", 2))
+        .unwrap();
+    b.update_with("item", "shared", |e| e.increment("visits", 5))
+        .unwrap();
+    a.insert("item", "only-a", item("a")).unwrap();
+    b.insert("item", "only-b", item("b")).unwrap();
+
+    let s = sync_pair(&a, &b, NOW, None).unwrap();
+    assert!(s.synced, "{s:?}");
+    let rec = b.get("item", "shared").unwrap().unwrap();
+    assert_eq!(rec.fields["note"], Value::from("valve ok"));
+    assert_eq!(rec.fields["qty"], Value::Int(3));
+    assert_eq!(rec.fields["visits"], Value::Counter(7));
+    assert!(b.get("item", "only-a").unwrap().is_some());
+    assert!(a.get("item", "only-b").unwrap().is_some());
+    assert_eq!(snapshot(&a), snapshot(&b));
+    // Edits that commute are not conflicts: nothing concurrent remains.
+    assert_eq!(a.concurrent_values("item", "shared", "note").unwrap().len(), 1);
+}
+
+#[test]
+fn the_same_field_edited_on_both_picks_one_winner_everywhere() {
+    let (a, b) = (memory(), memory());
+    a.insert("item", "x", item("start")).unwrap();
+    assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
+    a.update("item", "x", item("from a")).unwrap();
+    b.update("item", "x", item("from b")).unwrap();
+    assert!(sync_pair(&b, &a, NOW, None).unwrap().synced);
+
+    let ra = a.get("item", "x").unwrap().unwrap();
+    let rb = b.get("item", "x").unwrap().unwrap();
+    assert_eq!(ra.fields["title"], rb.fields["title"], "one winner on both");
+    let winner = ra.fields["title"].clone();
+    for r in [&a, &b] {
+        let values = r.concurrent_values("item", "x", "title").unwrap();
+        assert_eq!(values.len(), 2, "{values:?}");
+        assert_eq!(values[0], winner, "the winner is listed first");
+        assert!(values.contains(&Value::from("from a")));
+        assert!(values.contains(&Value::from("from b")));
+    }
+    // A later write replaces both.
+    a.update("item", "x", item("settled")).unwrap();
+    assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
+    assert_eq!(
+        b.concurrent_values("item", "x", "title").unwrap(),
+        vec![Value::from("settled")]
+    );
+}
+
+#[test]
+fn an_interrupted_sync_resumes_where_it_stopped() {
+    let (a, full, resumed) = (memory(), memory(), memory());
+    a.transaction(|tx| {
+        for i in 0..3000 {
+            let fields = fields([
+                ("title", Value::from(format!("record {i} with some words in it"))),
+                ("note", Value::from("x".repeat(200))),
+                ("qty", Value::Int(i)),
+            ]);
+            tx.insert("item", &format!("rec-{i:05}"), fields)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let whole = sync_pair(&a, &full, NOW, None).unwrap();
+    assert!(whole.synced);
+    let total = whole.bytes_out + whole.bytes_in;
+
+    // Cut the link at 60% of a full sync's bytes, then sync again.
+    let first = sync_pair(&a, &resumed, NOW, Some(total * 6 / 10)).unwrap();
+    assert!(first.cut && !first.synced);
+    let kept = resumed.list("item").unwrap().len();
+    assert!(
+        (1200..3000).contains(&kept),
+        "the records that arrived before the cut are kept: {kept}"
+    );
+    let rest = sync_pair(&a, &resumed, NOW, None).unwrap();
+    assert!(rest.synced);
+    let rest_bytes = rest.bytes_out + rest.bytes_in;
+    eprintln!(
+        "full sync {total} bytes; cut after {}; resumed part {rest_bytes} bytes ({:.0}% of full)",
+        first.bytes_out + first.bytes_in,
+        rest_bytes as f64 * 100.0 / total as f64
+    );
+    assert!(
+        rest_bytes * 2 < total,
+        "the resumed part ({rest_bytes} B) must move under half of a full sync ({total} B)"
+    );
+    assert_eq!(snapshot(&a), snapshot(&resumed));
+}
+
+#[test]
+fn a_line_a_b_c_converges_without_an_a_c_link() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [a, b, c] = [0, 1, 2].map(|i| on_disk(dirs[i].path()));
+    a.insert("item", "from-a", item("a")).unwrap();
+    c.insert("item", "from-c", item("c")).unwrap();
+    b.insert("item", "from-b", item("b")).unwrap();
+    assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
+    assert!(sync_pair(&b, &c, NOW, None).unwrap().synced);
+    assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
+    for r in [&a, &b, &c] {
+        assert_eq!(r.list("item").unwrap().len(), 3);
+    }
+    assert_eq!(snapshot(&a), snapshot(&c));
+    // An edit made at C reaches A through B (store and forward).
+    c.update("item", "from-a", fields([("note", Value::from("seen at c"))]))
+        .unwrap();
+    assert!(sync_pair(&c, &b, NOW, None).unwrap().synced);
+    assert!(sync_pair(&b, &a, NOW, None).unwrap().synced);
+    assert_eq!(
+        a.get("item", "from-a").unwrap().unwrap().fields["note"],
+        Value::from("seen at c")
+    );
+    assert_eq!(snapshot(&a), snapshot(&c));
+}
+
+#[test]
+fn a_delete_racing_an_edit_ends_deleted_everywhere_with_the_edit_kept() {
+    let (a, b) = (memory(), memory());
+    a.insert("item", "x", item("pump")).unwrap();
+    assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
+    a.delete("item", "x").unwrap();
+    b.update("item", "x", fields([("note", Value::from("fixed"))]))
+        .unwrap();
+    assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
+    for r in [&a, &b] {
+        let rec = r.get("item", "x").unwrap().unwrap();
+        assert!(rec.meta.deleted, "the tombstone propagated");
+        assert_eq!(rec.fields["note"], Value::from("fixed"), "the edit is kept");
+        assert!(r.list("item").unwrap().is_empty());
+    }
+    assert_eq!(snapshot(&a), snapshot(&b));
+}
+
+#[test]
+fn equal_stores_settle_in_one_round_trip() {
+    let (a, b) = (memory(), memory());
+    for i in 0..500 {
+        a.insert("item", &format!("r{i}"), item("t")).unwrap();
+    }
+    assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
+    let s = sync_pair(&a, &b, NOW, None).unwrap();
+    assert!(s.synced);
+    assert_eq!(s.round_trips, 1, "{s:?}");
+    assert!(s.bytes_out < 100 && s.bytes_in < 100, "{s:?}");
+    assert_eq!(s.report.map(|r| r.records_sent), Some(0));
+}
+
+#[test]
+fn receiving_the_same_data_twice_changes_nothing() {
+    let (a, b) = (memory(), memory());
+    a.insert("item", "x", item("pump")).unwrap();
+    a.update("item", "x", fields([("qty", Value::Int(4))])).unwrap();
+    // Capture every message a sends to b in a first sync, then replay them all
+    // into a second, fresh session of b.
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    let mut log = Vec::new();
+    let mut to_b = sends(a.drive(&mut sa, NOW, Input::Start).unwrap());
+    while !to_b.is_empty() {
+        let mut to_a = Vec::new();
+        for m in to_b.drain(..) {
+            log.push(m.clone());
+            to_a.extend(sends(b.drive(&mut sb, NOW, Input::Received(m)).unwrap()));
+        }
+        for m in to_a {
+            to_b.extend(sends(a.drive(&mut sa, NOW, Input::Received(m)).unwrap()));
+        }
+    }
+    let before = snapshot(&b);
+    let mut watch = b.watch(WatchFilter::All);
+    let mut again = Session::new();
+    for m in log {
+        b.drive(&mut again, NOW, Input::Received(m)).unwrap();
+    }
+    assert_eq!(snapshot(&b), before);
+    assert!(watch.try_recv().is_err(), "no record was written again");
+    assert_eq!(snapshot(&a), snapshot(&b));
+}
+
+fn sends(outs: Vec<Output>) -> Vec<Vec<u8>> {
+    outs.into_iter()
+        .filter_map(|o| match o {
+            Output::Send(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn notifications(outs: &[Output]) -> Vec<Notification> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Notify(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_peer_of_another_protocol_version_is_refused_with_the_reason() {
+    let (a, b) = (memory(), memory());
+    a.insert("item", "x", item("pump")).unwrap();
+    let mut sa = Session::new();
+    let mut hello = sends(a.drive(&mut sa, NOW, Input::Start).unwrap());
+    let mut m = hello.remove(0);
+    m[1] = PROTOCOL_VERSION + 1;
+    let mut sb = Session::new();
+    let outs = b.drive(&mut sb, NOW, Input::Received(m)).unwrap();
+    assert!(outs.iter().any(|o| matches!(o, Output::Close)));
+    let refusal = sends(outs).remove(0);
+    // The refused side reads why.
+    let outs = a.drive(&mut sa, NOW, Input::Received(refusal)).unwrap();
+    match notifications(&outs).as_slice() {
+        [Notification::Refused { reason }] => {
+            assert!(reason.contains("protocol version 2"), "{reason}");
+            assert!(reason.contains("version 1"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(sa.is_closed() && sb.is_closed());
+    assert!(b.get("item", "x").unwrap().is_none());
+}
+
+#[test]
+fn garbage_from_a_peer_is_refused_and_stores_nothing() {
+    let b = memory();
+    for bytes in [
+        vec![],
+        vec![b'Y'],
+        vec![b'Y', PROTOCOL_VERSION, 0xff, 0xff, 0xff],
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0u8; (8 << 20) + 1],
+    ] {
+        let mut s = Session::new();
+        let outs = b.drive(&mut s, NOW, Input::Received(bytes)).unwrap();
+        assert!(matches!(
+            notifications(&outs).as_slice(),
+            [Notification::ProtocolError { .. }]
+        ));
+        assert!(s.is_closed());
+    }
+    assert!(b.list("item").unwrap().is_empty());
+}
+
+#[test]
+fn records_that_do_not_fit_the_schema_are_refused_and_the_rest_applied() {
+    use fieldsync::sync::{Incoming, Key};
+    let (a, b) = (memory(), memory());
+    a.insert("item", "good", item("ok")).unwrap();
+    let good = a.export("item", "good").unwrap();
+    // A document whose `qty` is a string.
+    let mut doc = fieldsync::automerge::AutoCommit::new();
+    use fieldsync::automerge::transaction::Transactable;
+    doc.put(fieldsync::automerge::ROOT, "title", "t").unwrap();
+    doc.put(fieldsync::automerge::ROOT, "qty", "three").unwrap();
+    let bad = doc.save();
+    let failures = b
+        .sync_apply(vec![
+            Incoming {
+                key: Key::new("item", "bad"),
+                bytes: bad,
+            },
+            Incoming {
+                key: Key::new("nope", "x"),
+                bytes: good.clone(),
+            },
+            Incoming {
+                key: Key::new("item", "junk"),
+                bytes: vec![1, 2, 3],
+            },
+            Incoming {
+                key: Key::new("item", "good"),
+                bytes: good,
+            },
+        ])
+        .unwrap();
+    let refused: Vec<_> = failures.iter().map(|f| f.key.id.as_str()).collect();
+    assert_eq!(refused, ["bad", "x", "junk"], "{failures:?}");
+    assert!(failures[0].reason.contains("qty"), "{}", failures[0].reason);
+    assert!(failures[1].reason.contains("nope"), "{}", failures[1].reason);
+    assert_eq!(b.list("item").unwrap().len(), 1);
+    assert!(b.get("item", "good").unwrap().is_some());
+}
