@@ -187,7 +187,9 @@ pub(crate) fn read_concurrent<D: ReadDoc>(
         let first = all.remove(i);
         all.insert(0, first);
     }
-    all.into_iter().map(|found| convert(doc, field, found)).collect()
+    all.into_iter()
+        .map(|found| convert(doc, field, found))
+        .collect()
 }
 
 /// Read a record's fields as the schema declares them, and its deleted flag.
@@ -200,22 +202,25 @@ pub(crate) fn read_fields<D: ReadDoc>(
 ) -> Result<(Fields, bool), ShapeError> {
     let mut out = Fields::new();
     let mut deleted = false;
-    for key in doc.keys(ROOT) {
+    // One pass over the root map (a `get` per key would seek each one).
+    for item in doc.map_range(ROOT, ..) {
+        let key = item.key.as_ref();
         if key == DELETED_KEY {
             deleted = matches!(
-                doc.get(ROOT, DELETED_KEY),
-                Ok(Some((AmValue::Scalar(s), _))) if matches!(s.as_ref(), ScalarValue::Boolean(true))
+                &item.value,
+                automerge::ValueRef::Scalar(automerge::ScalarValueRef::Boolean(true))
             );
             continue;
         }
         let field = c
-            .field(&key)
+            .field(key)
             .map_err(|_| ShapeError(format!("key `{key}` is not a field of `{}`", c.name)))?;
-        let value = match doc.get(ROOT, key.as_str()) {
-            Ok(Some(found)) => convert(doc, field, found)?,
-            Ok(None) => continue,
-            Err(e) => return Err(ShapeError(e.to_string())),
+        let id = match item.value {
+            automerge::ValueRef::Object(_) => item.id(),
+            automerge::ValueRef::Scalar(_) => ROOT,
         };
+        let value = convert(doc, field, (item.value.into_value(), id))?;
+        let key = key.to_owned();
         out.insert(key, value);
     }
     Ok((out, deleted))

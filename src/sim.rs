@@ -569,7 +569,10 @@ pub fn sync_pair(
             }
             stats.bytes_out += m.len() as u64;
             stats.messages += 1;
-            to_a.extend(sends(b.drive(&mut sb, now, Input::Received(m))?, &mut ignored));
+            to_a.extend(sends(
+                b.drive(&mut sb, now, Input::Received(m))?,
+                &mut ignored,
+            ));
         }
         for m in to_a {
             if over(&stats, m.len()) {
@@ -578,7 +581,10 @@ pub fn sync_pair(
             }
             stats.bytes_in += m.len() as u64;
             stats.messages += 1;
-            to_b.extend(sends(a.drive(&mut sa, now, Input::Received(m))?, &mut report));
+            to_b.extend(sends(
+                a.drive(&mut sa, now, Input::Received(m))?,
+                &mut report,
+            ));
         }
     }
     stats.synced = report.is_some();

@@ -27,7 +27,14 @@ fn item(title: &str) -> fieldsync::Fields {
 }
 
 /// Every record of `r` with sorted heads, for comparing replicas.
-fn snapshot(r: &Replica) -> Vec<(String, fieldsync::Fields, bool, Vec<fieldsync::automerge::ChangeHash>)> {
+fn snapshot(
+    r: &Replica,
+) -> Vec<(
+    String,
+    fieldsync::Fields,
+    bool,
+    Vec<fieldsync::automerge::ChangeHash>,
+)> {
     r.scan(&Scan::new("item").with_deleted())
         .expect("scans")
         .into_iter()
@@ -47,8 +54,12 @@ fn disjoint_edits_on_two_replicas_both_survive() {
     assert!(s.synced);
     // Different fields of the same record, a counter on both, and one new
     // record on each side.
-    a.update("item", "shared", fields([("note", Value::from("valve ok"))]))
-        .unwrap();
+    a.update(
+        "item",
+        "shared",
+        fields([("note", Value::from("valve ok"))]),
+    )
+    .unwrap();
     b.update("item", "shared", fields([("qty", Value::Int(3))]))
         .unwrap();
     a.update_with("item", "shared", |e| e.increment("visits", 2))
@@ -68,7 +79,10 @@ fn disjoint_edits_on_two_replicas_both_survive() {
     assert!(a.get("item", "only-b").unwrap().is_some());
     assert_eq!(snapshot(&a), snapshot(&b));
     // Edits that commute are not conflicts: nothing concurrent remains.
-    assert_eq!(a.concurrent_values("item", "shared", "note").unwrap().len(), 1);
+    assert_eq!(
+        a.concurrent_values("item", "shared", "note").unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -106,7 +120,10 @@ fn an_interrupted_sync_resumes_where_it_stopped() {
     a.transaction(|tx| {
         for i in 0..3000 {
             let fields = fields([
-                ("title", Value::from(format!("record {i} with some words in it"))),
+                (
+                    "title",
+                    Value::from(format!("record {i} with some words in it")),
+                ),
                 ("note", Value::from("x".repeat(200))),
                 ("qty", Value::Int(i)),
             ]);
@@ -157,8 +174,12 @@ fn a_line_a_b_c_converges_without_an_a_c_link() {
     }
     assert_eq!(snapshot(&a), snapshot(&c));
     // An edit made at C reaches A through B (store and forward).
-    c.update("item", "from-a", fields([("note", Value::from("seen at c"))]))
-        .unwrap();
+    c.update(
+        "item",
+        "from-a",
+        fields([("note", Value::from("seen at c"))]),
+    )
+    .unwrap();
     assert!(sync_pair(&c, &b, NOW, None).unwrap().synced);
     assert!(sync_pair(&b, &a, NOW, None).unwrap().synced);
     assert_eq!(
@@ -204,7 +225,8 @@ fn equal_stores_settle_in_one_round_trip() {
 fn receiving_the_same_data_twice_changes_nothing() {
     let (a, b) = (memory(), memory());
     a.insert("item", "x", item("pump")).unwrap();
-    a.update("item", "x", fields([("qty", Value::Int(4))])).unwrap();
+    a.update("item", "x", fields([("qty", Value::Int(4))]))
+        .unwrap();
     // Capture every message a sends to b in a first sync, then replay them all
     // into a second, fresh session of b.
     let (mut sa, mut sb) = (Session::new(), Session::new());
@@ -330,7 +352,45 @@ fn records_that_do_not_fit_the_schema_are_refused_and_the_rest_applied() {
     let refused: Vec<_> = failures.iter().map(|f| f.key.id.as_str()).collect();
     assert_eq!(refused, ["bad", "x", "junk"], "{failures:?}");
     assert!(failures[0].reason.contains("qty"), "{}", failures[0].reason);
-    assert!(failures[1].reason.contains("nope"), "{}", failures[1].reason);
+    assert!(
+        failures[1].reason.contains("nope"),
+        "{}",
+        failures[1].reason
+    );
     assert_eq!(b.list("item").unwrap().len(), 1);
     assert!(b.get("item", "good").unwrap().is_some());
+}
+
+#[test]
+fn the_index_built_from_the_store_matches_every_record() {
+    use fieldsync::sync::index::{fingerprint, key_hash};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let r = on_disk(dir.path());
+        for i in 0..50 {
+            r.insert("item", &format!("r{i}"), item("t")).unwrap();
+        }
+        r.update("item", "r3", fields([("qty", Value::Int(1))]))
+            .unwrap();
+        r.delete("item", "r4").unwrap();
+    }
+    let r = on_disk(dir.path());
+    let records = r.scan(&Scan::new("item").with_deleted()).unwrap();
+    assert_eq!(records.len(), 50);
+    r.with_sync_index(|index| {
+        assert_eq!(index.len(), 50);
+        for rec in &records {
+            let heads: Vec<[u8; 32]> = rec.meta.heads.iter().map(|h| h.0).collect();
+            let expected = fingerprint(key_hash("item", &rec.id), &heads);
+            assert_eq!(index.get("item", &rec.id), Some(expected), "{}", rec.id);
+        }
+    })
+    .unwrap();
+    // Later writes keep it current.
+    let w = r
+        .update("item", "r7", fields([("qty", Value::Int(9))]))
+        .unwrap();
+    let heads: Vec<[u8; 32]> = w.heads.iter().map(|h| h.0).collect();
+    let now = r.with_sync_index(|i| i.get("item", "r7")).unwrap();
+    assert_eq!(now, Some(fingerprint(key_hash("item", "r7"), &heads)));
 }

@@ -8,7 +8,7 @@
 //! document itself is never re-saved until compaction. Reads and scans decode
 //! only the header, never the log or the automerge document.
 
-use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use automerge::{ActorId, Automerge, ChangeHash};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
@@ -65,6 +65,17 @@ impl Row {
             return Err(malformed("the header checksum does not match".into()));
         }
         Ok((row, rest))
+    }
+
+    /// The heads alone (the header's first field), without the header's
+    /// checksum or fields: what the sync index needs from every row.
+    pub(crate) fn decode_heads(bytes: &[u8]) -> Result<Vec<[u8; 32]>, CodecError> {
+        #[derive(Deserialize)]
+        struct HeadsOnly {
+            heads: Vec<[u8; 32]>,
+        }
+        let (h, _): (HeadsOnly, _) = codec::decode_prefix("record row", TAG, VERSION, bytes)?;
+        Ok(h.heads)
     }
 
     /// The header only (the log stays empty): what reads and scans need.
@@ -143,10 +154,11 @@ impl Row {
         let heads = doc.get_heads();
         let mut best: Option<(HlcTime, Vec<u8>)> = None;
         for h in &heads {
-            if let Some(c) = doc.get_change_by_hash(h) {
+            // The metadata alone: `get_change_by_hash` would rebuild the change.
+            if let Some(c) = doc.get_change_meta_by_hash(h) {
                 let cand = (
-                    HlcTime::from_change_time(c.timestamp()),
-                    c.actor_id().to_bytes().to_vec(),
+                    HlcTime::from_change_time(c.timestamp),
+                    c.actor.to_bytes().to_vec(),
                 );
                 if best.as_ref().is_none_or(|b| cand > *b) {
                     best = Some(cand);

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::{Automerge, ChangeHash};
 
 use super::row::Row;
 use super::{Inner, Replica};
@@ -27,8 +27,8 @@ impl Inner {
             let Some((c, id)) = keys::split_row(k) else {
                 return true;
             };
-            match Row::decode(v) {
-                Ok(row) => index.upsert(c, id, &row.heads),
+            match Row::decode_heads(v) {
+                Ok(heads) => index.upsert(c, id, &heads),
                 Err(e) => {
                     bad += 1;
                     tracing::warn!(collection = c, id, error = %e, "unreadable record left out of the sync index");
@@ -82,7 +82,7 @@ fn since(doc: &Automerge, theirs: &[[u8; 32]], ask_back: bool) -> Loaded {
     let theirs: Vec<ChangeHash> = theirs.iter().map(|h| ChangeHash(*h)).collect();
     let known: Vec<ChangeHash> = theirs
         .iter()
-        .filter(|h| doc.get_change_by_hash(h).is_some())
+        .filter(|h| doc.get_change_meta_by_hash(h).is_some())
         .copied()
         .collect();
     let lacks = known.len() < theirs.len();

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use automerge::Automerge;
 use automerge::transaction::CommitOptions;
+use automerge::{Automerge, ReadDoc};
 
 use super::Inner;
 use super::row::Row;
@@ -66,6 +66,12 @@ struct Staged {
     /// Data merged into the document was refused: write nothing for this
     /// record and drop the document rather than caching it.
     discard: bool,
+    /// Bytes that load this (new) document exactly, stored instead of a fresh
+    /// `save` (a complete document received from a peer).
+    verbatim: Option<Vec<u8>>,
+    /// Not kept in the cache after commit (records arriving in bulk from a peer
+    /// would evict the application's working set).
+    uncached: bool,
 }
 
 impl Staged {
@@ -191,6 +197,8 @@ impl<'r> Tx<'r> {
             changes: 0,
             kind,
             discard: false,
+            verbatim: None,
+            uncached: false,
         });
         self.index.insert(key, i);
         i
@@ -439,6 +447,8 @@ impl<'r> Tx<'r> {
                 if s.doc.get_heads() == before {
                     return Ok(false);
                 }
+                s.verbatim = None;
+                s.uncached = false;
                 // Appended as the changes after the heads the row had.
                 s.changes = s.changes.saturating_add(2);
                 i
@@ -452,28 +462,39 @@ impl<'r> Tx<'r> {
                         "no complete change (its dependencies are missing)".into(),
                     ));
                 }
-                check_importable(c, &doc).map_err(refuse)?;
+                let (fields, deleted) = importable_fields(c, &doc).map_err(refuse)?;
                 doc.set_actor(self.inner.actor.clone());
+                // A complete document is stored as received: it loads to the
+                // same heads, so saving it again would only cost time.
+                let verbatim = doc.get_missing_deps(&[]).is_empty().then(|| bytes.to_vec());
+                let mut row = Row::default();
+                row.fields = fields;
+                row.deleted = deleted;
                 let i = self.stage(
                     (c.name.clone(), id.to_owned()),
                     doc,
-                    Row::default(),
+                    row,
                     ChangeKind::Remote,
                 );
-                self.staged[i].rewrite = true;
+                let s = &mut self.staged[i];
+                s.rewrite = true;
+                s.verbatim = verbatim;
+                s.uncached = true;
                 i
             }
         };
         let wall = (self.inner.config.clock)();
         let s = &mut self.staged[i];
-        match doc::read_fields(&s.doc, c) {
-            Ok((fields, deleted)) => {
-                s.row.fields = fields;
-                s.row.deleted = deleted;
-            }
-            Err(e) => {
-                s.discard = true;
-                return Err(refuse(e.0));
+        if !s.uncached {
+            match doc::read_fields(&s.doc, c) {
+                Ok((fields, deleted)) => {
+                    s.row.fields = fields;
+                    s.row.deleted = deleted;
+                }
+                Err(e) => {
+                    s.discard = true;
+                    return Err(refuse(e.0));
+                }
             }
         }
         s.row.set_meta_from(&s.doc);
@@ -512,7 +533,10 @@ impl<'r> Tx<'r> {
             touched = true;
             let (c, id) = (&s.collection, &s.id);
             if s.rewrite || compacts(&s.row, threshold) {
-                let snapshot = s.doc.save();
+                let snapshot = match s.verbatim.take() {
+                    Some(bytes) if s.changes == 0 => bytes,
+                    _ => s.doc.save(),
+                };
                 s.row.snapshot_bytes = u32::try_from(snapshot.len()).unwrap_or(u32::MAX);
                 if snapshot.len() <= INLINE_SNAPSHOT_MAX {
                     if s.row.external_snapshot {
@@ -584,7 +608,9 @@ impl<'r> Tx<'r> {
                     modified: s.row.modified,
                 });
             }
-            self.state.cache.put((s.collection, s.id), (s.doc, s.row));
+            if !(s.uncached && s.changes == 0) {
+                self.state.cache.put((s.collection, s.id), (s.doc, s.row));
+            }
         }
         events
     }
@@ -593,6 +619,14 @@ impl<'r> Tx<'r> {
 /// Check that a document's keys fit a collection, and that required fields are
 /// present (unless it is deleted).
 pub(crate) fn check_importable(c: &Collection, doc: &Automerge) -> std::result::Result<(), String> {
+    importable_fields(c, doc).map(|_| ())
+}
+
+/// [`check_importable`], returning the fields and deleted flag it read.
+fn importable_fields(
+    c: &Collection,
+    doc: &Automerge,
+) -> std::result::Result<(Fields, bool), String> {
     let (fields, deleted) = doc::read_fields(doc, c).map_err(|e| e.0)?;
     if !deleted
         && let Some(f) = c
@@ -605,5 +639,5 @@ pub(crate) fn check_importable(c: &Collection, doc: &Automerge) -> std::result::
     if doc.get_heads().is_empty() {
         return Err("the document has no changes".into());
     }
-    Ok(())
+    Ok((fields, deleted))
 }

@@ -22,6 +22,14 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// An independent copy of the store's current contents (clones share).
+    pub fn deep_copy(&self) -> Result<Self, StoreError> {
+        let map = self.map()?.clone();
+        Ok(Self {
+            map: Arc::new(Mutex::new(map)),
+        })
+    }
+
     fn map(&self) -> Result<MutexGuard<'_, Map>, StoreError> {
         self.map
             .lock()

@@ -320,7 +320,9 @@ impl Session {
             return out;
         }
         self.pump(&mut out);
-        if self.inflight.is_none() {
+        // Send what is complete: everything once no load is pending, and full
+        // chunks while a long transfer is still loading.
+        if self.inflight.is_none() || self.out_bytes >= CHUNK_BYTES {
             self.flush(now, &mut out);
         }
         self.check_idle(index, now, &mut out);

@@ -128,6 +128,25 @@ enum Bench {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Sync against automerge's per-document sync over every document: equal
+    /// stores, a few changed records in a small and a large store, an initial sync.
+    Sync {
+        /// Records in the two equal stores.
+        #[arg(long, default_value_t = 100_000)]
+        unchanged: usize,
+        /// Records changed on one side.
+        #[arg(long, default_value_t = 100)]
+        changed: usize,
+        /// The smaller store for the changed-records case.
+        #[arg(long, default_value_t = 10_000)]
+        small: usize,
+        /// The larger store for the changed-records case.
+        #[arg(long, default_value_t = 1_000_000)]
+        large: usize,
+        /// Records in the initial sync.
+        #[arg(long, default_value_t = 100_000)]
+        initial: usize,
+    },
     /// Open a store and report (run by `bench open` in a fresh process).
     #[command(hide = true)]
     OpenProbe {
@@ -307,6 +326,37 @@ fn bench(which: &Bench) -> CliResult {
                 rounds: *rounds,
             };
             let report = fieldsync::bench::local(tmp.path(), &opts)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Bench::Sync {
+            unchanged,
+            changed,
+            small,
+            large,
+            initial,
+        } => {
+            use fieldsync::bench::sync as b;
+            let progress = |what: &str| eprintln!("bench sync: {what}");
+            progress(&format!("unchanged, {unchanged} records"));
+            let a = b::unchanged(*unchanged)?;
+            progress(&format!("{changed} changed of {small}"));
+            let small_case = b::changed(*small, *changed)?;
+            progress(&format!("{changed} changed of {large}"));
+            let large_case = b::changed(*large, *changed)?;
+            progress(&format!("initial, {initial} records"));
+            let c = b::initial(*initial)?;
+            let bytes = |w: &b::Wire| (w.bytes_out + w.bytes_in) as f64;
+            let report = serde_json::json!({
+                "cases": [&a, &small_case, &large_case, &c],
+                "checks": {
+                    "a_unchanged_round_trips": a.fieldsync.round_trips,
+                    "a_unchanged_bytes_each_way": [a.fieldsync.bytes_out, a.fieldsync.bytes_in],
+                    "b_time_growth_small_to_large": large_case.fieldsync.millis / small_case.fieldsync.millis,
+                    "b_bytes_growth_small_to_large": bytes(&large_case.fieldsync) / bytes(&small_case.fieldsync),
+                    "c_wire_over_saved": bytes(&c.fieldsync) / c.saved_bytes.unwrap_or(1).max(1) as f64,
+                },
+                "rss_mib": fieldsync::bench::rss_mib(),
+            });
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Bench::Open { records, dir } => {
