@@ -41,6 +41,15 @@ pub enum Error {
         /// The id.
         id: String,
     },
+    /// The record was purged (its tombstone removed once every remembered peer had
+    /// it): its id can never be used again, and peers' copies are refused.
+    #[error("record `{id}` of collection `{collection}` was purged")]
+    Purged {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: String,
+    },
     /// A record id is empty, longer than 256 bytes, or contains a control character.
     #[error("invalid record id {id:?}: {reason}")]
     InvalidId {

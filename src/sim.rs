@@ -106,6 +106,8 @@ pub struct SimStats {
     pub synced: u64,
     /// Records on each replica at the end.
     pub records: usize,
+    /// Tombstones purged.
+    pub purged: u64,
 }
 
 /// A schedule that did not converge, or failed.
@@ -241,7 +243,19 @@ impl Sim {
                     to: peer,
                     bytes,
                 }),
-                Output::Notify(Notification::Synced(_)) => self.stats.synced += 1,
+                Output::Notify(Notification::Synced(report)) => {
+                    self.stats.synced += 1;
+                    self.peers[at]
+                        .replica
+                        .note_synced(&format!("sim-{peer}"), report.root)
+                        .map_err(|e| self.fail(format!("replica {at}: {e}")))?;
+                }
+                Output::Notify(Notification::InSync { root }) => {
+                    self.peers[at]
+                        .replica
+                        .note_synced(&format!("sim-{peer}"), root)
+                        .map_err(|e| self.fail(format!("replica {at}: {e}")))?;
+                }
                 Output::Notify(Notification::ProtocolError { reason }) => {
                     return Err(self.fail(format!("replica {at} refused {peer}: {reason}")));
                 }
@@ -374,6 +388,14 @@ impl Sim {
             92..=94 => {
                 let at = self.rng.below(n);
                 self.restart(at)?;
+            }
+            95..=96 => {
+                let at = self.rng.below(n);
+                let purged = self.peers[at]
+                    .replica
+                    .purge_tombstones()
+                    .map_err(|e| self.fail(format!("replica {at}: purge: {e}")))?;
+                self.stats.purged += purged as u64;
             }
             _ => {
                 self.clock
@@ -528,12 +550,17 @@ pub struct PairSync {
     pub report: Option<crate::sync::Report>,
 }
 
-fn sends(outs: Vec<Output>, done: &mut Option<crate::sync::Report>) -> Vec<Vec<u8>> {
+fn sends(
+    outs: Vec<Output>,
+    done: &mut Option<crate::sync::Report>,
+    in_sync: &mut Option<crate::sync::Summary>,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for o in outs {
         match o {
             Output::Send(b) => out.push(b),
             Output::Notify(Notification::Synced(r)) => *done = Some(r),
+            Output::Notify(Notification::InSync { root }) => *in_sync = Some(root),
             _ => {}
         }
     }
@@ -555,7 +582,12 @@ pub fn sync_pair(
     let mut stats = PairSync::default();
     let mut report = None;
     let mut ignored = None;
-    let mut to_b = sends(a.drive(&mut sa, now, Input::Start)?, &mut report);
+    let (mut a_equal, mut b_equal) = (None, None);
+    let mut to_b = sends(
+        a.drive(&mut sa, now, Input::Start)?,
+        &mut report,
+        &mut a_equal,
+    );
     let over = |s: &PairSync, next: usize| {
         cut_after.is_some_and(|c| s.bytes_out + s.bytes_in + next as u64 > c)
     };
@@ -572,6 +604,7 @@ pub fn sync_pair(
             to_a.extend(sends(
                 b.drive(&mut sb, now, Input::Received(m))?,
                 &mut ignored,
+                &mut b_equal,
             ));
         }
         for m in to_a {
@@ -584,10 +617,18 @@ pub fn sync_pair(
             to_b.extend(sends(
                 a.drive(&mut sa, now, Input::Received(m))?,
                 &mut report,
+                &mut a_equal,
             ));
         }
     }
     stats.synced = report.is_some();
+    // Each side remembers the other as holding what it held (for purging).
+    if let Some(r) = &report {
+        a.note_synced(&b.actor().to_hex_string(), r.root)?;
+    }
+    if let Some(root) = b_equal {
+        b.note_synced(&a.actor().to_hex_string(), root)?;
+    }
     stats.report = report;
     Ok(stats)
 }

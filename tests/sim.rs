@@ -34,6 +34,7 @@ fn seeded_schedules_converge() {
                 totals.lost += s.lost;
                 totals.restarts += s.restarts;
                 totals.synced += s.synced;
+                totals.purged += s.purged;
             }
             Err(e) => {
                 eprintln!("{e}");

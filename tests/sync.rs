@@ -394,3 +394,84 @@ fn the_index_built_from_the_store_matches_every_record() {
     let now = r.with_sync_index(|i| i.get("item", "r7")).unwrap();
     assert_eq!(now, Some(fingerprint(key_hash("item", "r7"), &heads)));
 }
+
+#[test]
+fn a_tombstone_is_purged_only_once_every_remembered_peer_has_it() {
+    let (a, b, c) = (memory(), memory(), memory());
+    a.insert("item", "old", item("to delete")).unwrap();
+    assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
+    assert!(sync_pair(&a, &c, NOW, None).unwrap().synced);
+    assert_eq!(a.remembered_peers().unwrap().len(), 2);
+
+    a.delete("item", "old").unwrap();
+    assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
+    // C has not seen the tombstone yet: nothing is purged.
+    assert_eq!(a.purge_tombstones().unwrap(), 0);
+    assert!(a.get("item", "old").unwrap().is_some());
+
+    assert!(sync_pair(&a, &c, NOW, None).unwrap().synced);
+    assert_eq!(a.purge_tombstones().unwrap(), 1);
+    assert!(a.get("item", "old").unwrap().is_none());
+    assert!(a.is_purged("item", "old").unwrap());
+    // The id stays taken.
+    let e = a.insert("item", "old", item("again")).unwrap_err();
+    assert!(matches!(e, fieldsync::Error::Purged { .. }), "{e}");
+    // The purge spreads: B and C purge it too when they next sync with A.
+    for peer in [&b, &c] {
+        assert!(sync_pair(peer, &a, NOW, None).unwrap().synced);
+        assert!(peer.is_purged("item", "old").unwrap());
+        assert!(peer.get("item", "old").unwrap().is_none());
+    }
+}
+
+#[test]
+fn a_purged_record_never_comes_back_from_a_peer_that_missed_the_purge() {
+    let (a, stale, fresh) = (memory(), memory(), memory());
+    a.insert("item", "gone", item("v1")).unwrap();
+    a.insert("item", "kept", item("v1")).unwrap();
+    // `stale` copies the records, then goes away for a long time.
+    assert!(sync_pair(&stale, &a, NOW, None).unwrap().synced);
+    a.delete("item", "gone").unwrap();
+    assert!(sync_pair(&fresh, &a, NOW, None).unwrap().synced);
+    // The passive side remembers its peers too: A waits for `stale`.
+    assert_eq!(a.remembered_peers().unwrap().len(), 2);
+    assert_eq!(a.purge_tombstones().unwrap(), 0);
+    // An operator removes `stale` from the group; A purges.
+    a.forget_peer(&stale.actor().to_hex_string()).unwrap();
+    assert_eq!(a.purge_tombstones().unwrap(), 1);
+    // The stale peer still holds the live record, and even edits it.
+    stale
+        .update(
+            "item",
+            "gone",
+            fields([("note", Value::from("edited offline"))]),
+        )
+        .unwrap();
+    for (x, y) in [(&stale, &a), (&a, &stale)] {
+        assert!(sync_pair(x, y, NOW, None).unwrap().synced);
+    }
+    assert!(a.get("item", "gone").unwrap().is_none(), "not resurrected");
+    assert!(a.is_purged("item", "gone").unwrap());
+    assert!(
+        stale.is_purged("item", "gone").unwrap(),
+        "the purge reached it"
+    );
+    assert!(stale.get("item", "gone").unwrap().is_none());
+    assert!(stale.get("item", "kept").unwrap().is_some());
+    // The replica that held the tombstone purges on its next sync, and a purge
+    // survives a restart (the marker is in the store).
+    assert!(sync_pair(&fresh, &a, NOW, None).unwrap().synced);
+    assert!(fresh.is_purged("item", "gone").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let d = on_disk(dir.path());
+        assert!(sync_pair(&d, &a, NOW, None).unwrap().synced);
+        assert!(d.is_purged("item", "gone").unwrap());
+    }
+    let d = on_disk(dir.path());
+    assert!(d.is_purged("item", "gone").unwrap());
+    assert!(matches!(
+        d.insert("item", "gone", item("x")),
+        Err(fieldsync::Error::Purged { .. })
+    ));
+}

@@ -146,6 +146,8 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     commits: GroupCommit,
     events: broadcast::Sender<ChangeEvent>,
+    /// Whether the store holds any purge marker (inserts check for one only then).
+    pub(crate) has_purged: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -308,6 +310,11 @@ impl Replica {
             Self::store_schema(&*storage, &schema)?;
         }
         let (events, _) = broadcast::channel(config.watch_capacity);
+        let mut has_purged = false;
+        storage.for_each_prefix(keys::PURGED, &mut |_, _| {
+            has_purged = true;
+            false
+        })?;
         let state = State {
             cache: lru::LruCache::new(config.cache_docs),
             hlc: Hlc::starting_after(last),
@@ -322,6 +329,7 @@ impl Replica {
                 state: Mutex::new(state),
                 commits: GroupCommit::default(),
                 events,
+                has_purged: std::sync::atomic::AtomicBool::new(has_purged),
                 config,
             }),
         })

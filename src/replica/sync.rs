@@ -6,10 +6,16 @@ use std::collections::VecDeque;
 
 use automerge::{Automerge, ChangeHash};
 
+use std::sync::atomic::Ordering;
+
 use super::row::Row;
+use super::tx::State;
 use super::{Inner, Replica};
 use crate::error::{Error, Result};
-use crate::store::keys;
+use crate::hlc::HlcTime;
+use crate::store::{Batch, keys};
+use crate::sync::Summary;
+use crate::sync::index::PURGED_HEAD;
 use crate::sync::{
     ApplyFailure, Incoming, Input, Key, LoadRequest, Loaded, Output, Session, SyncIndex,
 };
@@ -39,7 +45,56 @@ impl Inner {
         if bad > 0 {
             tracing::warn!(records = bad, "records left out of the sync index");
         }
+        self.storage.for_each_prefix(keys::PURGED, &mut |k, _| {
+            if let Some((c, id)) = keys::split_purged(k) {
+                index.upsert(c, id, &[PURGED_HEAD]);
+            }
+            true
+        })?;
         Ok(index)
+    }
+
+    fn is_purged(&self, key: &Key) -> Result<bool> {
+        Ok(self.has_purged.load(Ordering::Relaxed)
+            && self
+                .storage
+                .get(&keys::purged(&key.collection, &key.id))?
+                .is_some())
+    }
+
+    /// Purge records in one batch: delete their data and tombstone entry, keep a
+    /// marker with their heads, and file them in the index as purged. The
+    /// caller holds the state lock.
+    fn purge_locked(&self, state: &mut State, records: &[(Key, Option<Vec<u8>>)]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        for (key, tombstone) in records {
+            let (c, id) = (&key.collection, &key.id);
+            let heads = self
+                .read_row(c, id)
+                .ok()
+                .flatten()
+                .map(|r| r.heads.concat())
+                .unwrap_or_default();
+            batch.delete(keys::row(c, id));
+            batch.delete(keys::snapshot(c, id));
+            if let Some(t) = tombstone {
+                batch.delete(t.clone());
+            }
+            batch.put(keys::purged(c, id), heads);
+        }
+        self.has_purged.store(true, Ordering::Relaxed);
+        self.storage.apply(batch)?;
+        self.storage.flush()?;
+        for (key, _) in records {
+            state.cache.pop(&(key.collection.clone(), key.id.clone()));
+            if let Some(index) = state.index.as_mut() {
+                index.upsert(&key.collection, &key.id, &[PURGED_HEAD]);
+            }
+        }
+        Ok(())
     }
 
     /// The record's stored automerge data (snapshot and appended changes), or
@@ -102,7 +157,11 @@ fn since(doc: &Automerge, theirs: &[[u8; 32]], ask_back: bool) -> Loaded {
         data = Some(bytes);
     }
     let heads = (ask_back && lacks).then(|| doc.get_heads().iter().map(|h| h.0).collect());
-    Loaded { data, heads }
+    Loaded {
+        data,
+        heads,
+        purged: false,
+    }
 }
 
 impl Replica {
@@ -122,6 +181,126 @@ impl Replica {
         }
     }
 
+    /// Record that a sync with `peer` ended with both sides equal at `root` (the
+    /// root summary of [`Report::root`](crate::sync::Report::root)). Kept only
+    /// if this replica's root is still `root` (nothing changed since), so the peer
+    /// is known to hold every tombstone this replica holds now. Returns whether
+    /// it was kept.
+    pub fn note_synced(&self, peer: &str, root: Summary) -> Result<bool> {
+        let mut state = self.inner.state();
+        if state.index.is_none() {
+            state.index = Some(self.inner.build_index()?);
+        }
+        let current = state
+            .index
+            .as_ref()
+            .map(|i| i.summary(crate::sync::Node::ROOT));
+        if current != Some(root) {
+            return Ok(false);
+        }
+        let at = state.hlc.last();
+        self.inner
+            .storage
+            .put(&keys::peer(peer), &at.as_u64().to_be_bytes())?;
+        self.inner.storage.flush()?;
+        Ok(true)
+    }
+
+    /// Forget a peer (it left the group): tombstones no longer wait for it. If it
+    /// comes back holding records purged meanwhile, they are not taken back.
+    pub fn forget_peer(&self, peer: &str) -> Result<()> {
+        self.inner.storage.delete(&keys::peer(peer))?;
+        self.inner.storage.flush()?;
+        Ok(())
+    }
+
+    /// The remembered peers and the local time of their last equal sync.
+    pub fn remembered_peers(&self) -> Result<Vec<(String, HlcTime)>> {
+        let mut out = Vec::new();
+        self.inner
+            .storage
+            .for_each_prefix(keys::PEERS, &mut |k, v| {
+                let name = String::from_utf8_lossy(&k[keys::PEERS.len()..]).into_owned();
+                if let Ok(b) = <[u8; 8]>::try_from(v) {
+                    out.push((name, HlcTime::from_u64(u64::from_be_bytes(b))));
+                }
+                true
+            })?;
+        Ok(out)
+    }
+
+    /// Purge the tombstones that every remembered peer is known to hold (each
+    /// became deleted here before that peer's last equal sync; see
+    /// [`Replica::note_synced`]). A purged record's data is removed; a marker
+    /// keeps its id taken, refuses any peer's copy of it, and tells peers that
+    /// still hold it to purge it too. Returns how many records were purged.
+    pub fn purge_tombstones(&self) -> Result<usize> {
+        let peers = self.remembered_peers()?;
+        let mut state = self.inner.state();
+        let horizon = peers
+            .iter()
+            .map(|(_, t)| *t)
+            .min()
+            .unwrap_or_else(|| state.hlc.last());
+        let mut due = Vec::new();
+        self.inner
+            .storage
+            .for_each_prefix(keys::TOMBSTONES, &mut |k, _| {
+                let Some((t, c, id)) = keys::split_tombstone(k) else {
+                    return true;
+                };
+                if t > horizon.as_u64() {
+                    return false;
+                }
+                due.push((Key::new(c, id), Some(k.to_vec())));
+                true
+            })?;
+        // Only records still deleted (a tombstone is never undone, but check).
+        due.retain(|(key, _)| {
+            matches!(self.inner.read_row(&key.collection, &key.id), Ok(Some(r)) if r.deleted)
+        });
+        self.inner.purge_locked(&mut state, &due)?;
+        Ok(due.len())
+    }
+
+    /// Whether a record was purged.
+    pub fn is_purged(&self, collection: &str, id: &str) -> Result<bool> {
+        self.inner.is_purged(&Key::new(collection, id))
+    }
+
+    /// Purge records a peer reports purged (a purge is final and spreads to every
+    /// replica that syncs with one that purged).
+    pub fn sync_purge(&self, keys: &[Key]) -> Result<()> {
+        let mut state = self.inner.state();
+        let todo: Vec<(Key, Option<Vec<u8>>)> = keys
+            .iter()
+            .filter(|k| !matches!(self.inner.is_purged(k), Ok(true)))
+            .map(|k| (k.clone(), None))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        // Remove each record's tombstone entry too, if it has one (one pass over
+        // the tombstones; purges are rare).
+        let mut entries = std::collections::HashMap::new();
+        self.inner
+            .storage
+            .for_each_prefix(keys::TOMBSTONES, &mut |k, _| {
+                if let Some((_, c, id)) = keys::split_tombstone(k) {
+                    entries.insert(Key::new(c, id), k.to_vec());
+                }
+                true
+            })?;
+        let todo: Vec<_> = todo
+            .into_iter()
+            .map(|(key, _)| {
+                let t = entries.remove(&key);
+                (key, t)
+            })
+            .collect();
+        self.inner.purge_locked(&mut state, &todo)
+    }
+
     /// Answer a session's [`LoadRequest`]s, one [`Loaded`] per request, in order.
     /// A record that cannot be read is logged and answered with nothing.
     pub fn sync_load(&self, requests: &[LoadRequest]) -> Vec<Loaded> {
@@ -137,10 +316,19 @@ impl Replica {
     }
 
     fn load_one(&self, request: &LoadRequest) -> Result<Loaded> {
+        let key = match request {
+            LoadRequest::Full(k) | LoadRequest::Heads(k) | LoadRequest::Since { key: k, .. } => k,
+        };
+        if self.inner.is_purged(key)? {
+            return Ok(Loaded {
+                purged: true,
+                ..Loaded::default()
+            });
+        }
         match request {
             LoadRequest::Full(key) => Ok(Loaded {
                 data: self.inner.full_data(key)?,
-                heads: None,
+                ..Loaded::default()
             }),
             LoadRequest::Heads(key) => {
                 let heads = self
@@ -149,8 +337,8 @@ impl Replica {
                     .map(|r| r.heads)
                     .unwrap_or_default();
                 Ok(Loaded {
-                    data: None,
                     heads: Some(heads),
+                    ..Loaded::default()
                 })
             }
             LoadRequest::Since {
@@ -161,7 +349,7 @@ impl Replica {
                 if heads.is_empty() {
                     return Ok(Loaded {
                         data: self.inner.full_data(key)?,
-                        heads: None,
+                        ..Loaded::default()
                     });
                 }
                 let cache_key = (key.collection.clone(), key.id.clone());
@@ -176,8 +364,8 @@ impl Replica {
                         Ok(out)
                     }
                     None => Ok(Loaded {
-                        data: None,
                         heads: ask_back.then(Vec::new),
+                        ..Loaded::default()
                     }),
                 }
             }
@@ -200,12 +388,21 @@ impl Replica {
                         super::tx::validate_id(&item.key.id)?;
                         tx.apply_remote(c, &item.key.id, &item.bytes)
                     });
-                if let Err(e) = result {
-                    tracing::warn!(collection = %item.key.collection, id = %item.key.id, error = %e, "refused a record from a peer");
-                    failures.push(ApplyFailure {
+                match result {
+                    Ok(_) => {}
+                    Err(e @ Error::Purged { .. }) => failures.push(ApplyFailure {
                         key: item.key,
                         reason: e.to_string(),
-                    });
+                        purged: true,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(collection = %item.key.collection, id = %item.key.id, error = %e, "refused a record from a peer");
+                        failures.push(ApplyFailure {
+                            key: item.key,
+                            reason: e.to_string(),
+                            purged: false,
+                        });
+                    }
                 }
             }
             Ok(failures)
@@ -235,11 +432,18 @@ impl Replica {
                                     .map(|key| ApplyFailure {
                                         key,
                                         reason: e.to_string(),
+                                        purged: false,
                                     })
                                     .collect()
                             }
                         };
                         inputs.push_back(Input::Applied(failures));
+                    }
+                    Output::Purge(keys) => {
+                        if let Err(e) = self.sync_purge(&keys) {
+                            tracing::error!(error = %e, "could not purge records a peer purged");
+                        }
+                        inputs.push_back(Input::Applied(Vec::new()));
                     }
                     other => outputs.push(other),
                 }

@@ -72,6 +72,9 @@ struct Staged {
     /// Not kept in the cache after commit (records arriving in bulk from a peer
     /// would evict the application's working set).
     uncached: bool,
+    /// Whether the record was deleted when staged (a commit that deletes it
+    /// records when, for purging).
+    was_deleted: bool,
 }
 
 impl Staged {
@@ -190,6 +193,7 @@ impl<'r> Tx<'r> {
             collection: key.0.clone(),
             id: key.1.clone(),
             base_heads: row.heads(),
+            was_deleted: row.deleted,
             doc,
             row,
             rewrite: false,
@@ -254,6 +258,7 @@ impl<'r> Tx<'r> {
                 id: id.to_owned(),
             });
         }
+        self.refuse_purged(collection, id)?;
         let doc = Automerge::new().with_actor(self.inner.actor.clone());
         let row = Row::default();
         let i = self.stage(
@@ -419,6 +424,27 @@ impl<'r> Tx<'r> {
         Ok(s.written())
     }
 
+    /// Fail with [`Error::Purged`] if the record was purged (checked only when
+    /// the store holds purge markers at all).
+    fn refuse_purged(&self, collection: &str, id: &str) -> Result<()> {
+        if self
+            .inner
+            .has_purged
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .inner
+                .storage
+                .get(&keys::purged(collection, id))?
+                .is_some()
+        {
+            return Err(Error::Purged {
+                collection: collection.to_owned(),
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Merge automerge data received from a peer into a record (creating it if
     /// new). Returns whether the record changed. On error nothing of this record
     /// is written, and the rest of the transaction is unaffected.
@@ -454,6 +480,7 @@ impl<'r> Tx<'r> {
                 i
             }
             None => {
+                self.refuse_purged(&c.name, id)?;
                 let mut doc = Automerge::new();
                 doc.load_incremental(bytes)
                     .map_err(|e| refuse(format!("not automerge data: {e}")))?;
@@ -467,9 +494,11 @@ impl<'r> Tx<'r> {
                 // A complete document is stored as received: it loads to the
                 // same heads, so saving it again would only cost time.
                 let verbatim = doc.get_missing_deps(&[]).is_empty().then(|| bytes.to_vec());
-                let mut row = Row::default();
-                row.fields = fields;
-                row.deleted = deleted;
+                let row = Row {
+                    fields,
+                    deleted,
+                    ..Row::default()
+                };
                 let i = self.stage(
                     (c.name.clone(), id.to_owned()),
                     doc,
@@ -526,12 +555,21 @@ impl<'r> Tx<'r> {
         }
         let threshold = self.inner.config.compact_after;
         let mut touched = false;
+        // One local time for every record this commit deletes (see `purge`).
+        let mut deleted_at = None;
         for s in self.staged.iter_mut() {
             if !s.dirty || s.discard {
                 continue;
             }
             touched = true;
             let (c, id) = (&s.collection, &s.id);
+            if s.row.deleted && !s.was_deleted {
+                let t = *deleted_at.get_or_insert_with(|| {
+                    let wall = (self.inner.config.clock)();
+                    self.state.hlc.tick(wall)
+                });
+                batch.put(keys::tombstone(t.as_u64(), c, id), Vec::new());
+            }
             if s.rewrite || compacts(&s.row, threshold) {
                 let snapshot = match s.verbatim.take() {
                     Some(bytes) if s.changes == 0 => bytes,

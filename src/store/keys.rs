@@ -9,6 +9,11 @@
 //!                                  log (see `replica::row`)
 //! s:<collection>\0<id>             the record's snapshot, only for documents too
 //!                                  large to keep inline in the log (> 4 KiB)
+//! t:<time u64 BE><collection>\0<id> a tombstone: when (local HLC) the record
+//!                                  became deleted here; ordered by that time
+//! p:<collection>\0<id>             a purged record: its heads at the purge
+//! k:<peer>                         the local HLC time at which a sync with this
+//!                                  peer last ended with both sides equal
 //! ```
 //!
 //! Collection names are `[a-z][a-z0-9_]*` and ids contain no NUL or control
@@ -58,6 +63,55 @@ pub(crate) fn split_row(key: &[u8]) -> Option<(&str, &str)> {
     Some((c, id))
 }
 
+/// `t:`: every tombstone, oldest first.
+pub(crate) const TOMBSTONES: &[u8] = b"t:";
+
+/// `t:<time><collection>\0<id>`
+pub(crate) fn tombstone(time: u64, collection: &str, id: &str) -> Vec<u8> {
+    let mut k = b"t:".to_vec();
+    k.extend_from_slice(&time.to_be_bytes());
+    k.extend_from_slice(&record_key(b"", collection, id));
+    k
+}
+
+/// The time, collection and id of a tombstone key.
+pub(crate) fn split_tombstone(key: &[u8]) -> Option<(u64, &str, &str)> {
+    let rest = key.strip_prefix(TOMBSTONES)?;
+    let (time, rest) = rest.split_first_chunk::<8>()?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let c = std::str::from_utf8(&rest[..nul]).ok()?;
+    let id = std::str::from_utf8(&rest[nul + 1..]).ok()?;
+    Some((u64::from_be_bytes(*time), c, id))
+}
+
+/// `p:`: every purged record.
+pub(crate) const PURGED: &[u8] = b"p:";
+
+/// `p:<collection>\0<id>`
+pub(crate) fn purged(collection: &str, id: &str) -> Vec<u8> {
+    record_key(b"p:", collection, id)
+}
+
+/// The collection and id of a purge marker key.
+pub(crate) fn split_purged(key: &[u8]) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(PURGED)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    Some((
+        std::str::from_utf8(&rest[..nul]).ok()?,
+        std::str::from_utf8(&rest[nul + 1..]).ok()?,
+    ))
+}
+
+/// `k:`: every remembered peer.
+pub(crate) const PEERS: &[u8] = b"k:";
+
+/// `k:<peer>`
+pub(crate) fn peer(name: &str) -> Vec<u8> {
+    let mut k = PEERS.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
 /// `s:<collection>\0<id>`
 pub(crate) fn snapshot(collection: &str, id: &str) -> Vec<u8> {
     record_key(b"s:", collection, id)
@@ -74,5 +128,14 @@ mod tests {
         assert_eq!(id_of_row("inv", &row("inv", "a/b")), Some("a/b"));
         assert_eq!(split_row(&row("inv", "a/b")), Some(("inv", "a/b")));
         assert_eq!(split_row(&snapshot("inv", "a")), None);
+        assert_eq!(
+            split_tombstone(&tombstone(7, "inv", "a\u{1}b")),
+            Some((7, "inv", "a\u{1}b"))
+        );
+        assert!(
+            tombstone(1, "z", "z") < tombstone(2, "a", "a"),
+            "oldest first"
+        );
+        assert_eq!(split_purged(&purged("inv", "x")), Some(("inv", "x")));
     }
 }

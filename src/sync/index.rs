@@ -24,6 +24,10 @@ use sha2::{Digest, Sha256};
 /// Levels whose node sums are kept up to date (0 = the root).
 pub const CACHED_LEVELS: u8 = 4;
 
+/// The head a purged record is filed under (no change hash is all ones), so
+/// replicas that purged a record hold the same item for it.
+pub const PURGED_HEAD: [u8; 32] = [0xff; 32];
+
 /// The deepest level: a node at level 16 holds the items of one key hash.
 pub const MAX_LEVEL: u8 = 16;
 

@@ -104,6 +104,14 @@ pub enum Part {
         /// data but asks nothing back, so two peers never bounce requests).
         reply: bool,
     },
+    /// "This record is purged here": the receiver purges it too (a purge is
+    /// final) and refuses its data from then on.
+    Purged {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+    },
     /// Automerge data of records of one collection.
     Records {
         /// The collection.
@@ -116,7 +124,7 @@ pub enum Part {
 impl Part {
     /// Whether the part asks the receiver for an answer.
     pub fn is_request(&self) -> bool {
-        !matches!(self, Part::Records { .. })
+        !matches!(self, Part::Records { .. } | Part::Purged { .. })
     }
 }
 
@@ -284,6 +292,7 @@ fn check(msg: &Msg) -> Result<(), MsgError> {
             Part::NeedHashes(h) if h.len() > Limits::HASHES => {
                 return oob(format!("{} key hashes (limit {})", h.len(), Limits::HASHES));
             }
+            Part::Purged { collection, id } => check_name(collection, id)?,
             Part::Have {
                 collection,
                 id,

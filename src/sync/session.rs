@@ -51,6 +51,9 @@ pub struct ApplyFailure {
     pub key: Key,
     /// Why.
     pub reason: String,
+    /// Refused because this replica purged the record (the peer is told to
+    /// purge it too).
+    pub purged: bool,
 }
 
 /// What the caller must do for the session.
@@ -63,6 +66,9 @@ pub enum Output {
     /// Apply these records' data (one atomic write), then answer with
     /// [`Input::Applied`].
     Apply(Vec<Incoming>),
+    /// Purge these records (the peer purged them), then answer with
+    /// [`Input::Applied`] (no failures).
+    Purge(Vec<Key>),
     /// Tell the application.
     Notify(Notification),
     /// Close the connection: the session is over (refused or misbehaving peer).
@@ -97,6 +103,8 @@ pub struct Loaded {
     pub data: Option<Vec<u8>>,
     /// Heads to send in a `Have`.
     pub heads: Option<Vec<[u8; 32]>>,
+    /// The record is purged here: tell the peer, whatever was asked.
+    pub purged: bool,
 }
 
 /// A record's data received from the peer.
@@ -130,6 +138,13 @@ pub enum Notification {
         /// What was wrong.
         reason: String,
     },
+    /// The peer's root summary equalled this side's (both held the same
+    /// records at that moment). The passive side of a sync learns it this way;
+    /// see `Replica::note_synced`.
+    InSync {
+        /// The equal root.
+        root: super::Summary,
+    },
     /// A record was too large to send in one message and was skipped.
     RecordTooLarge {
         /// The record.
@@ -154,6 +169,9 @@ pub struct Report {
     pub records_sent: u64,
     /// Record data items received.
     pub records_received: u64,
+    /// This side's root summary at the last confirmation; on `Synced`, the
+    /// peer's root was equal to it (see `Replica::note_synced`).
+    pub root: super::Summary,
     /// Confirmation rounds (1 when the stores were already equal).
     pub rounds: u32,
     /// Restarts after unanswered requests.
@@ -191,6 +209,7 @@ pub struct Session {
     out_bytes: usize,
     out_acks: Vec<u64>,
     closed: bool,
+    in_sync: Option<super::Summary>,
 }
 
 /// The encoded size of a record part entry, roughly (for chunking).
@@ -203,6 +222,7 @@ fn record_size(id: &str, bytes: &[u8]) -> usize {
 fn part_size(part: &Part) -> usize {
     match part {
         Part::Summary { .. } => 40,
+        Part::Purged { collection, id } => 8 + collection.len() + id.len(),
         Part::Children { .. } => 160,
         Part::Items { items, .. } => 24 + items.len() * 18,
         Part::NeedHashes(h) => 8 + h.len() * 9,
@@ -305,7 +325,16 @@ impl Session {
             Input::Loaded(results) => self.loaded(results, &mut out),
             Input::Applied(failures) => {
                 self.applying = self.applying.saturating_sub(1);
-                self.report.apply_failures += failures.len() as u64;
+                for f in failures {
+                    if f.purged {
+                        self.push_part(Part::Purged {
+                            collection: f.key.collection,
+                            id: f.key.id,
+                        });
+                    } else {
+                        self.report.apply_failures += 1;
+                    }
+                }
             }
             Input::LocalChange(key) => {
                 if self.syncing {
@@ -343,6 +372,7 @@ impl Session {
     fn confirm(&mut self, index: &SyncIndex, now: u64, out: &mut Vec<Output>) {
         let root = index.summary(Node::ROOT);
         self.report.rounds += 1;
+        self.report.root = root;
         self.activity = false;
         self.out_parts.push(Part::Summary {
             node: Node::ROOT,
@@ -415,6 +445,7 @@ impl Session {
             self.activity = true;
         }
         let mut incoming = Vec::new();
+        let mut purged = Vec::new();
         let mut need = Vec::new();
         for part in m.parts {
             match part {
@@ -438,6 +469,7 @@ impl Session {
                     heads,
                     ask_back: !reply,
                 })),
+                Part::Purged { collection, id } => purged.push(Key::new(collection, id)),
                 Part::Records {
                     collection,
                     records,
@@ -456,6 +488,13 @@ impl Session {
         if !incoming.is_empty() {
             self.applying += 1;
             out.push(Output::Apply(incoming));
+        }
+        if !purged.is_empty() {
+            self.applying += 1;
+            out.push(Output::Purge(purged));
+        }
+        if let Some(root) = self.in_sync.take() {
+            out.push(Output::Notify(Notification::InSync { root }));
         }
         if m.id != 0 {
             self.queue.push_back(Work::Ack(m.id));
@@ -489,6 +528,9 @@ impl Session {
     fn on_summary(&mut self, index: &SyncIndex, node: Node, fp: u64, count: u64) {
         let mine = index.summary(node);
         if mine.fp == fp && mine.count == count {
+            if node == Node::ROOT {
+                self.in_sync = Some(mine);
+            }
             return;
         }
         if count == 0 {
@@ -603,6 +645,16 @@ impl Session {
             return;
         };
         for (req, res) in requests.into_iter().zip(results) {
+            if res.purged {
+                let (LoadRequest::Full(key)
+                | LoadRequest::Heads(key)
+                | LoadRequest::Since { key, .. }) = req;
+                self.push_part(Part::Purged {
+                    collection: key.collection,
+                    id: key.id,
+                });
+                continue;
+            }
             match req {
                 LoadRequest::Full(key) => {
                     if let Some(data) = res.data {
