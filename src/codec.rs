@@ -62,29 +62,14 @@ pub(crate) fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
     version: u8,
     bytes: &[u8],
 ) -> Result<T, CodecError> {
-    let malformed = |message: String| CodecError::Malformed { what, message };
-    match bytes {
-        [t, v, body @ ..] if *t == tag => {
-            if *v != version {
-                return Err(CodecError::UnsupportedVersion {
-                    what,
-                    found: *v,
-                    supported: version,
-                });
-            }
-            let (value, used) = bincode::serde::decode_from_slice(body, config_limited::<LIMIT>())
-                .map_err(|e| malformed(e.to_string()))?;
-            if used != body.len() {
-                return Err(malformed(format!(
-                    "{} trailing bytes after the value",
-                    body.len() - used
-                )));
-            }
-            Ok(value)
-        }
-        [t, ..] => Err(malformed(format!("tag {t:#04x}, expected {tag:#04x}"))),
-        [] => Err(malformed("empty input".into())),
+    let (value, rest) = decode_with(what, tag, version, bytes, config_limited::<LIMIT>())?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed {
+            what,
+            message: format!("{} trailing bytes after the value", rest.len()),
+        });
     }
+    Ok(value)
 }
 
 /// Encode `value` as `[tag, version, bincode...]`.
@@ -130,6 +115,16 @@ pub(crate) fn decode_prefix<'b, T: DeserializeOwned>(
     version: u8,
     bytes: &'b [u8],
 ) -> Result<(T, &'b [u8]), CodecError> {
+    decode_with(what, tag, version, bytes, config())
+}
+
+fn decode_with<'b, T: DeserializeOwned>(
+    what: &'static str,
+    tag: u8,
+    version: u8,
+    bytes: &'b [u8],
+    config: impl bincode::config::Config,
+) -> Result<(T, &'b [u8]), CodecError> {
     let malformed = |message: String| CodecError::Malformed { what, message };
     match bytes {
         [t, v, body @ ..] if *t == tag => {
@@ -140,7 +135,7 @@ pub(crate) fn decode_prefix<'b, T: DeserializeOwned>(
                     supported: version,
                 });
             }
-            let (value, used) = bincode::serde::decode_from_slice(body, config())
+            let (value, used) = bincode::serde::decode_from_slice(body, config)
                 .map_err(|e| malformed(e.to_string()))?;
             Ok((value, &body[used..]))
         }

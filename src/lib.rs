@@ -6,8 +6,9 @@
 //! (different fields, counters, text, list items) merge on their own, and only
 //! semantic conflicts will reach people.
 //!
-//! This release holds the foundation: the [`schema`], the durable record
-//! store and the [`Replica`] handle. Synchronization, conflicts, pending events and
+//! This release holds the foundation (the [`schema`], the durable record
+//! store and the [`Replica`] handle) and the [`sync`] protocol core with its
+//! deterministic simulator ([`sim`]). The network, conflicts, pending events and
 //! access rights build on it (see `docs/architecture.md`).
 //!
 //! ## Tour

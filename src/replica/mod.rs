@@ -512,11 +512,21 @@ impl Replica {
     /// own tools (automerge JS's `Automerge.load`, for one).
     pub fn export(&self, collection: &str, id: &str) -> Result<Vec<u8>> {
         self.schema().collection(collection)?;
+        self.with_doc(collection, id, |doc| Ok(doc.save()))
+    }
+
+    /// Run `f` on a record's document, from the cache or loaded into it.
+    fn with_doc<R>(
+        &self,
+        collection: &str,
+        id: &str,
+        f: impl FnOnce(&Automerge) -> Result<R>,
+    ) -> Result<R> {
         validate_id(id)?;
         let key = (collection.to_owned(), id.to_owned());
         let mut state = self.inner.state();
         if let Some((doc, _)) = state.cache.get(&key) {
-            return Ok(doc.save());
+            return f(doc);
         }
         let (doc, row) = self
             .inner
@@ -525,9 +535,9 @@ impl Replica {
                 collection: collection.to_owned(),
                 id: id.to_owned(),
             })?;
-        let bytes = doc.save();
+        let out = f(&doc);
         state.cache.put(key, (doc, row));
-        Ok(bytes)
+        out
     }
 
     /// Import automerge bytes (a saved document, or saved changes) as the record
@@ -554,29 +564,9 @@ impl Replica {
         let schema = self.schema();
         let c = schema.collection(collection)?;
         let f = c.field(field)?;
-        validate_id(id)?;
-        let key = (collection.to_owned(), id.to_owned());
-        let mut state = self.inner.state();
-        let read = |doc: &Automerge| {
-            crate::doc::read_concurrent(doc, f).map_err(|e| Self::corrupt_err(collection, id, e.0))
-        };
-        if let Some((doc, _)) = state.cache.get(&key) {
-            return read(doc);
-        }
-        let (doc, row) = self
-            .inner
-            .load(collection, id)?
-            .ok_or_else(|| Error::NotFound {
-                collection: collection.to_owned(),
-                id: id.to_owned(),
-            })?;
-        let out = read(&doc);
-        state.cache.put(key, (doc, row));
-        out
-    }
-
-    fn corrupt_err(collection: &str, id: &str, reason: String) -> Error {
-        Inner::corrupt(collection, id, reason)
+        self.with_doc(collection, id, |doc| {
+            crate::doc::read_concurrent(doc, f).map_err(|e| Inner::corrupt(collection, id, e.0))
+        })
     }
 
     /// Watch changes (after they are durable): all, one collection's, or one

@@ -370,6 +370,20 @@ impl<'r> Tx<'r> {
         Ok(w)
     }
 
+    /// The staged entry of a record about to receive outside data (an import,
+    /// a peer's changes); a record whose stored data is unreadable counts as
+    /// absent and is replaced on commit.
+    fn entry_or_replace(&mut self, c: &Collection, id: &str) -> Result<Option<usize>> {
+        match self.entry(&c.name, id) {
+            Err(Error::Corrupt { reason, .. }) => {
+                tracing::warn!(collection = %c.name, id, %reason, "replacing a corrupt record with outside data");
+                self.purge_on_commit.push((c.name.clone(), id.to_owned()));
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
     /// Merge an automerge document (already loaded and checked) into a record.
     pub(crate) fn import_doc(
         &mut self,
@@ -381,15 +395,7 @@ impl<'r> Tx<'r> {
             collection: c.name.clone(),
             reason,
         };
-        let existing = match self.entry(&c.name, id) {
-            Ok(found) => found,
-            Err(Error::Corrupt { reason, .. }) => {
-                tracing::warn!(collection = %c.name, id, %reason, "replacing a corrupt record with imported data");
-                self.purge_on_commit.push((c.name.clone(), id.to_owned()));
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        let existing = self.entry_or_replace(c, id)?;
         let i = match existing {
             Some(i) => {
                 self.staged[i]
@@ -453,15 +459,7 @@ impl<'r> Tx<'r> {
             collection: c.name.clone(),
             reason,
         };
-        let existing = match self.entry(&c.name, id) {
-            Ok(found) => found,
-            Err(Error::Corrupt { reason, .. }) => {
-                tracing::warn!(collection = %c.name, id, %reason, "replacing a corrupt record with a peer's data");
-                self.purge_on_commit.push((c.name.clone(), id.to_owned()));
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        let existing = self.entry_or_replace(c, id)?;
         let i = match existing {
             Some(i) => {
                 let s = &mut self.staged[i];
