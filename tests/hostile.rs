@@ -41,12 +41,14 @@ fn part() -> impl Strategy<Value = Part> {
             name(),
             name(),
             proptest::collection::vec(any::<[u8; 32]>(), 0..3),
+            proptest::collection::vec(any::<u64>(), 0..4),
             any::<bool>()
         )
-            .prop_map(|(collection, id, heads, reply)| Part::Have {
+            .prop_map(|(collection, id, heads, recent, reply)| Part::Have {
                 collection,
                 id,
                 heads,
+                recent,
                 reply
             }),
         (name(), name()).prop_map(|(collection, id)| Part::Purged { collection, id }),

@@ -516,7 +516,7 @@ impl Replica {
     }
 
     /// Run `f` on a record's document, from the cache or loaded into it.
-    fn with_doc<R>(
+    pub(crate) fn with_doc<R>(
         &self,
         collection: &str,
         id: &str,

@@ -133,14 +133,72 @@ impl Inner {
     }
 }
 
-fn since(doc: &Automerge, theirs: &[[u8; 32]], ask_back: bool) -> Loaded {
+/// How many recent changes (behind the heads) a `Have` names.
+const RECENT: usize = 8;
+
+/// How far back a replica looks for the recent changes a peer named.
+const RECENT_SEARCH: usize = 64;
+
+fn prefix(h: &ChangeHash) -> u64 {
+    u64::from_be_bytes([
+        h.0[0], h.0[1], h.0[2], h.0[3], h.0[4], h.0[5], h.0[6], h.0[7],
+    ])
+}
+
+/// Up to `n` changes behind the heads, nearest first (breadth-first over deps).
+fn ancestors(doc: &Automerge, n: usize) -> Vec<ChangeHash> {
+    let mut out = Vec::new();
+    let mut seen: std::collections::HashSet<ChangeHash> = doc.get_heads().into_iter().collect();
+    let mut queue: VecDeque<ChangeHash> = doc.get_heads().into();
+    while let Some(h) = queue.pop_front() {
+        let Some(meta) = doc.get_change_meta_by_hash(&h) else {
+            continue;
+        };
+        for d in meta.deps {
+            if seen.insert(d) {
+                out.push(d);
+                if out.len() >= n {
+                    return out;
+                }
+                queue.push_back(d);
+            }
+        }
+    }
+    out
+}
+
+/// What a `Have` of this document says: its heads and recent change prefixes.
+fn have(doc: &Automerge) -> (Vec<[u8; 32]>, Vec<u64>) {
+    (
+        doc.get_heads().iter().map(|h| h.0).collect(),
+        ancestors(doc, RECENT).iter().map(prefix).collect(),
+    )
+}
+
+/// The changes a peer with `theirs` heads and `recent` change prefixes lacks,
+/// and (if `ask_back` and this replica lacks some of its heads) this replica's
+/// own `Have`.
+///
+/// The peer holds every ancestor of the heads and recent changes it named that
+/// this replica also holds, so only the changes after those are sent. When it
+/// named nothing this replica holds (histories that share nothing recent), all
+/// changes are sent.
+fn since(doc: &Automerge, theirs: &[[u8; 32]], recent: &[u64], ask_back: bool) -> Loaded {
     let theirs: Vec<ChangeHash> = theirs.iter().map(|h| ChangeHash(*h)).collect();
-    let known: Vec<ChangeHash> = theirs
+    let mut known: Vec<ChangeHash> = theirs
         .iter()
         .filter(|h| doc.get_change_meta_by_hash(h).is_some())
         .copied()
         .collect();
     let lacks = known.len() < theirs.len();
+    if lacks && !recent.is_empty() {
+        let named: std::collections::HashSet<u64> = recent.iter().copied().collect();
+        let mine = doc
+            .get_heads()
+            .into_iter()
+            .chain(ancestors(doc, RECENT_SEARCH));
+        known.extend(mine.filter(|h| named.contains(&prefix(h))));
+    }
     let mut data = None;
     let changes = doc.get_changes(&known);
     if !changes.is_empty() {
@@ -156,10 +214,16 @@ fn since(doc: &Automerge, theirs: &[[u8; 32]], ask_back: bool) -> Loaded {
         }
         data = Some(bytes);
     }
-    let heads = (ask_back && lacks).then(|| doc.get_heads().iter().map(|h| h.0).collect());
+    let (heads, recent) = if ask_back && lacks {
+        let (h, r) = have(doc);
+        (Some(h), r)
+    } else {
+        (None, Vec::new())
+    };
     Loaded {
         data,
         heads,
+        recent,
         purged: false,
     }
 }
@@ -331,19 +395,21 @@ impl Replica {
                 ..Loaded::default()
             }),
             LoadRequest::Heads(key) => {
-                let heads = self
-                    .inner
-                    .read_row(&key.collection, &key.id)?
-                    .map(|r| r.heads)
-                    .unwrap_or_default();
+                let found = self.with_doc(&key.collection, &key.id, |doc| Ok(have(doc)));
+                let (heads, recent) = match found {
+                    Err(Error::NotFound { .. }) => (Vec::new(), Vec::new()),
+                    other => other?,
+                };
                 Ok(Loaded {
                     heads: Some(heads),
+                    recent,
                     ..Loaded::default()
                 })
             }
             LoadRequest::Since {
                 key,
                 heads,
+                recent,
                 ask_back,
             } => {
                 if heads.is_empty() {
@@ -352,21 +418,15 @@ impl Replica {
                         ..Loaded::default()
                     });
                 }
-                let cache_key = (key.collection.clone(), key.id.clone());
-                let mut state = self.inner.state();
-                if let Some((doc, _)) = state.cache.get(&cache_key) {
-                    return Ok(since(doc, heads, *ask_back));
-                }
-                match self.inner.load(&key.collection, &key.id)? {
-                    Some((doc, row)) => {
-                        let out = since(&doc, heads, *ask_back);
-                        state.cache.put(cache_key, (doc, row));
-                        Ok(out)
-                    }
-                    None => Ok(Loaded {
+                let found = self.with_doc(&key.collection, &key.id, |doc| {
+                    Ok(since(doc, heads, recent, *ask_back))
+                });
+                match found {
+                    Err(Error::NotFound { .. }) => Ok(Loaded {
                         heads: ask_back.then(Vec::new),
                         ..Loaded::default()
                     }),
+                    other => other,
                 }
             }
         }

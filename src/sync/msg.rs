@@ -42,6 +42,8 @@ impl Limits {
     pub const HASHES: usize = 65_536;
     /// Heads in one `Have` part.
     pub const HEADS: usize = 1024;
+    /// Recent change prefixes in one `Have` part.
+    pub const RECENT: usize = 64;
     /// Bytes of a collection name.
     pub const COLLECTION: usize = 64;
     /// Bytes of a record id.
@@ -100,6 +102,10 @@ pub enum Part {
         id: String,
         /// The sender's heads (empty: it has nothing of the record).
         heads: Vec<[u8; 32]>,
+        /// The first 8 bytes of the hashes of the sender's most recent changes
+        /// behind its heads (nearest first): a receiver that lacks some heads
+        /// finds the history they share among them, and sends only what follows.
+        recent: Vec<u64>,
         /// Whether this is itself an answer to a `Have` (then the receiver sends
         /// data but asks nothing back, so two peers never bounce requests).
         reply: bool,
@@ -297,11 +303,19 @@ fn check(msg: &Msg) -> Result<(), MsgError> {
                 collection,
                 id,
                 heads,
+                recent,
                 ..
             } => {
                 check_name(collection, id)?;
                 if heads.len() > Limits::HEADS {
                     return oob(format!("{} heads (limit {})", heads.len(), Limits::HEADS));
+                }
+                if recent.len() > Limits::RECENT {
+                    return oob(format!(
+                        "{} recent changes (limit {})",
+                        recent.len(),
+                        Limits::RECENT
+                    ));
                 }
             }
             Part::Records {
@@ -400,6 +414,7 @@ mod tests {
             collection: "job".into(),
             id: "x".repeat(Limits::ID + 1),
             heads: vec![],
+            recent: vec![],
             reply: false,
         });
         let bytes = encode(&m).expect("encodes");

@@ -81,18 +81,22 @@ pub enum LoadRequest {
     /// The whole record: its saved form or its stored changes, whichever is
     /// smaller. Answer `data`.
     Full(Key),
-    /// The record's changes that a peer with `heads` lacks. Answer `data` (none if
-    /// it lacks nothing) and, if `ask_back`, `heads` = this replica's heads when
-    /// it lacks some of the peer's (or the whole record).
+    /// The record's changes that a peer with `heads` (and recent changes
+    /// `recent`, as hash prefixes) lacks. Answer `data` (none if it lacks
+    /// nothing) and, if `ask_back`, `heads` and `recent` of this replica when it
+    /// lacks some of the peer's heads (or the whole record).
     Since {
         /// The record.
         key: Key,
         /// The peer's heads.
         heads: Vec<[u8; 32]>,
+        /// Prefixes of the peer's recent changes.
+        recent: Vec<u64>,
         /// Whether to ask for what this replica lacks.
         ask_back: bool,
     },
-    /// The record's heads. Answer `heads` (empty if it has gone).
+    /// The record's heads and recent changes. Answer `heads` (empty if it has
+    /// gone) and `recent`.
     Heads(Key),
 }
 
@@ -103,6 +107,8 @@ pub struct Loaded {
     pub data: Option<Vec<u8>>,
     /// Heads to send in a `Have`.
     pub heads: Option<Vec<[u8; 32]>>,
+    /// With `heads`: prefixes of the record's recent changes behind them.
+    pub recent: Vec<u64>,
     /// The record is purged here: tell the peer, whatever was asked.
     pub purged: bool,
 }
@@ -226,7 +232,9 @@ fn part_size(part: &Part) -> usize {
         Part::Children { .. } => 160,
         Part::Items { items, .. } => 24 + items.len() * 18,
         Part::NeedHashes(h) => 8 + h.len() * 9,
-        Part::Have { id, heads, .. } => 80 + id.len() + heads.len() * 33,
+        Part::Have {
+            id, heads, recent, ..
+        } => 80 + id.len() + heads.len() * 33 + recent.len() * 9,
         Part::Records {
             collection,
             records,
@@ -463,10 +471,12 @@ impl Session {
                     collection,
                     id,
                     heads,
+                    recent,
                     reply,
                 } => self.queue.push_back(Work::Load(LoadRequest::Since {
                     key: Key::new(collection, id),
                     heads,
+                    recent,
                     ask_back: !reply,
                 })),
                 Part::Purged { collection, id } => purged.push(Key::new(collection, id)),
@@ -667,6 +677,7 @@ impl Session {
                             collection: key.collection.clone(),
                             id: key.id.clone(),
                             heads,
+                            recent: res.recent,
                             reply: true,
                         });
                     }
@@ -680,6 +691,7 @@ impl Session {
                             collection: key.collection,
                             id: key.id,
                             heads,
+                            recent: res.recent,
                             reply: false,
                         });
                     }
