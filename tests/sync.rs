@@ -407,6 +407,19 @@ fn a_tombstone_is_purged_only_once_every_remembered_peer_has_it() {
     assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
     // C has not seen the tombstone yet: nothing is purged.
     assert_eq!(a.purge_tombstones().unwrap(), 0);
+    // B received the tombstone from A, its only remembered peer, which holds
+    // it: B may purge it (a tombstone that arrived from a peer counts from its
+    // arrival).
+    assert_eq!(b.remembered_peers().unwrap().len(), 1);
+    assert_eq!(b.purge_tombstones().unwrap(), 1);
+    assert!(b.is_purged("item", "old").unwrap());
+    // A record that arrives already deleted is a tombstone from its arrival.
+    let (d, e) = (memory(), memory());
+    d.insert("item", "brief", item("x")).unwrap();
+    d.delete("item", "brief").unwrap();
+    assert!(sync_pair(&d, &e, NOW, None).unwrap().synced);
+    assert!(e.get("item", "brief").unwrap().unwrap().meta.deleted);
+    assert_eq!(e.purge_tombstones().unwrap(), 1);
     assert!(a.get("item", "old").unwrap().is_some());
 
     assert!(sync_pair(&a, &c, NOW, None).unwrap().synced);

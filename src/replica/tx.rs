@@ -507,6 +507,8 @@ impl<'r> Tx<'r> {
                 s.rewrite = true;
                 s.verbatim = verbatim;
                 s.uncached = true;
+                // New here: if it arrives deleted, it became deleted here now.
+                s.was_deleted = false;
                 i
             }
         };
