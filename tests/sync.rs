@@ -534,3 +534,38 @@ fn large_records_with_appended_changes_sync_whole_and_incrementally() {
     assert!(s.bytes_out + s.bytes_in < 3_000, "{s:?}");
     assert_eq!(snapshot(&a), snapshot(&b));
 }
+
+#[test]
+fn a_record_with_an_unreadable_row_is_repaired_from_a_peer() {
+    use fieldsync::store::{MemoryStore, Storage};
+    let store = MemoryStore::new();
+    let open = |s: &MemoryStore| {
+        Replica::with_storage(
+            std::sync::Arc::new(s.clone()),
+            Config::default().with_schema(schema()),
+        )
+        .unwrap()
+    };
+    let a = open(&store);
+    a.insert("item", "x", item("pump")).unwrap();
+    a.insert("item", "y", item("valve")).unwrap();
+    let b = memory();
+    assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
+    drop(a);
+    // Damage x's row header on A.
+    let key = b"r:item\0x".to_vec();
+    let mut row = store.get(&key).unwrap().unwrap();
+    for byte in &mut row[2..12] {
+        *byte ^= 0x5a;
+    }
+    store.put(&key, &row).unwrap();
+    let a = open(&store);
+    assert!(a.get("item", "x").is_err());
+    assert!(sync_pair(&b, &a, NOW, None).unwrap().synced);
+    assert_eq!(
+        a.get("item", "x").unwrap().unwrap().fields["title"],
+        Value::from("pump")
+    );
+    assert!(a.verify("item").unwrap().is_empty());
+    assert_eq!(snapshot(&a), snapshot(&b));
+}
