@@ -57,6 +57,7 @@ mod codec;
 mod doc;
 mod error;
 mod hlc;
+pub mod node;
 mod replica;
 pub mod schema;
 pub mod sim;
