@@ -208,3 +208,71 @@ fn the_quickstart_example_runs_and_checks_itself() {
     );
     assert!(stdout.contains("OK"), "{stdout}");
 }
+
+#[test]
+fn serve_and_sync_move_records_between_two_stores_over_libp2p() {
+    use std::io::{BufRead, BufReader};
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let schema = schema_file();
+    let schema = schema.to_str().unwrap();
+    ok(a.path(), &["init", "--schema", schema]);
+    ok(b.path(), &["init", "--schema", schema]);
+    ok(
+        a.path(),
+        &["put", "customer", "c1", "name=Acme", "tax_id=T-1"],
+    );
+    ok(
+        b.path(),
+        &["put", "customer", "c2", "name=Bolt", "tax_id=T-2"],
+    );
+    // The peer id is made once and kept.
+    let id = ok(a.path(), &["id"]);
+    assert_eq!(id, ok(a.path(), &["id"]));
+
+    let mut server = Command::new(bin())
+        .arg("--store")
+        .arg(a.path())
+        .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    assert!(addr.ends_with(id.trim()), "{addr} names the peer id {id}");
+
+    let report = ok(
+        b.path(),
+        &["--json", "sync", "--peer", &addr, "--timeout", "30"],
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["records_received"], 1, "{report}");
+    assert_eq!(report["records_sent"], 1, "{report}");
+    assert!(ok(b.path(), &["get", "customer", "c1"]).contains("Acme"));
+    assert!(ok(a.path(), &["get", "customer", "c2"]).contains("Bolt"));
+}
+
+#[test]
+fn sync_with_an_unreachable_peer_fails_with_a_clear_message() {
+    let a = tempfile::tempdir().unwrap();
+    ok(a.path(), &["init"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("/ip4/127.0.0.1/tcp/{port}");
+    let err = fails(a.path(), &["sync", "--peer", &addr, "--timeout", "10"]);
+    assert!(err.contains("could not reach"), "{err}");
+    let err = fails(a.path(), &["sync", "--peer", "not-an-address"]);
+    assert!(err.contains("not a multiaddr"), "{err}");
+}

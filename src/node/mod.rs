@@ -20,14 +20,16 @@
 //! ```
 
 mod codec;
+pub mod identity;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use libp2p::futures::StreamExt;
+use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identity, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Replica;
@@ -66,6 +68,14 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// The store's identity file is unreadable.
+    #[error("identity file {path}: {reason}")]
+    Identity {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 #[derive(NetworkBehaviour)]
@@ -99,7 +109,7 @@ impl Node {
     /// runtime (storage work runs in `block_in_place`).
     pub async fn start(
         replica: Replica,
-        keypair: identity::Keypair,
+        keypair: Keypair,
         listen: Multiaddr,
     ) -> Result<Self, NodeError> {
         let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());

@@ -95,6 +95,25 @@ enum Command {
         /// The file holding the automerge bytes.
         file: PathBuf,
     },
+    /// Show this store's peer id (its identity is made on first use).
+    Id,
+    /// Listen for peers and answer their syncs until interrupted. Prints
+    /// `listening on ADDR` (with `/p2p/PEER_ID`) for each address.
+    Serve {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
+        listen: String,
+    },
+    /// Connect to a peer, sync until both hold the same records, print what
+    /// moved, and exit.
+    Sync {
+        /// The peer's address (as printed by `serve`).
+        #[arg(long)]
+        peer: String,
+        /// Seconds to wait before giving up.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Run benchmarks and print their figures as JSON.
     Bench {
         #[command(subcommand)]
@@ -306,8 +325,98 @@ fn run(cli: Cli) -> CliResult {
             output::written(json, "imported", &w);
         }
         Command::Bench { which } => bench(which)?,
+        Command::Id => {
+            let dir = store_dir(&cli)?;
+            open_existing(&cli)?;
+            let key = fieldsync::node::identity::load_or_create(dir)?;
+            let id = key.public().to_peer_id();
+            if json {
+                println!("{}", serde_json::json!({ "peer_id": id.to_string() }));
+            } else {
+                println!("{id}");
+            }
+        }
+        Command::Serve { listen } => serve(&cli, listen)?,
+        Command::Sync { peer, timeout } => sync(&cli, peer, *timeout)?,
     }
     Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(format!("cannot start the async runtime: {e}")))
+}
+
+fn multiaddr(text: &str) -> Result<libp2p::Multiaddr, Failure> {
+    text.parse()
+        .map_err(|e| Failure(format!("not a multiaddr: {text}: {e}")))
+}
+
+fn serve(cli: &Cli, listen: &str) -> CliResult {
+    let dir = store_dir(cli)?;
+    let replica = open_existing(cli)?;
+    let key = fieldsync::node::identity::load_or_create(dir)?;
+    let listen = multiaddr(listen)?;
+    runtime()?.block_on(async {
+        let node = fieldsync::node::Node::start(replica, key, listen).await?;
+        for addr in node.listen_addrs().await? {
+            let full = format!("{addr}/p2p/{}", node.peer_id());
+            if cli.json {
+                println!("{}", serde_json::json!({ "listening": full }));
+            } else {
+                println!("listening on {full}");
+            }
+        }
+        std::io::stdout().flush()?;
+        // Serve until interrupted (Ctrl-C, or the process is stopped).
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
+fn sync(cli: &Cli, peer: &str, timeout: u64) -> CliResult {
+    let dir = store_dir(cli)?;
+    let replica = open_existing(cli)?;
+    let key = fieldsync::node::identity::load_or_create(dir)?;
+    let addr = multiaddr(peer)?;
+    let limit = std::time::Duration::from_secs(timeout);
+    runtime()?.block_on(async {
+        let node =
+            fieldsync::node::Node::start(replica, key, multiaddr("/ip4/127.0.0.1/tcp/0")?).await?;
+        let work = async {
+            let id = node.dial(addr).await?;
+            node.sync_now(id).await
+        };
+        let report = tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| Failure(format!("sync with {peer} did not finish in {timeout} s")))??;
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "records_sent": report.records_sent,
+                    "records_received": report.records_received,
+                    "bytes_sent": report.bytes_sent,
+                    "bytes_received": report.bytes_received,
+                    "rounds": report.rounds,
+                    "millis": report.elapsed_ms,
+                })
+            );
+        } else {
+            println!(
+                "synced with {peer}: {} records sent, {} received; {} bytes sent, {} received; {} ms",
+                report.records_sent,
+                report.records_received,
+                report.bytes_sent,
+                report.bytes_received,
+                report.elapsed_ms
+            );
+        }
+        Ok(())
+    })
 }
 
 fn bench(which: &Bench) -> CliResult {

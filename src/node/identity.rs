@@ -1,0 +1,68 @@
+//! The node's identity: an ed25519 keypair kept in the store directory
+//! (`identity.key`, libp2p's protobuf encoding, readable by its owner only), made
+//! on first use. Its peer id is how other members name this replica.
+
+use std::path::Path;
+
+use libp2p::identity::Keypair;
+
+use super::NodeError;
+
+/// The identity file's name inside a store directory.
+pub const FILE: &str = "identity.key";
+
+/// Load the store directory's identity, making and saving one if there is none.
+/// A file that exists but does not decode is an error (it is never replaced:
+/// replacing it would change the replica's peer id).
+pub fn load_or_create(dir: &Path) -> Result<Keypair, NodeError> {
+    let path = dir.join(FILE);
+    let bad = |e: &dyn std::fmt::Display| NodeError::Identity {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| bad(&e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| bad(&e))?;
+            let key = Keypair::generate_ed25519();
+            let bytes = key.to_protobuf_encoding().map_err(|e| bad(&e))?;
+            write_private(&path, &bytes).map_err(|e| bad(&e))?;
+            Ok(key)
+        }
+        Err(e) => Err(bad(&e)),
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = load_or_create(dir.path()).expect("made");
+        let b = load_or_create(dir.path()).expect("loaded");
+        assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
+        std::fs::write(dir.path().join(FILE), b"garbage").expect("write");
+        let e = load_or_create(dir.path()).expect_err("refused");
+        assert!(e.to_string().contains("identity.key"), "{e}");
+    }
+}
