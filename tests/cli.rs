@@ -210,6 +210,37 @@ fn the_quickstart_example_runs_and_checks_itself() {
 }
 
 #[test]
+fn the_field_team_demo_converges_over_libp2p() {
+    let exe = std::env::current_exe().unwrap();
+    let demo = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/field_team");
+    assert!(
+        demo.exists(),
+        "{} is not built: run the whole suite with `cargo test`",
+        demo.display()
+    );
+    let out = Command::new(&demo).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("OK: all three peers hold the same 3 records"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("laptop ⇄ hub: 2 records sent, 2 received"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn serve_and_sync_move_records_between_two_stores_over_libp2p() {
     use std::io::{BufRead, BufReader};
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
