@@ -71,8 +71,8 @@ pub use doc::Edit;
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcTime};
 pub use replica::{
-    ChangeEvent, ChangeKind, Clock, Config, Meta, Record, Replica, Scan, StorageInfo, Tx, Watch,
-    WatchError, WatchFilter, Written,
+    ChangeEvent, ChangeKind, Clock, Config, Meta, Record, Replica, Role, Scan, StorageInfo, Tx,
+    Watch, WatchError, WatchFilter, Written,
 };
 pub use value::{Fields, Value, fields};
 

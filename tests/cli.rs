@@ -293,6 +293,29 @@ fn serve_and_sync_move_records_between_two_stores_over_libp2p() {
 }
 
 #[test]
+fn members_are_added_listed_and_removed() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    ok(a.path(), &["init"]);
+    ok(b.path(), &["init"]);
+    let peer = ok(b.path(), &["id"]);
+    let peer = peer.trim();
+    ok(a.path(), &["members", "add", peer, "--role", "authority"]);
+    assert_eq!(
+        ok(a.path(), &["members", "list"]).trim(),
+        format!("{peer} authority")
+    );
+    let err = fails(a.path(), &["members", "add", "nonsense"]);
+    assert!(err.contains("not a peer id"), "{err}");
+    let err = fails(a.path(), &["members", "add", peer, "--role", "boss"]);
+    assert!(err.contains("unknown role"), "{err}");
+    ok(a.path(), &["members", "remove", peer]);
+    assert!(ok(a.path(), &["members", "list"]).trim().is_empty());
+    let err = fails(a.path(), &["members", "remove", peer]);
+    assert!(err.contains("is not a member"), "{err}");
+}
+
+#[test]
 fn sync_with_an_unreachable_peer_fails_with_a_clear_message() {
     let a = tempfile::tempdir().unwrap();
     ok(a.path(), &["init"]);

@@ -76,3 +76,60 @@ async fn an_unreachable_peer_is_a_clear_error() {
     .unwrap_err();
     assert!(e.to_string().contains("could not reach"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_member_is_refused_before_any_record_moves() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [hub, member, stranger] = [0, 1, 2].map(|i| replica(dirs[i].path()));
+    hub.insert("item", "h1", item("hub data")).unwrap();
+    stranger
+        .insert("item", "s1", item("stranger data"))
+        .unwrap();
+    let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    let keys = [0, 1, 2].map(|_| Keypair::generate_ed25519());
+    hub.add_member(
+        &keys[1].public().to_peer_id().to_string(),
+        fieldsync::Role::Device,
+    )
+    .unwrap();
+    let nh = Node::start(hub.clone(), keys[0].clone(), loopback.clone())
+        .await
+        .unwrap();
+    let nm = Node::start(member.clone(), keys[1].clone(), loopback.clone())
+        .await
+        .unwrap();
+    let ns = Node::start(stranger.clone(), keys[2].clone(), loopback)
+        .await
+        .unwrap();
+    let addr = nh.listen_addrs().await.unwrap().remove(0);
+
+    // The stranger connects, but the hub closes the connection at once and
+    // takes nothing from it.
+    let peer = tokio::time::timeout(Duration::from_secs(10), ns.dial(addr.clone()))
+        .await
+        .expect("dial settles in time");
+    if let Ok(peer) = peer {
+        let r = tokio::time::timeout(Duration::from_secs(10), ns.sync_now(peer))
+            .await
+            .expect("sync settles in time");
+        assert!(r.is_err(), "the hub must not sync with a stranger: {r:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        hub.get("item", "s1").unwrap().is_none(),
+        "nothing of the stranger's data is stored"
+    );
+    assert!(
+        stranger.get("item", "h1").unwrap().is_none(),
+        "nothing of the hub's data leaked"
+    );
+
+    // The member syncs.
+    let peer = nm.dial(addr).await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(30), nm.sync_now(peer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.records_received, 1);
+    assert!(member.get("item", "h1").unwrap().is_some());
+}

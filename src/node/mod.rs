@@ -195,6 +195,27 @@ struct Worker {
 }
 
 impl Worker {
+    /// Whether `peer` may exchange data with this replica: any peer while the
+    /// group has no members (an open group), else members only.
+    fn is_member(&self, peer: &PeerId) -> bool {
+        match self.replica.members() {
+            Ok(members) => {
+                members.is_empty() || members.iter().any(|(m, _)| *m == peer.to_string())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the members; refusing the peer");
+                false
+            }
+        }
+    }
+
+    /// Refuse a non-member: close its connections before any record moves.
+    fn refuse(&mut self, peer: PeerId) {
+        tracing::warn!(%peer, "refused a peer that is not a member of the group");
+        self.sessions.remove(&peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -258,14 +279,25 @@ impl Worker {
                 peer_id, endpoint, ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                let member = self.is_member(&peer_id);
                 let (done, rest): (Vec<_>, Vec<_>) = self.dials.drain(..).partition(|(a, _)| {
                     a.iter()
                         .zip(addr.iter())
                         .all(|(x, y)| x == y || matches!(x, libp2p::multiaddr::Protocol::P2p(_)))
                 });
                 self.dials = rest;
-                for (_, reply) in done {
-                    let _ = reply.send(Ok(peer_id));
+                for (addr, reply) in done {
+                    let _ = reply.send(if member {
+                        Ok(peer_id)
+                    } else {
+                        Err(NodeError::Dial {
+                            addr: addr.to_string(),
+                            reason: format!("{peer_id} is not a member of this group"),
+                        })
+                    });
+                }
+                if !member {
+                    self.refuse(peer_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError { error, .. } => {
@@ -305,6 +337,12 @@ impl Worker {
                     },
                 ..
             } => {
+                if !self.is_member(&peer) {
+                    // Nothing of a non-member's message is read into a session.
+                    drop(channel);
+                    self.refuse(peer);
+                    return;
+                }
                 // Acknowledge delivery at once; the sync protocol answers with
                 // its own messages.
                 let _ = self

@@ -1,6 +1,7 @@
 //! The [`Replica`] handle: the application's way into a store.
 
 mod durability;
+mod members;
 mod row;
 mod scan;
 mod sync;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use automerge::{ActorId, Automerge};
 use tokio::sync::broadcast;
 
+pub use members::Role;
 pub use row::{Meta, Record};
 pub use scan::Scan;
 pub use tx::{Tx, Written};

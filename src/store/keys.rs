@@ -12,6 +12,7 @@
 //! t:<time u64 BE><collection>\0<id> a tombstone: when (local HLC) the record
 //!                                  became deleted here; ordered by that time
 //! p:<collection>\0<id>             a purged record: its heads at the purge
+//! g:m:<peer>                       a member of the group and its role
 //! k:<peer>                         the local HLC time at which a sync with this
 //!                                  peer last ended with both sides equal
 //! ```
@@ -100,6 +101,16 @@ pub(crate) fn split_purged(key: &[u8]) -> Option<(&str, &str)> {
         std::str::from_utf8(&rest[..nul]).ok()?,
         std::str::from_utf8(&rest[nul + 1..]).ok()?,
     ))
+}
+
+/// `g:m:`: every member of the replica group.
+pub(crate) const MEMBERS: &[u8] = b"g:m:";
+
+/// `g:m:<peer>`
+pub(crate) fn member(peer: &str) -> Vec<u8> {
+    let mut k = MEMBERS.to_vec();
+    k.extend_from_slice(peer.as_bytes());
+    k
 }
 
 /// `k:`: every remembered peer.

@@ -114,10 +114,34 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Manage the group's members (once there is one, only members may sync).
+    Members {
+        #[command(subcommand)]
+        action: Members,
+    },
     /// Run benchmarks and print their figures as JSON.
     Bench {
         #[command(subcommand)]
         which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Members {
+    /// Add a member (or change its role).
+    Add {
+        /// Its peer id (as printed by `fieldsync id`).
+        peer: String,
+        /// `authority` or `device`.
+        #[arg(long, default_value = "device")]
+        role: String,
+    },
+    /// List the members and their roles.
+    List,
+    /// Remove a member.
+    Remove {
+        /// Its peer id.
+        peer: String,
     },
 }
 
@@ -337,6 +361,36 @@ fn run(cli: Cli) -> CliResult {
             }
         }
         Command::Serve { listen } => serve(&cli, listen)?,
+        Command::Members { action } => {
+            let r = open_existing(&cli)?;
+            match action {
+                Members::Add { peer, role } => {
+                    let role: fieldsync::Role = role.parse().map_err(Failure)?;
+                    peer.parse::<libp2p::PeerId>()
+                        .map_err(|e| Failure(format!("not a peer id: {peer}: {e}")))?;
+                    r.add_member(peer, role)?;
+                }
+                Members::Remove { peer } => {
+                    if !r.remove_member(peer)? {
+                        return Err(Failure(format!("{peer} is not a member")));
+                    }
+                }
+                Members::List => {
+                    let members = r.members()?;
+                    if json {
+                        let list: Vec<_> = members
+                            .iter()
+                            .map(|(p, role)| serde_json::json!({ "peer": p, "role": role }))
+                            .collect();
+                        println!("{}", serde_json::Value::Array(list));
+                    } else {
+                        for (p, role) in members {
+                            println!("{p} {role}");
+                        }
+                    }
+                }
+            }
+        }
         Command::Sync { peer, timeout } => sync(&cli, peer, *timeout)?,
     }
     Ok(())
