@@ -133,3 +133,65 @@ async fn a_non_member_is_refused_before_any_record_moves() {
     assert_eq!(report.records_received, 1);
     assert!(member.get("item", "h1").unwrap().is_some());
 }
+
+async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mode_moves_changes_at_once_and_manual_mode_waits_for_sync_now() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(da.path()), replica(db.path()));
+    let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    let na = Node::start(a.clone(), Keypair::generate_ed25519(), loopback.clone())
+        .await
+        .unwrap();
+    let nb = Node::start(b.clone(), Keypair::generate_ed25519(), loopback)
+        .await
+        .unwrap();
+    let peer = nb
+        .dial(na.listen_addrs().await.unwrap().remove(0))
+        .await
+        .unwrap();
+
+    // Manual (the default): nothing moves until sync_now.
+    a.insert("item", "m1", item("manual")).unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        b.get("item", "m1").unwrap().is_none(),
+        "manual mode moved a record"
+    );
+    nb.sync_now(peer).await.unwrap();
+    assert!(b.get("item", "m1").unwrap().is_some());
+
+    // Live on both: each change reaches the other side on its own, both ways.
+    na.set_live(true).unwrap();
+    nb.set_live(true).unwrap();
+    a.insert("item", "l1", item("live from a")).unwrap();
+    assert!(
+        eventually(|| b.get("item", "l1").unwrap().is_some()).await,
+        "a's change did not arrive"
+    );
+    b.update("item", "l1", fields([("note", Value::from("seen by b"))]))
+        .unwrap();
+    assert!(
+        eventually(|| a.get("item", "l1").unwrap().unwrap().fields.get("note")
+            == Some(&Value::from("seen by b")))
+        .await,
+        "b's change did not arrive"
+    );
+
+    // Switched back to manual while running: nothing moves again.
+    na.set_live(false).unwrap();
+    nb.set_live(false).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.insert("item", "m2", item("manual again")).unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(b.get("item", "m2").unwrap().is_none());
+}

@@ -84,6 +84,7 @@ struct Behaviour {
 }
 
 enum Command {
+    Live(bool),
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, NodeError>>),
     Sync(PeerId, oneshot::Sender<Result<Report, NodeError>>),
     Addrs(oneshot::Sender<Vec<Multiaddr>>),
@@ -136,6 +137,8 @@ impl Node {
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Worker {
             swarm,
+            watch: replica.watch(crate::WatchFilter::All),
+            live: false,
             replica,
             sessions: HashMap::new(),
             dials: Vec::new(),
@@ -148,6 +151,16 @@ impl Node {
             peer_id,
             commands: tx,
         })
+    }
+
+    /// Live mode (on) or manual mode (off, the default). Live: a change made on
+    /// this replica, or received from a peer, is offered at once to every
+    /// connected member, and a sync starts whenever a member connects. Manual:
+    /// nothing moves until [`Node::sync_now`]. Can be switched while running.
+    pub fn set_live(&self, live: bool) -> Result<(), NodeError> {
+        self.commands
+            .send(Command::Live(live))
+            .map_err(|_| NodeError::Stopped)
     }
 
     /// This node's peer id.
@@ -187,6 +200,8 @@ impl Node {
 struct Worker {
     swarm: Swarm<Behaviour>,
     replica: Replica,
+    watch: crate::Watch,
+    live: bool,
     sessions: HashMap<PeerId, Session>,
     dials: Vec<(Multiaddr, oneshot::Sender<Result<PeerId, NodeError>>)>,
     syncs: HashMap<PeerId, Vec<oneshot::Sender<Result<Report, NodeError>>>>,
@@ -225,6 +240,7 @@ impl Worker {
                     None => return,
                 },
                 event = self.swarm.select_next_some() => self.event(event),
+                change = self.watch.recv() => self.changed(change),
                 _ = tick.tick() => {
                     let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
                     for p in peers {
@@ -235,8 +251,43 @@ impl Worker {
         }
     }
 
+    /// A change became durable here: in live mode, offer it to every peer.
+    fn changed(&mut self, change: Result<crate::ChangeEvent, crate::WatchError>) {
+        if !self.live {
+            return;
+        }
+        let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+        match change {
+            Ok(e) => {
+                for p in peers {
+                    let key = crate::sync::Key::new(e.collection.clone(), e.id.clone());
+                    self.feed(p, Input::LocalChange(key));
+                }
+            }
+            // Too many changes to offer one by one: reconcile instead.
+            Err(crate::WatchError::Lagged(_)) => {
+                for p in peers {
+                    self.feed(p, Input::Start);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
     fn command(&mut self, c: Command) {
         match c {
+            Command::Live(live) => {
+                self.live = live;
+                for s in self.sessions.values_mut() {
+                    s.set_live(live);
+                }
+                if live {
+                    let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+                    for p in peers {
+                        self.feed(p, Input::Start);
+                    }
+                }
+            }
             Command::Dial(addr, reply) => match self.swarm.dial(addr.clone()) {
                 Ok(()) => self.dials.push((addr, reply)),
                 Err(e) => {
@@ -298,6 +349,8 @@ impl Worker {
                 }
                 if !member {
                     self.refuse(peer_id);
+                } else if self.live {
+                    self.feed(peer_id, Input::Start);
                 }
             }
             SwarmEvent::OutgoingConnectionError { error, .. } => {
@@ -364,7 +417,12 @@ impl Worker {
 
     /// Feed one input to the peer's session and carry out its outputs.
     fn feed(&mut self, peer: PeerId, input: Input) {
-        let session = self.sessions.entry(peer).or_default();
+        let live = self.live;
+        let session = self.sessions.entry(peer).or_insert_with(|| {
+            let mut s = Session::new();
+            s.set_live(live);
+            s
+        });
         let replica = &self.replica;
         let outs = tokio::task::block_in_place(|| replica.drive(session, now_ms(), input));
         let outs = match outs {
