@@ -195,3 +195,26 @@ async fn live_mode_moves_changes_at_once_and_manual_mode_waits_for_sync_now() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(b.get("item", "m2").unwrap().is_none());
 }
+
+#[test]
+fn a_new_store_uses_its_identity_as_its_automerge_actor() {
+    let d = tempfile::tempdir().unwrap();
+    let r = replica(d.path());
+    let key = fieldsync::node::identity::load_or_create(d.path()).unwrap();
+    let peer = key.public().to_peer_id();
+    assert_eq!(
+        fieldsync::node::identity::actor_of(&peer).as_ref(),
+        Some(r.actor())
+    );
+    // Every change carries it, so a change traces back to the member's peer id.
+    let w = r.insert("item", "x", item("t")).unwrap();
+    let rec = r.get("item", &w.id).unwrap().unwrap();
+    assert_eq!(&rec.meta.author, r.actor());
+    drop(r);
+    // Reopening keeps both.
+    let r = replica(d.path());
+    assert_eq!(
+        fieldsync::node::identity::actor_of(&peer).as_ref(),
+        Some(r.actor())
+    );
+}

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use libp2p::identity::Keypair;
+use automerge::ActorId;
+use libp2p::PeerId;
+use libp2p::identity::{Keypair, PublicKey};
 
 use super::NodeError;
 
@@ -31,6 +33,26 @@ pub fn load_or_create(dir: &Path) -> Result<Keypair, NodeError> {
         }
         Err(e) => Err(bad(&e)),
     }
+}
+
+/// The automerge actor id of a replica whose identity has this public key: the
+/// 32 bytes of its ed25519 key.
+pub fn actor_of_key(key: &PublicKey) -> Result<ActorId, NodeError> {
+    let ed = key
+        .clone()
+        .try_into_ed25519()
+        .map_err(|e| NodeError::Identity {
+            path: String::new(),
+            reason: format!("not an ed25519 key: {e}"),
+        })?;
+    Ok(ActorId::from(&ed.to_bytes()[..]))
+}
+
+/// The automerge actor id of the replica with this peer id (ed25519 peer ids
+/// embed their public key), or `None` for other kinds of peer id.
+pub fn actor_of(peer: &PeerId) -> Option<ActorId> {
+    let key = PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    actor_of_key(&key).ok()
 }
 
 #[cfg(unix)]
@@ -61,6 +83,8 @@ mod tests {
         let a = load_or_create(dir.path()).expect("made");
         let b = load_or_create(dir.path()).expect("loaded");
         assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
+        let peer = a.public().to_peer_id();
+        assert_eq!(actor_of(&peer), actor_of_key(&a.public()).ok());
         std::fs::write(dir.path().join(FILE), b"garbage").expect("write");
         let e = load_or_create(dir.path()).expect_err("refused");
         assert!(e.to_string().contains("identity.key"), "{e}");

@@ -262,6 +262,16 @@ impl Replica {
         std::fs::create_dir_all(dir)
             .map_err(|e| crate::store::StoreError::Backend(format!("{}: {e}", dir.display())))?;
         let store = SledStore::open(&dir.join("db"), config.store_cache_bytes)?;
+        if store.get(keys::ACTOR)?.is_none() {
+            // A new store: its automerge actor is its identity's public key, so
+            // every change can be traced to the member that made it.
+            let key = crate::node::identity::load_or_create(dir)
+                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+            let actor = crate::node::identity::actor_of_key(&key.public())
+                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+            store.put(keys::ACTOR, &actor.to_bytes())?;
+            store.flush()?;
+        }
         Self::with_storage(Arc::new(store), config)
     }
 
