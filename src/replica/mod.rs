@@ -269,7 +269,7 @@ impl Replica {
                 .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
             let actor = crate::node::identity::actor_of_key(&key.public())
                 .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
-            store.put(keys::ACTOR, &actor.to_bytes())?;
+            store.put(keys::ACTOR, actor.to_bytes())?;
             store.flush()?;
         }
         Self::with_storage(Arc::new(store), config)
