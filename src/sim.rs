@@ -159,6 +159,9 @@ pub struct Sim {
     stats: SimStats,
     seed: u64,
     cfg: SimConfig,
+    /// Whether the network is healed (no more faults): a sync that ends
+    /// incomplete then is a liveness bug.
+    healed: bool,
 }
 
 impl std::fmt::Debug for Sim {
@@ -183,6 +186,7 @@ impl Sim {
             stats: SimStats::default(),
             seed: cfg.seed,
             cfg: cfg.clone(),
+            healed: false,
         };
         for _ in 0..cfg.replicas {
             let store = MemoryStore::new();
@@ -243,6 +247,11 @@ impl Sim {
                     to: peer,
                     bytes,
                 }),
+                Output::Notify(Notification::Incomplete { reason, .. }) if self.healed => {
+                    return Err(self.fail(format!(
+                        "replica {at}'s sync with {peer} ended incomplete on a healed network: {reason}"
+                    )));
+                }
                 Output::Notify(Notification::Synced(report)) => {
                     self.stats.synced += 1;
                     self.peers[at]
@@ -441,10 +450,13 @@ impl Sim {
             row.iter_mut().for_each(|l| *l = true);
         }
         self.settle()?;
+        self.healed = true;
         for _round in 0..3 {
             for a in 0..n {
                 for b in (a + 1)..n {
+                    // Both sides start at once (as two live peers do).
                     self.drive(a, b, Input::Start)?;
+                    self.drive(b, a, Input::Start)?;
                     self.settle()?;
                 }
             }

@@ -292,6 +292,60 @@ fn serve_and_sync_move_records_between_two_stores_over_libp2p() {
     assert!(ok(a.path(), &["get", "customer", "c2"]).contains("Bolt"));
 }
 
+/// Start `fieldsync serve` on a store; returns the process and its address.
+fn serve(store: &Path, extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(bin())
+        .arg("--store")
+        .arg(store)
+        .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+#[test]
+fn a_live_server_relays_between_processes_that_never_meet() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [a, b, c] = [0, 1, 2].map(|i| dirs[i].path());
+    let schema = schema_file();
+    for s in [a, b, c] {
+        ok(s, &["init", "--schema", schema.to_str().unwrap()]);
+    }
+    ok(a, &["put", "customer", "c1", "name=Acme"]);
+    let (mut server_a, addr_a) = serve(a, &[]);
+    // B connects to A at start and, live, syncs with it at once.
+    let (mut server_b, addr_b) = serve(b, &["--live", "--peer", &addr_a]);
+    // C syncs with B only; A's record must come through B.
+    let mut got = false;
+    for _ in 0..50 {
+        ok(c, &["sync", "--peer", &addr_b, "--timeout", "10"]);
+        if run(c, &["get", "customer", "c1"]).status.success() {
+            got = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for s in [&mut server_a, &mut server_b] {
+        s.kill().unwrap();
+        s.wait().unwrap();
+    }
+    assert!(got, "A's record did not reach C through B");
+    assert!(ok(c, &["get", "customer", "c1"]).contains("Acme"));
+}
+
 #[test]
 fn members_are_added_listed_and_removed() {
     let a = tempfile::tempdir().unwrap();

@@ -218,3 +218,35 @@ fn a_new_store_uses_its_identity_as_its_automerge_actor() {
         Some(r.actor())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_reaches_a_peer_that_never_met_its_author_through_a_relay() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [a, b, c] = [0, 1, 2].map(|i| replica(dirs[i].path()));
+    let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    let mut nodes = Vec::new();
+    for r in [&a, &b, &c] {
+        let n = Node::start(r.clone(), Keypair::generate_ed25519(), loopback.clone())
+            .await
+            .unwrap();
+        n.set_live(true).unwrap();
+        nodes.push(n);
+    }
+    let hub = nodes[1].listen_addrs().await.unwrap().remove(0);
+    nodes[0].dial(hub.clone()).await.unwrap();
+    nodes[2].dial(hub).await.unwrap();
+    a.insert("item", "from-a", item("relayed")).unwrap();
+    assert!(
+        eventually(|| c.get("item", "from-a").unwrap().is_some()).await,
+        "A's record did not reach C through B"
+    );
+    c.update("item", "from-a", fields([("qty", Value::Int(7))]))
+        .unwrap();
+    assert!(
+        eventually(
+            || a.get("item", "from-a").unwrap().unwrap().fields.get("qty") == Some(&Value::Int(7))
+        )
+        .await,
+        "C's edit did not reach A through B"
+    );
+}

@@ -569,3 +569,41 @@ fn a_record_with_an_unreadable_row_is_repaired_from_a_peer() {
     assert!(a.verify("item").unwrap().is_empty());
     assert_eq!(snapshot(&a), snapshot(&b));
 }
+
+#[test]
+fn two_peers_that_start_syncing_at_the_same_moment_both_finish() {
+    let (a, b) = (memory(), memory());
+    a.insert("item", "x", item("a")).unwrap();
+    b.insert("item", "y", item("b")).unwrap();
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    // Both start at once; messages cross in lock step.
+    let mut to_b = sends(a.drive(&mut sa, NOW, Input::Start).unwrap());
+    let mut to_a = sends(b.drive(&mut sb, NOW, Input::Start).unwrap());
+    let mut synced = (false, false);
+    for _ in 0..100 {
+        if to_a.is_empty() && to_b.is_empty() {
+            break;
+        }
+        let (next_a, next_b) = (std::mem::take(&mut to_b), std::mem::take(&mut to_a));
+        for m in next_a {
+            let outs = b.drive(&mut sb, NOW, Input::Received(m)).unwrap();
+            synced.1 |= notifications(&outs)
+                .iter()
+                .any(|n| matches!(n, Notification::Synced(_)));
+            to_a.extend(sends(outs));
+        }
+        for m in next_b {
+            let outs = a.drive(&mut sa, NOW, Input::Received(m)).unwrap();
+            synced.0 |= notifications(&outs)
+                .iter()
+                .any(|n| matches!(n, Notification::Synced(_)));
+            to_b.extend(sends(outs));
+        }
+    }
+    assert!(
+        to_a.is_empty() && to_b.is_empty(),
+        "the peers kept confirming to each other"
+    );
+    assert_eq!(synced, (true, true));
+    assert_eq!(snapshot(&a), snapshot(&b));
+}

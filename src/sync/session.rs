@@ -449,7 +449,15 @@ impl Session {
         for a in &m.acks {
             self.outstanding.remove(a);
         }
-        if !m.parts.is_empty() {
+        // Anything but the peer's own confirmation of an equal root is activity
+        // (two peers that both sync must not keep each other confirming).
+        let root = index.summary(Node::ROOT);
+        let equal_confirmation = matches!(
+            m.parts.as_slice(),
+            [Part::Summary { node, fp, count }]
+                if *node == Node::ROOT && *fp == root.fp && *count == root.count
+        );
+        if !m.parts.is_empty() && !equal_confirmation {
             self.activity = true;
         }
         let mut incoming = Vec::new();

@@ -103,6 +103,13 @@ enum Command {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
         listen: String,
+        /// A peer to connect to at start (repeatable).
+        #[arg(long)]
+        peer: Vec<String>,
+        /// Live mode: sync with each peer as it connects and offer every change
+        /// at once. Without it (manual mode) this node only answers peers.
+        #[arg(long)]
+        live: bool,
     },
     /// Connect to a peer, sync until both hold the same records, print what
     /// moved, and exit.
@@ -360,7 +367,7 @@ fn run(cli: Cli) -> CliResult {
                 println!("{id}");
             }
         }
-        Command::Serve { listen } => serve(&cli, listen)?,
+        Command::Serve { listen, peer, live } => serve(&cli, listen, peer, *live)?,
         Command::Members { action } => {
             let r = open_existing(&cli)?;
             match action {
@@ -409,13 +416,24 @@ fn multiaddr(text: &str) -> Result<libp2p::Multiaddr, Failure> {
         .map_err(|e| Failure(format!("not a multiaddr: {text}: {e}")))
 }
 
-fn serve(cli: &Cli, listen: &str) -> CliResult {
+fn serve(cli: &Cli, listen: &str, peers: &[String], live: bool) -> CliResult {
     let dir = store_dir(cli)?;
     let replica = open_existing(cli)?;
     let key = fieldsync::node::identity::load_or_create(dir)?;
     let listen = multiaddr(listen)?;
+    let peers = peers
+        .iter()
+        .map(|p| multiaddr(p))
+        .collect::<Result<Vec<_>, _>>()?;
     runtime()?.block_on(async {
         let node = fieldsync::node::Node::start(replica, key, listen).await?;
+        node.set_live(live)?;
+        for p in peers {
+            match node.dial(p.clone()).await {
+                Ok(id) => eprintln!("connected to {id} at {p}"),
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
         for addr in node.listen_addrs().await? {
             let full = format!("{addr}/p2p/{}", node.peer_id());
             if cli.json {
