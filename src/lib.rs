@@ -8,8 +8,9 @@
 //!
 //! This release holds the foundation (the [`schema`], the durable record
 //! store and the [`Replica`] handle) and the [`sync`] protocol core with its
-//! deterministic simulator ([`sim`]). The network, conflicts, pending events and
-//! access rights build on it (see `docs/architecture.md`).
+//! deterministic simulator ([`sim`]), and the first part of the libp2p network
+//! ([`node`]). Conflicts, pending events and access rights build on it (see
+//! `docs/architecture.md`).
 //!
 //! ## Tour
 //!
