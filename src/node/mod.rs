@@ -28,7 +28,8 @@ use std::time::Duration;
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
@@ -141,7 +142,7 @@ impl Node {
             live: false,
             replica,
             sessions: HashMap::new(),
-            dials: Vec::new(),
+            dials: HashMap::new(),
             syncs: HashMap::new(),
             addrs: Vec::new(),
             addr_waiters: Vec::new(),
@@ -203,7 +204,8 @@ struct Worker {
     watch: crate::Watch,
     live: bool,
     sessions: HashMap<PeerId, Session>,
-    dials: Vec<(Multiaddr, oneshot::Sender<Result<PeerId, NodeError>>)>,
+    /// Pending dials, by the connection id the dial will have.
+    dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, NodeError>>)>,
     syncs: HashMap<PeerId, Vec<oneshot::Sender<Result<Report, NodeError>>>>,
     addrs: Vec<Multiaddr>,
     addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
@@ -288,15 +290,21 @@ impl Worker {
                     }
                 }
             }
-            Command::Dial(addr, reply) => match self.swarm.dial(addr.clone()) {
-                Ok(()) => self.dials.push((addr, reply)),
-                Err(e) => {
-                    let _ = reply.send(Err(NodeError::Dial {
-                        addr: addr.to_string(),
-                        reason: e.to_string(),
-                    }));
+            Command::Dial(addr, reply) => {
+                let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, (addr, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NodeError::Dial {
+                            addr: addr.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
                 }
-            },
+            }
             Command::Sync(peer, reply) => {
                 if !self.swarm.is_connected(&peer) {
                     let _ = reply.send(Err(NodeError::Sync {
@@ -327,17 +335,12 @@ impl Worker {
                 }
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                ..
             } => {
-                let addr = endpoint.get_remote_address().clone();
                 let member = self.is_member(&peer_id);
-                let (done, rest): (Vec<_>, Vec<_>) = self.dials.drain(..).partition(|(a, _)| {
-                    a.iter()
-                        .zip(addr.iter())
-                        .all(|(x, y)| x == y || matches!(x, libp2p::multiaddr::Protocol::P2p(_)))
-                });
-                self.dials = rest;
-                for (addr, reply) in done {
+                if let Some((addr, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(if member {
                         Ok(peer_id)
                     } else {
@@ -353,9 +356,12 @@ impl Worker {
                     self.feed(peer_id, Input::Start);
                 }
             }
-            SwarmEvent::OutgoingConnectionError { error, .. } => {
-                // A failed dial: fail every pending dial that has no connection.
-                for (addr, reply) in self.dials.drain(..) {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some((addr, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(NodeError::Dial {
                         addr: addr.to_string(),
                         reason: error.to_string(),
