@@ -242,7 +242,6 @@ fn the_field_team_demo_converges_over_libp2p() {
 
 #[test]
 fn serve_and_sync_move_records_between_two_stores_over_libp2p() {
-    use std::io::{BufRead, BufReader};
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let schema = schema_file();
     let schema = schema.to_str().unwrap();
@@ -260,23 +259,7 @@ fn serve_and_sync_move_records_between_two_stores_over_libp2p() {
     let id = ok(a.path(), &["id"]);
     assert_eq!(id, ok(a.path(), &["id"]));
 
-    let mut server = Command::new(bin())
-        .arg("--store")
-        .arg(a.path())
-        .args(["serve", "--listen", "/ip4/127.0.0.1/tcp/0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let (mut server, addr) = serve(a.path(), &[]);
     assert!(addr.ends_with(id.trim()), "{addr} names the peer id {id}");
 
     let report = ok(
