@@ -17,6 +17,13 @@ fn item(title: &str) -> fieldsync::Fields {
     fields([("title", Value::from(title))])
 }
 
+/// A node for `r` with a fresh identity, listening on a free loopback port.
+async fn start(r: &Replica, key: Keypair) -> Node {
+    Node::start(r.clone(), key, "/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_sync_over_libp2p_on_loopback() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -25,13 +32,8 @@ async fn two_nodes_sync_over_libp2p_on_loopback() {
         a.insert("item", &format!("a{i}"), item("from a")).unwrap();
     }
     b.insert("item", "b0", item("from b")).unwrap();
-    let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-    let na = Node::start(a.clone(), Keypair::generate_ed25519(), loopback.clone())
-        .await
-        .unwrap();
-    let nb = Node::start(b.clone(), Keypair::generate_ed25519(), loopback)
-        .await
-        .unwrap();
+    let na = start(&a, Keypair::generate_ed25519()).await;
+    let nb = start(&b, Keypair::generate_ed25519()).await;
     let addr = na.listen_addrs().await.unwrap().remove(0);
     let peer = tokio::time::timeout(Duration::from_secs(10), nb.dial(addr))
         .await
@@ -54,13 +56,7 @@ async fn two_nodes_sync_over_libp2p_on_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_peer_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
-    let n = Node::start(
-        replica(d.path()),
-        Keypair::generate_ed25519(),
-        "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let n = start(&replica(d.path()), Keypair::generate_ed25519()).await;
     // A port nobody listens on (bound, then released).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -85,22 +81,15 @@ async fn a_non_member_is_refused_before_any_record_moves() {
     stranger
         .insert("item", "s1", item("stranger data"))
         .unwrap();
-    let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
     let keys = [0, 1, 2].map(|_| Keypair::generate_ed25519());
     hub.add_member(
         &keys[1].public().to_peer_id().to_string(),
         fieldsync::Role::Device,
     )
     .unwrap();
-    let nh = Node::start(hub.clone(), keys[0].clone(), loopback.clone())
-        .await
-        .unwrap();
-    let nm = Node::start(member.clone(), keys[1].clone(), loopback.clone())
-        .await
-        .unwrap();
-    let ns = Node::start(stranger.clone(), keys[2].clone(), loopback)
-        .await
-        .unwrap();
+    let nh = start(&hub, keys[0].clone()).await;
+    let nm = start(&member, keys[1].clone()).await;
+    let ns = start(&stranger, keys[2].clone()).await;
     let addr = nh.listen_addrs().await.unwrap().remove(0);
 
     // The stranger connects, but the hub closes the connection at once and
@@ -148,13 +137,8 @@ async fn eventually(mut check: impl FnMut() -> bool) -> bool {
 async fn live_mode_moves_changes_at_once_and_manual_mode_waits_for_sync_now() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (replica(da.path()), replica(db.path()));
-    let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-    let na = Node::start(a.clone(), Keypair::generate_ed25519(), loopback.clone())
-        .await
-        .unwrap();
-    let nb = Node::start(b.clone(), Keypair::generate_ed25519(), loopback)
-        .await
-        .unwrap();
+    let na = start(&a, Keypair::generate_ed25519()).await;
+    let nb = start(&b, Keypair::generate_ed25519()).await;
     let peer = nb
         .dial(na.listen_addrs().await.unwrap().remove(0))
         .await
@@ -223,12 +207,9 @@ fn a_new_store_uses_its_identity_as_its_automerge_actor() {
 async fn a_change_reaches_a_peer_that_never_met_its_author_through_a_relay() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let [a, b, c] = [0, 1, 2].map(|i| replica(dirs[i].path()));
-    let loopback: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
     let mut nodes = Vec::new();
     for r in [&a, &b, &c] {
-        let n = Node::start(r.clone(), Keypair::generate_ed25519(), loopback.clone())
-            .await
-            .unwrap();
+        let n = start(r, Keypair::generate_ed25519()).await;
         n.set_live(true).unwrap();
         nodes.push(n);
     }

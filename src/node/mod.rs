@@ -140,6 +140,7 @@ impl Node {
             swarm,
             watch: replica.watch(crate::WatchFilter::All),
             live: false,
+            admitted: Default::default(),
             replica,
             sessions: HashMap::new(),
             dials: HashMap::new(),
@@ -203,6 +204,8 @@ struct Worker {
     replica: Replica,
     watch: crate::Watch,
     live: bool,
+    /// Peers whose open connections passed the membership check.
+    admitted: std::collections::HashSet<PeerId>,
     sessions: HashMap<PeerId, Session>,
     /// Pending dials, by the connection id the dial will have.
     dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, NodeError>>)>,
@@ -229,6 +232,7 @@ impl Worker {
     /// Refuse a non-member: close its connections before any record moves.
     fn refuse(&mut self, peer: PeerId) {
         tracing::warn!(%peer, "refused a peer that is not a member of the group");
+        self.admitted.remove(&peer);
         self.sessions.remove(&peer);
         let _ = self.swarm.disconnect_peer_id(peer);
     }
@@ -352,7 +356,10 @@ impl Worker {
                 }
                 if !member {
                     self.refuse(peer_id);
-                } else if self.live {
+                    return;
+                }
+                self.admitted.insert(peer_id);
+                if self.live {
                     self.feed(peer_id, Input::Start);
                 }
             }
@@ -374,6 +381,7 @@ impl Worker {
                 ..
             } => {
                 self.sessions.remove(&peer_id);
+                self.admitted.remove(&peer_id);
                 for reply in self.syncs.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Err(NodeError::Sync {
                         peer: peer_id.to_string(),
@@ -396,7 +404,9 @@ impl Worker {
                     },
                 ..
             } => {
-                if !self.is_member(&peer) {
+                // Membership was read once, when the connection came up: a
+                // message costs no store read.
+                if !self.admitted.contains(&peer) {
                     // Nothing of a non-member's message is read into a session.
                     drop(channel);
                     self.refuse(peer);
