@@ -562,6 +562,61 @@ pub struct PairSync {
     pub report: Option<crate::sync::Report>,
 }
 
+/// One side of [`sync_pair`]: its replica, its session, and what it was told.
+struct Side<'r> {
+    replica: &'r Replica,
+    session: Session,
+    /// The report of a sync this side started and finished.
+    done: Option<crate::sync::Report>,
+    /// The root it found equal to the peer's.
+    equal: Option<crate::sync::Summary>,
+}
+
+impl<'r> Side<'r> {
+    fn new(replica: &'r Replica) -> Self {
+        Self {
+            replica,
+            session: Session::new(),
+            done: None,
+            equal: None,
+        }
+    }
+
+    /// Feed one input; returns the messages it sends.
+    fn feed(&mut self, now: u64, input: Input) -> crate::Result<Vec<Vec<u8>>> {
+        let outs = self.replica.drive(&mut self.session, now, input)?;
+        Ok(sends(outs, &mut self.done, &mut self.equal))
+    }
+}
+
+/// Deliver `msgs` to `to`, counting them as outbound or returning traffic;
+/// `None` if the link is cut first.
+fn carry(
+    stats: &mut PairSync,
+    to: &mut Side<'_>,
+    msgs: Vec<Vec<u8>>,
+    now: u64,
+    cut_after: Option<u64>,
+    outbound: bool,
+) -> crate::Result<Option<Vec<Vec<u8>>>> {
+    let mut answers = Vec::new();
+    for m in msgs {
+        let len = m.len() as u64;
+        if cut_after.is_some_and(|c| stats.bytes_out + stats.bytes_in + len > c) {
+            stats.cut = true;
+            return Ok(None);
+        }
+        if outbound {
+            stats.bytes_out += len;
+        } else {
+            stats.bytes_in += len;
+        }
+        stats.messages += 1;
+        answers.extend(to.feed(now, Input::Received(m))?);
+    }
+    Ok(Some(answers))
+}
+
 fn sends(
     outs: Vec<Output>,
     done: &mut Option<crate::sync::Report>,
@@ -590,49 +645,20 @@ pub fn sync_pair(
     now: u64,
     cut_after: Option<u64>,
 ) -> crate::Result<PairSync> {
-    let (mut sa, mut sb) = (Session::new(), Session::new());
     let mut stats = PairSync::default();
-    let mut report = None;
-    let mut ignored = None;
-    let (mut a_equal, mut b_equal) = (None, None);
-    let mut to_b = sends(
-        a.drive(&mut sa, now, Input::Start)?,
-        &mut report,
-        &mut a_equal,
-    );
-    let over = |s: &PairSync, next: usize| {
-        cut_after.is_some_and(|c| s.bytes_out + s.bytes_in + next as u64 > c)
-    };
+    let (mut a_side, mut b_side) = (Side::new(a), Side::new(b));
+    let mut to_b = a_side.feed(now, Input::Start)?;
     while !to_b.is_empty() {
         stats.round_trips += 1;
-        let mut to_a = Vec::new();
-        for m in to_b.drain(..) {
-            if over(&stats, m.len()) {
-                stats.cut = true;
-                return Ok(stats);
-            }
-            stats.bytes_out += m.len() as u64;
-            stats.messages += 1;
-            to_a.extend(sends(
-                b.drive(&mut sb, now, Input::Received(m))?,
-                &mut ignored,
-                &mut b_equal,
-            ));
-        }
-        for m in to_a {
-            if over(&stats, m.len()) {
-                stats.cut = true;
-                return Ok(stats);
-            }
-            stats.bytes_in += m.len() as u64;
-            stats.messages += 1;
-            to_b.extend(sends(
-                a.drive(&mut sa, now, Input::Received(m))?,
-                &mut report,
-                &mut a_equal,
-            ));
-        }
+        let Some(to_a) = carry(&mut stats, &mut b_side, to_b, now, cut_after, true)? else {
+            return Ok(stats);
+        };
+        let Some(next) = carry(&mut stats, &mut a_side, to_a, now, cut_after, false)? else {
+            return Ok(stats);
+        };
+        to_b = next;
     }
+    let (report, b_equal) = (a_side.done, b_side.equal);
     stats.synced = report.is_some();
     // Each side remembers the other as holding what it held (for purging).
     if let Some(r) = &report {
