@@ -15,7 +15,7 @@
 
 use std::error::Error;
 
-use fieldsync::node::{Node, identity};
+use fieldsync::node::{Node, NodeConfig, identity};
 use fieldsync::schema::{Collection, FieldType, Schema};
 use fieldsync::{Config, Replica, Scan, Value, fields};
 
@@ -63,7 +63,8 @@ async fn peer(name: &'static str, dir: &std::path::Path) -> Result<Peer, Box<dyn
     let store = dir.join(name);
     let replica = Replica::open(&store, Config::default().with_schema(schema()?))?;
     let key = identity::load_or_create(&store)?;
-    let node = Node::start(replica.clone(), key, "/ip4/127.0.0.1/tcp/0".parse()?).await?;
+    // Defaults: a free TCP (and QUIC) port on 127.0.0.1, manual mode.
+    let node = Node::start(replica.clone(), key, NodeConfig::default()).await?;
     Ok(Peer {
         name,
         replica,

@@ -259,15 +259,14 @@ fn serve_and_sync_move_records_between_two_stores_over_libp2p() {
     let id = ok(a.path(), &["id"]);
     assert_eq!(id, ok(a.path(), &["id"]));
 
-    let (mut server, addr) = serve(a.path(), &[]);
+    let (server, addr) = serve(a.path(), &[]);
     assert!(addr.ends_with(id.trim()), "{addr} names the peer id {id}");
 
     let report = ok(
         b.path(),
         &["--json", "sync", "--peer", &addr, "--timeout", "30"],
     );
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["records_received"], 1, "{report}");
     assert_eq!(report["records_sent"], 1, "{report}");
@@ -275,8 +274,18 @@ fn serve_and_sync_move_records_between_two_stores_over_libp2p() {
     assert!(ok(a.path(), &["get", "customer", "c2"]).contains("Bolt"));
 }
 
+/// A running `fieldsync serve`, stopped when dropped (also when a test fails).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Start `fieldsync serve` on a store; returns the process and its address.
-fn serve(store: &Path, extra: &[&str]) -> (std::process::Child, String) {
+fn serve(store: &Path, extra: &[&str]) -> (Server, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(bin())
         .arg("--store")
@@ -291,12 +300,13 @@ fn serve(store: &Path, extra: &[&str]) -> (std::process::Child, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let server = Server(child);
     let addr = line
         .trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned();
-    (child, addr)
+    (server, addr)
 }
 
 #[test]
@@ -308,9 +318,9 @@ fn a_live_server_relays_between_processes_that_never_meet() {
         ok(s, &["init", "--schema", schema.to_str().unwrap()]);
     }
     ok(a, &["put", "customer", "c1", "name=Acme"]);
-    let (mut server_a, addr_a) = serve(a, &[]);
+    let (server_a, addr_a) = serve(a, &[]);
     // B connects to A at start and, live, syncs with it at once.
-    let (mut server_b, addr_b) = serve(b, &["--live", "--peer", &addr_a]);
+    let (server_b, addr_b) = serve(b, &["--live", "--peer", &addr_a]);
     // C syncs with B only; A's record must come through B.
     let mut got = false;
     for _ in 0..50 {
@@ -321,10 +331,7 @@ fn a_live_server_relays_between_processes_that_never_meet() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    for s in [&mut server_a, &mut server_b] {
-        s.kill().unwrap();
-        s.wait().unwrap();
-    }
+    drop((server_a, server_b));
     assert!(got, "A's record did not reach C through B");
     assert!(ok(c, &["get", "customer", "c1"]).contains("Acme"));
 }
@@ -366,4 +373,103 @@ fn sync_with_an_unreachable_peer_fails_with_a_clear_message() {
     assert!(err.contains("could not reach"), "{err}");
     let err = fails(a.path(), &["sync", "--peer", "not-an-address"]);
     assert!(err.contains("not a multiaddr"), "{err}");
+}
+
+/// The records of a store as `get --json` prints them, by id.
+fn records_json(store: &Path, ids: &[&str]) -> Vec<serde_json::Value> {
+    ids.iter()
+        .map(|id| serde_json::from_str(&ok(store, &["--json", "get", "customer", id])).unwrap())
+        .collect()
+}
+
+#[test]
+fn three_processes_converge_while_two_of_them_serve() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [a, b, c] = [0, 1, 2].map(|i| dirs[i].path());
+    let schema = schema_file();
+    for s in [a, b, c] {
+        ok(s, &["init", "--schema", schema.to_str().unwrap()]);
+    }
+    let (_server_a, addr_a) = serve(a, &[]);
+    let (_server_b, addr_b) = serve(b, &["--live", "--peer", &addr_a]);
+    // A is served: its commands go through the control socket.
+    ok(a, &["put", "customer", "a1", "name=Acme"]);
+    // C works offline.
+    ok(c, &["put", "customer", "c1", "name=Cargo", "tax_id=T-9"]);
+    ok(c, &["put", "customer", "c2", "name=Crane"]);
+    // C syncs with B; B, live, passes C's records on to A.
+    ok(c, &["sync", "--peer", &addr_b, "--timeout", "30"]);
+    // A, served, syncs with every peer it is connected to (B).
+    let report = ok(a, &["--json", "sync", "--timeout", "30"]);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(
+        report["peers"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    // C syncs again and gets A's record through B.
+    ok(c, &["sync", "--peer", &addr_b, "--timeout", "30"]);
+    let ids = ["a1", "c1", "c2"];
+    let on_c = records_json(c, &ids);
+    assert_eq!(on_c[0]["fields"]["name"], "Acme");
+    assert_eq!(on_c[1]["fields"]["tax_id"], "T-9");
+    assert_eq!(records_json(a, &ids), on_c, "A differs from C");
+    assert_eq!(records_json(b, &ids), on_c, "B differs from C");
+}
+
+#[test]
+fn commands_on_a_served_store_go_through_its_control_socket() {
+    let a = tempfile::tempdir().unwrap();
+    let a = a.path();
+    ok(a, &["init", "--schema", schema_file().to_str().unwrap()]);
+    let (_server, addr) = serve(a, &[]);
+    // Writes and reads work while serve holds the store.
+    ok(a, &["put", "customer", "k1", "name=Kite"]);
+    assert!(ok(a, &["get", "customer", "k1"]).contains("Kite"));
+    assert!(ok(a, &["list", "customer"]).contains("1 record(s)"));
+    // Errors come back as errors.
+    let err = fails(a, &["get", "customer", "nope"]);
+    assert!(err.contains("no record `nope`"), "{err}");
+    let err = fails(a, &["init"]);
+    assert!(err.contains("is being served"), "{err}");
+    // `id` shows the listen address of the running node.
+    let id = ok(a, &["--json", "id"]);
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    assert_eq!(id["listening"][0], addr.as_str(), "{id}");
+    // Export and import name files relative to the caller's directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .current_dir(tmp.path())
+        .arg("--store")
+        .arg(a)
+        .args(["export", "customer", "k1", "--out", "k1.automerge"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(tmp.path().join("k1.automerge").exists());
+}
+
+#[test]
+fn a_group_secret_set_by_the_cli_keeps_other_stores_out() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [a, b, c] = [0, 1, 2].map(|i| dirs[i].path());
+    for s in [a, b, c] {
+        ok(s, &["init", "--schema", schema_file().to_str().unwrap()]);
+    }
+    ok(a, &["put", "customer", "s1", "name=Secretive"]);
+    let key = ok(a, &["secret", "new"]);
+    assert!(key.starts_with("/key/swarm/psk/1.0.0/"), "{key}");
+    let file = dirs[1].path().join("shared.key");
+    std::fs::write(&file, &key).unwrap();
+    ok(b, &["secret", "import", file.to_str().unwrap()]);
+    let (_server, addr) = serve(a, &[]);
+    let err = fails(c, &["sync", "--peer", &addr, "--timeout", "30"]);
+    assert!(err.contains("could not reach"), "{err}");
+    ok(b, &["sync", "--peer", &addr, "--timeout", "30"]);
+    assert!(ok(b, &["get", "customer", "s1"]).contains("Secretive"));
+    assert!(fails(c, &["get", "customer", "s1"]).contains("no record"));
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use fieldsync::node::Node;
+use fieldsync::node::{Node, NodeConfig};
 use fieldsync::{Config, Replica, Value, fields};
 use libp2p::identity::Keypair;
 
@@ -19,9 +19,15 @@ fn item(title: &str) -> fieldsync::Fields {
 
 /// A node for `r` with a fresh identity, listening on a free loopback port.
 async fn start(r: &Replica, key: Keypair) -> Node {
-    Node::start(r.clone(), key, "/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .await
-        .unwrap()
+    start_with(r, key, NodeConfig::default().listen_on([tcp()])).await
+}
+
+fn tcp() -> libp2p::Multiaddr {
+    "/ip4/127.0.0.1/tcp/0".parse().unwrap()
+}
+
+async fn start_with(r: &Replica, key: Keypair, config: NodeConfig) -> Node {
+    Node::start(r.clone(), key, config).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,4 +236,178 @@ async fn a_change_reaches_a_peer_that_never_met_its_author_through_a_relay() {
         .await,
         "C's edit did not reach A through B"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_peer_is_redialed_after_its_listener_restarts() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(da.path()), replica(db.path()));
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let quick =
+        |c: NodeConfig| c.with_redial(Duration::from_millis(100), Duration::from_millis(400));
+    let na = start_with(
+        &a,
+        ka.clone(),
+        quick(NodeConfig::default().listen_on([tcp()])),
+    )
+    .await;
+    let addr = na.listen_addrs().await.unwrap().remove(0);
+    let nb = start_with(
+        &b,
+        kb.clone(),
+        quick(NodeConfig::default().listen_on([tcp()]).with_live(true)),
+    )
+    .await;
+    let peer = nb.add_peer(addr.clone()).await.unwrap();
+    assert_eq!(peer, na.peer_id());
+    // The address is kept in B's store, without the peer id suffix.
+    assert_eq!(
+        b.addresses().unwrap(),
+        vec![(peer.to_string(), vec![addr.to_string()])]
+    );
+
+    // A stops: B sees the peer disconnected.
+    drop(na);
+    let mut down = false;
+    for _ in 0..100 {
+        if nb.peers().await.unwrap().iter().all(|p| !p.connected) {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(down, "B still shows A connected after A stopped");
+    // B keeps trying while A is away (several failed dials, with backoff)...
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    // ...and A comes back on the same address, in live mode: B reconnects by
+    // itself, and a change made on A afterwards reaches B.
+    let na = start_with(
+        &a,
+        ka,
+        NodeConfig::default()
+            .listen_on([addr.clone()])
+            .with_live(true),
+    )
+    .await;
+    assert_eq!(na.listen_addrs().await.unwrap(), vec![addr.clone()]);
+    a.insert("item", "after-restart", item("back")).unwrap();
+    assert!(
+        eventually(|| b.get("item", "after-restart").unwrap().is_some()).await,
+        "B did not reconnect to A after A's restart"
+    );
+
+    // B itself restarts: it dials A at start, from its store, untold.
+    drop(nb);
+    let nb = start_with(
+        &b,
+        kb,
+        NodeConfig::default().listen_on([tcp()]).with_live(true),
+    )
+    .await;
+    a.insert("item", "after-b-restart", item("again")).unwrap();
+    assert!(
+        eventually(|| b.get("item", "after-b-restart").unwrap().is_some()).await,
+        "B did not dial its remembered peer at start"
+    );
+    // Forgotten: no longer kept.
+    nb.forget_peer(peer).unwrap();
+    assert!(
+        eventually(|| b.addresses().unwrap().is_empty()).await,
+        "the address was not forgotten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_peers_holding_the_group_secret_can_connect() {
+    use fieldsync::node::identity::new_secret;
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [hub, member, other_group, open] = [0, 1, 2, 3].map(|i| replica(dirs[i].path()));
+    hub.insert("item", "h1", item("secret data")).unwrap();
+    let secret = new_secret();
+    let with = |s| {
+        NodeConfig::default()
+            .listen_on([tcp()])
+            .with_group_secret(s)
+    };
+    let nh = start_with(&hub, Keypair::generate_ed25519(), with(Some(secret))).await;
+    let addr = nh.listen_addrs().await.unwrap().remove(0);
+    for (r, s) in [(&other_group, Some(new_secret())), (&open, None)] {
+        let n = start_with(r, Keypair::generate_ed25519(), with(s)).await;
+        let e = tokio::time::timeout(Duration::from_secs(10), n.dial(addr.clone()))
+            .await
+            .expect("settles in time");
+        assert!(e.is_err(), "a peer without the secret connected: {e:?}");
+        assert!(r.get("item", "h1").unwrap().is_none());
+    }
+    let n = start_with(&member, Keypair::generate_ed25519(), with(Some(secret))).await;
+    let peer = n.dial(addr).await.unwrap();
+    let report = n.sync_now(peer).await.unwrap();
+    assert_eq!(report.records_received, 1);
+    assert!(member.get("item", "h1").unwrap().is_some());
+}
+
+#[cfg(feature = "quic")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sync_over_quic() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(da.path()), replica(db.path()));
+    a.insert("item", "q1", item("over quic")).unwrap();
+    let quic: libp2p::Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
+    let na = start_with(
+        &a,
+        Keypair::generate_ed25519(),
+        NodeConfig::default().listen_on([quic.clone()]),
+    )
+    .await;
+    let nb = start_with(
+        &b,
+        Keypair::generate_ed25519(),
+        NodeConfig::default().listen_on([quic]),
+    )
+    .await;
+    let addr = na.listen_addrs().await.unwrap().remove(0);
+    assert!(addr.to_string().contains("/quic-v1"), "{addr}");
+    let peer = nb.dial(addr).await.unwrap();
+    let report = nb.sync_now(peer).await.unwrap();
+    assert_eq!(report.records_received, 1);
+    assert!(b.get("item", "q1").unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_all_syncs_with_every_connected_peer_and_reports_each() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [hub, x, y] = [0, 1, 2].map(|i| replica(dirs[i].path()));
+    x.insert("item", "x1", item("from x")).unwrap();
+    y.insert("item", "y1", item("from y")).unwrap();
+    y.insert("item", "y2", item("from y")).unwrap();
+    let nh = start(&hub, Keypair::generate_ed25519()).await;
+    let nx = start(&x, Keypair::generate_ed25519()).await;
+    let ny = start(&y, Keypair::generate_ed25519()).await;
+    let px = nh
+        .dial(nx.listen_addrs().await.unwrap().remove(0))
+        .await
+        .unwrap();
+    let py = nh
+        .dial(ny.listen_addrs().await.unwrap().remove(0))
+        .await
+        .unwrap();
+    let mut results = tokio::time::timeout(Duration::from_secs(30), nh.sync_all())
+        .await
+        .unwrap()
+        .unwrap();
+    results.sort_by_key(|(p, _)| *p);
+    let mut expected = vec![(px, 1), (py, 2)];
+    expected.sort();
+    let got: Vec<_> = results
+        .iter()
+        .map(|(p, r)| (*p, r.as_ref().expect("synced").records_received))
+        .collect();
+    assert_eq!(got, expected);
+    assert!(
+        results
+            .iter()
+            .all(|(_, r)| r.as_ref().unwrap().bytes_received > 0)
+    );
+    assert_eq!(hub.list("item").unwrap().len(), 3);
 }

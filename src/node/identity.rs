@@ -7,6 +7,7 @@ use std::path::Path;
 use automerge::ActorId;
 use libp2p::PeerId;
 use libp2p::identity::{Keypair, PublicKey};
+use libp2p::pnet::PreSharedKey;
 
 use super::NodeError;
 
@@ -33,6 +34,62 @@ pub fn load_or_create(dir: &Path) -> Result<Keypair, NodeError> {
         }
         Err(e) => Err(bad(&e)),
     }
+}
+
+/// The group secret's file name inside a store directory (libp2p's
+/// pre-shared key format: `/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits).
+pub const SECRET_FILE: &str = "swarm.key";
+
+/// The store's group secret, if it has one. While a store has one, its node
+/// speaks only to peers holding the same secret (libp2p private network: every
+/// TCP connection is encrypted with it before anything else is said).
+pub fn load_secret(dir: &Path) -> Result<Option<PreSharedKey>, NodeError> {
+    let path = dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_secret(&text)
+            .map(Some)
+            .map_err(|reason| NodeError::Identity {
+                path: path.display().to_string(),
+                reason,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NodeError::Identity {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Parse a group secret in libp2p's key-file format.
+pub fn parse_secret(text: &str) -> Result<PreSharedKey, String> {
+    text.trim()
+        .parse::<PreSharedKey>()
+        .map_err(|e| format!("not a group secret ({e}); expected libp2p's swarm.key format"))
+}
+
+/// Save `secret` as the store's group secret (readable by its owner only),
+/// replacing any previous one.
+pub fn save_secret(dir: &Path, secret: PreSharedKey) -> Result<(), NodeError> {
+    let path = dir.join(SECRET_FILE);
+    let bad = |e: &dyn std::fmt::Display| NodeError::Identity {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bad(&e)),
+    }
+    write_private(&path, secret.to_key_file().as_bytes()).map_err(|e| bad(&e))
+}
+
+/// A new random group secret.
+pub fn new_secret() -> PreSharedKey {
+    // An ed25519 secret key is 32 bytes from the OS's random source.
+    let key = libp2p::identity::ed25519::SecretKey::generate();
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(key.as_ref());
+    PreSharedKey::new(bytes)
 }
 
 /// The automerge actor id of a replica whose identity has this public key: the
@@ -88,5 +145,29 @@ mod tests {
         std::fs::write(dir.path().join(FILE), b"garbage").expect("write");
         let e = load_or_create(dir.path()).expect_err("refused");
         assert!(e.to_string().contains("identity.key"), "{e}");
+    }
+
+    #[test]
+    fn a_group_secret_is_saved_loaded_and_a_bad_one_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert!(load_secret(dir.path()).expect("none").is_none());
+        let secret = new_secret();
+        assert_ne!(
+            secret.fingerprint().to_string(),
+            new_secret().fingerprint().to_string()
+        );
+        save_secret(dir.path(), secret).expect("saved");
+        let back = load_secret(dir.path()).expect("read").expect("some");
+        assert_eq!(
+            back.fingerprint().to_string(),
+            secret.fingerprint().to_string()
+        );
+        std::fs::write(
+            dir.path().join(SECRET_FILE),
+            "/key/swarm/psk/1.0.0/\n/base16/\nzz",
+        )
+        .expect("write");
+        let e = load_secret(dir.path()).expect_err("refused");
+        assert!(e.to_string().contains("not a group secret"), "{e}");
     }
 }

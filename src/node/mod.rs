@@ -2,35 +2,47 @@
 //! replicas (a shell around [`crate::sync::Session`]; the protocol itself does no
 //! IO).
 //!
-//! Each node owns one swarm (TCP, noise, yamux) with one request-response
+//! Each node owns one swarm — TCP (noise, yamux) and QUIC, or TCP alone behind
+//! a group secret (libp2p private network) — with one request-response
 //! protocol, `/fieldsync/sync/1`: every sync message is one request whose
 //! response is an empty acknowledgement of delivery (the sync protocol has its
-//! own acknowledgements). One [`Session`] runs per connected peer; its storage work
-//! runs through [`Replica::drive`] on the runtime's blocking section.
+//! own acknowledgements). One [`Session`] runs per connected peer; its storage
+//! work runs through [`Replica::drive`] on the runtime's blocking section.
+//! Peers are found by dialing addresses (remembered in the store and redialed
+//! with backoff when the connection drops) or by mDNS on the LAN.
 //!
 //! ```no_run
 //! # async fn demo(replica: fieldsync::Replica, other: libp2p::Multiaddr) -> Result<(), Box<dyn std::error::Error>> {
-//! use fieldsync::node::Node;
-//! let node = Node::start(replica, libp2p::identity::Keypair::generate_ed25519(),
-//!     "/ip4/127.0.0.1/tcp/0".parse()?).await?;
-//! let peer = node.dial(other).await?;
+//! use fieldsync::node::{Node, NodeConfig};
+//! let key = libp2p::identity::Keypair::generate_ed25519();
+//! let node = Node::start(replica, key, NodeConfig::default()).await?;
+//! let peer = node.add_peer(other).await?; // dial now, and again if it drops
 //! let report = node.sync_now(peer).await?;
 //! println!("{} records in, {} out", report.records_received, report.records_sent);
+//! for (peer, result) in node.sync_all().await? {
+//!     println!("{peer}: {result:?}");
+//! }
 //! # Ok(()) }
 //! ```
 
 mod codec;
 pub mod identity;
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::Boxed;
+use libp2p::core::upgrade::Version;
 use libp2p::futures::StreamExt;
+use libp2p::futures::future::Either;
 use libp2p::identity::Keypair;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, Transport, mdns, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Replica;
@@ -40,8 +52,157 @@ use codec::SyncCodec;
 /// The protocol name of fieldsync's sync messages on libp2p.
 pub const PROTOCOL: &str = "/fieldsync/sync/1";
 
-/// How often sessions are given a `Tick` (their retry timers).
-const TICK: Duration = Duration::from_millis(500);
+/// How often sessions are given a `Tick` (their retry timers) and remembered
+/// peers are checked for a redial.
+const TICK: Duration = Duration::from_millis(250);
+
+/// How a node runs: where it listens, whom it dials, how it finds peers, and
+/// its mode. `NodeConfig::default()` listens on a free TCP (and, with the
+/// `quic` feature, QUIC) port of 127.0.0.1, in manual mode, without mDNS.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// Addresses to listen on (port 0 picks a free port). TCP (`/tcp/N`) and,
+    /// with the `quic` feature and no group secret, QUIC (`/udp/N/quic-v1`).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start. Each becomes a remembered peer (its address is
+    /// kept in the store and redialed whenever the connection drops).
+    pub peers: Vec<Multiaddr>,
+    /// Find peers on the local network by mDNS and connect to them.
+    pub mdns: bool,
+    /// Live mode at start (see [`Node::set_live`]).
+    pub live: bool,
+    /// The group secret: only peers holding the same key can connect at all
+    /// (TCP only; QUIC is not offered while a secret is set).
+    pub group_secret: Option<PreSharedKey>,
+    /// Redial a remembered peer this long after its connection dropped or a
+    /// dial failed, doubling after each failure...
+    pub redial_first: Duration,
+    /// ...up to this long.
+    pub redial_max: Duration,
+    /// Dial the peers remembered in the store at start (and redial them). Off
+    /// for a one-shot node that dials by itself.
+    pub remembered: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let mut listen: Vec<Multiaddr> = vec![loopback_tcp()];
+        if cfg!(feature = "quic") {
+            listen.extend("/ip4/127.0.0.1/udp/0/quic-v1".parse::<Multiaddr>().ok());
+        }
+        Self {
+            listen,
+            peers: Vec::new(),
+            mdns: false,
+            live: false,
+            group_secret: None,
+            redial_first: Duration::from_millis(500),
+            redial_max: Duration::from_secs(60),
+            remembered: true,
+        }
+    }
+}
+
+fn loopback_tcp() -> Multiaddr {
+    Multiaddr::from(std::net::Ipv4Addr::LOCALHOST).with(libp2p::multiaddr::Protocol::Tcp(0))
+}
+
+impl NodeConfig {
+    /// Listen on these addresses instead of the defaults.
+    pub fn listen_on(mut self, addrs: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.listen = addrs.into_iter().collect();
+        self
+    }
+
+    /// Dial this peer at start and keep redialing it.
+    pub fn with_peer(mut self, addr: Multiaddr) -> Self {
+        self.peers.push(addr);
+        self
+    }
+
+    /// Discover peers on the LAN by mDNS.
+    pub fn with_mdns(mut self, on: bool) -> Self {
+        self.mdns = on;
+        self
+    }
+
+    /// Start in live mode (`true`) or manual mode (`false`).
+    pub fn with_live(mut self, live: bool) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// Speak only to peers holding this group secret.
+    pub fn with_group_secret(mut self, secret: Option<PreSharedKey>) -> Self {
+        self.group_secret = secret;
+        self
+    }
+
+    /// Whether to dial the peers remembered in the store.
+    pub fn with_remembered(mut self, on: bool) -> Self {
+        self.remembered = on;
+        self
+    }
+
+    /// The redial backoff: first delay and cap.
+    pub fn with_redial(mut self, first: Duration, max: Duration) -> Self {
+        self.redial_first = first;
+        self.redial_max = max.max(first);
+        self
+    }
+}
+
+/// A connected peer as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerInfo {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Whether a connection to it is open (and passed the membership check).
+    pub connected: bool,
+    /// The addresses this node redials it at (empty: it dials us, or mDNS finds it).
+    pub addresses: Vec<Multiaddr>,
+}
+
+/// The transport: TCP with noise and yamux, behind the group secret if there is
+/// one; otherwise also QUIC (with the `quic` feature).
+fn transport(
+    key: &Keypair,
+    secret: Option<PreSharedKey>,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, NodeError> {
+    let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
+    let noise = noise::Config::new(key).map_err(|e| setup(&e))?;
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default());
+    // A peer that never completes the handshake (for one, a peer without the
+    // group secret) fails the connection instead of holding it open.
+    let handshake = Duration::from_secs(10);
+    // With a group secret, the private-network handshake wraps the socket
+    // before anything else is said on it.
+    let tcp = tcp
+        .and_then(move |socket, _| async move {
+            Ok::<_, libp2p::pnet::PnetError>(match secret {
+                Some(psk) => Either::Left(PnetConfig::new(psk).handshake(socket).await?),
+                None => Either::Right(socket),
+            })
+        })
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise)
+        .multiplex(yamux::Config::default())
+        .timeout(handshake)
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed();
+    #[cfg(feature = "quic")]
+    if secret.is_none() {
+        let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
+            .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)));
+        return Ok(tcp
+            .or_transport(quic)
+            .map(|either, _| either.into_inner())
+            .boxed());
+    }
+    Ok(tcp)
+}
 
 /// What the node can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -82,13 +243,33 @@ pub enum NodeError {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     sync: request_response::Behaviour<SyncCodec>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
 }
+
+type SyncReply = oneshot::Sender<Result<Report, NodeError>>;
+type SyncWait = oneshot::Receiver<Result<Report, NodeError>>;
 
 enum Command {
     Live(bool),
-    Dial(Multiaddr, oneshot::Sender<Result<PeerId, NodeError>>),
-    Sync(PeerId, oneshot::Sender<Result<Report, NodeError>>),
+    Dial {
+        addr: Multiaddr,
+        remember: bool,
+        reply: oneshot::Sender<Result<PeerId, NodeError>>,
+    },
+    Sync(PeerId, SyncReply),
+    SyncAll(oneshot::Sender<Vec<(PeerId, SyncWait)>>),
     Addrs(oneshot::Sender<Vec<Multiaddr>>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Forget(PeerId),
+}
+
+/// A remembered peer: dialed at start and whenever it is not connected, with
+/// backoff.
+struct Redial {
+    addrs: Vec<Multiaddr>,
+    delay: Duration,
+    next: Instant,
+    dialing: bool,
 }
 
 /// A running node: a handle to the task that owns the swarm. Dropping every
@@ -106,22 +287,29 @@ fn now_ms() -> u64 {
 }
 
 impl Node {
-    /// Start a node for `replica` with identity `keypair`, listening on
-    /// `listen` (port 0 picks a free port). Must run on a multi-threaded tokio
-    /// runtime (storage work runs in `block_in_place`).
+    /// Start a node for `replica` with identity `keypair` (for a store, use
+    /// [`identity::load_or_create`] on its directory). Must run on a
+    /// multi-threaded tokio runtime (storage work runs in `block_in_place`).
+    /// The app keeps using its `Replica` handle; the node syncs what it writes.
     pub async fn start(
         replica: Replica,
         keypair: Keypair,
-        listen: Multiaddr,
+        config: NodeConfig,
     ) -> Result<Self, NodeError> {
         let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
+        let peer_id = keypair.public().to_peer_id();
+        let transport = transport(&keypair, config.group_secret)?;
+        let mdns = if config.mdns {
+            Some(
+                mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                    .map_err(|e| setup(&e))?,
+            )
+        } else {
+            None
+        };
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
+            .with_other_transport(|_| transport)
             .map_err(|e| setup(&e))?
             .with_behaviour(|_| Behaviour {
                 sync: request_response::Behaviour::new(
@@ -129,25 +317,68 @@ impl Node {
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(30)),
                 ),
+                mdns: Toggle::from(mdns),
             })
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
             .build();
-        swarm.listen_on(listen).map_err(|e| setup(&e))?;
-        let peer_id = *swarm.local_peer_id();
+        let mut listeners = HashSet::new();
+        for addr in &config.listen {
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Setup(format!("cannot listen on {addr}: {e}")))?;
+            listeners.insert(id);
+        }
+        // Remembered peers from earlier runs are dialed at once.
+        let mut redials = HashMap::new();
+        let remembered = if config.remembered {
+            replica.addresses().map_err(|e| setup(&e))?
+        } else {
+            Vec::new()
+        };
+        for (peer, addrs) in remembered {
+            let Ok(peer) = peer.parse::<PeerId>() else {
+                tracing::warn!(%peer, "a remembered peer id does not parse; ignored");
+                continue;
+            };
+            let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            if !addrs.is_empty() {
+                redials.insert(
+                    peer,
+                    Redial {
+                        addrs,
+                        delay: config.redial_first,
+                        next: Instant::now(),
+                        dialing: false,
+                    },
+                );
+            }
+        }
         let (tx, rx) = mpsc::unbounded_channel();
-        let worker = Worker {
+        let mut worker = Worker {
             swarm,
             watch: replica.watch(crate::WatchFilter::All),
-            live: false,
-            admitted: Default::default(),
+            live: config.live,
+            admitted: HashSet::new(),
             replica,
             sessions: HashMap::new(),
             dials: HashMap::new(),
             syncs: HashMap::new(),
             addrs: Vec::new(),
             addr_waiters: Vec::new(),
+            listeners,
+            redials,
+            redial_first: config.redial_first,
+            redial_max: config.redial_max,
         };
+        for addr in config.peers {
+            let (reply, _) = oneshot::channel();
+            worker.command(Command::Dial {
+                addr,
+                remember: true,
+                reply,
+            });
+        }
         tokio::spawn(worker.run(rx));
         Ok(Self {
             peer_id,
@@ -155,14 +386,17 @@ impl Node {
         })
     }
 
-    /// Live mode (on) or manual mode (off, the default). Live: a change made on
-    /// this replica, or received from a peer, is offered at once to every
-    /// connected member, and a sync starts whenever a member connects. Manual:
-    /// nothing moves until [`Node::sync_now`]. Can be switched while running.
+    fn send(&self, c: Command) -> Result<(), NodeError> {
+        self.commands.send(c).map_err(|_| NodeError::Stopped)
+    }
+
+    /// Live mode (on) or manual mode (off). Live: a change made on this
+    /// replica, or received from a peer, is offered at once to every connected
+    /// member, and a sync starts whenever a member connects. Manual: nothing
+    /// moves until [`Node::sync_now`] or [`Node::sync_all`] (this node still
+    /// answers peers that sync with it). Can be switched while running.
     pub fn set_live(&self, live: bool) -> Result<(), NodeError> {
-        self.commands
-            .send(Command::Live(live))
-            .map_err(|_| NodeError::Stopped)
+        self.send(Command::Live(live))
     }
 
     /// This node's peer id.
@@ -170,32 +404,67 @@ impl Node {
         self.peer_id
     }
 
-    /// The addresses the node listens on (waits for the first one).
+    /// The addresses the node listens on (waits until every listener has one).
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Addrs(tx))
-            .map_err(|_| NodeError::Stopped)?;
+        self.send(Command::Addrs(tx))?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
-    /// Connect to a peer; returns its peer id once the connection is up.
+    /// Connect to a peer once; returns its peer id once the connection is up
+    /// and the peer passed the membership check. Not remembered: see
+    /// [`Node::add_peer`].
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Dial(addr, tx))
-            .map_err(|_| NodeError::Stopped)?;
+        self.dial_inner(addr, false).await
+    }
+
+    /// Connect to a peer and remember it: its address is kept in the store, it
+    /// is dialed again at every start, and redialed with backoff whenever the
+    /// connection drops.
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
+        self.dial_inner(addr, true).await
+    }
+
+    async fn dial_inner(&self, addr: Multiaddr, remember: bool) -> Result<PeerId, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Dial {
+            addr,
+            remember,
+            reply,
+        })?;
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 
+    /// Stop redialing a remembered peer and forget its addresses.
+    pub fn forget_peer(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.send(Command::Forget(peer))
+    }
+
+    /// The connected and remembered peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Peers(tx))?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
     /// Sync with a connected peer until both hold the same records; returns what
-    /// moved.
+    /// moved (records and bytes each way, messages, duration).
     pub async fn sync_now(&self, peer: PeerId) -> Result<Report, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Sync(peer, tx))
-            .map_err(|_| NodeError::Stopped)?;
+        self.send(Command::Sync(peer, tx))?;
         rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Sync with every connected member at once; one result per peer.
+    pub async fn sync_all(&self) -> Result<Vec<(PeerId, Result<Report, NodeError>)>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::SyncAll(tx))?;
+        let pending = rx.await.map_err(|_| NodeError::Stopped)?;
+        let mut out = Vec::with_capacity(pending.len());
+        for (peer, rx) in pending {
+            out.push((peer, rx.await.unwrap_or(Err(NodeError::Stopped))));
+        }
+        Ok(out)
     }
 }
 
@@ -205,13 +474,25 @@ struct Worker {
     watch: crate::Watch,
     live: bool,
     /// Peers whose open connections passed the membership check.
-    admitted: std::collections::HashSet<PeerId>,
+    admitted: HashSet<PeerId>,
     sessions: HashMap<PeerId, Session>,
     /// Pending dials, by the connection id the dial will have.
-    dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, NodeError>>)>,
-    syncs: HashMap<PeerId, Vec<oneshot::Sender<Result<Report, NodeError>>>>,
+    dials: HashMap<ConnectionId, PendingDial>,
+    syncs: HashMap<PeerId, Vec<SyncReply>>,
     addrs: Vec<Multiaddr>,
     addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    /// Listeners that have not reported an address yet.
+    listeners: HashSet<libp2p::core::transport::ListenerId>,
+    /// Remembered peers, redialed while not connected.
+    redials: HashMap<PeerId, Redial>,
+    redial_first: Duration,
+    redial_max: Duration,
+}
+
+struct PendingDial {
+    addr: Multiaddr,
+    remember: bool,
+    reply: oneshot::Sender<Result<PeerId, NodeError>>,
 }
 
 impl Worker {
@@ -239,6 +520,7 @@ impl Worker {
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
@@ -252,7 +534,46 @@ impl Worker {
                     for p in peers {
                         self.feed(p, Input::Tick);
                     }
+                    self.redial_due();
                 }
+            }
+        }
+    }
+
+    /// Dial every remembered peer that is not connected and whose backoff ran out.
+    fn redial_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .redials
+            .iter()
+            .filter(|(p, r)| !r.dialing && r.next <= now && !self.swarm.is_connected(p))
+            .map(|(p, r)| (*p, r.addrs.clone()))
+            .collect();
+        for (peer, addrs) in due {
+            let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+            let failed = self.swarm.dial(opts).is_err();
+            if let Some(r) = self.redials.get_mut(&peer) {
+                r.dialing = !failed;
+                if failed {
+                    r.next = now + r.delay;
+                    r.delay = (r.delay * 2).min(self.redial_max);
+                }
+            }
+        }
+    }
+
+    /// A dial to a remembered peer failed or its connection closed: try again
+    /// after the current delay, and double the delay for the time after.
+    fn redial_later(&mut self, peer: PeerId, failed: bool) {
+        let (first, max) = (self.redial_first, self.redial_max);
+        if let Some(r) = self.redials.get_mut(&peer) {
+            r.dialing = false;
+            if failed {
+                r.next = Instant::now() + r.delay;
+                r.delay = (r.delay * 2).min(max);
+            } else {
+                r.delay = first;
+                r.next = Instant::now() + first;
             }
         }
     }
@@ -280,6 +601,18 @@ impl Worker {
         }
     }
 
+    fn start_sync(&mut self, peer: PeerId, reply: SyncReply) {
+        if !self.admitted.contains(&peer) || !self.swarm.is_connected(&peer) {
+            let _ = reply.send(Err(NodeError::Sync {
+                peer: peer.to_string(),
+                reason: "not connected".into(),
+            }));
+            return;
+        }
+        self.syncs.entry(peer).or_default().push(reply);
+        self.feed(peer, Input::Start);
+    }
+
     fn command(&mut self, c: Command) {
         match c {
             Command::Live(live) => {
@@ -288,18 +621,29 @@ impl Worker {
                     s.set_live(live);
                 }
                 if live {
-                    let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+                    let peers: Vec<PeerId> = self.admitted.iter().copied().collect();
                     for p in peers {
                         self.feed(p, Input::Start);
                     }
                 }
             }
-            Command::Dial(addr, reply) => {
+            Command::Dial {
+                addr,
+                remember,
+                reply,
+            } => {
                 let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
                 let id = opts.connection_id();
                 match self.swarm.dial(opts) {
                     Ok(()) => {
-                        self.dials.insert(id, (addr, reply));
+                        self.dials.insert(
+                            id,
+                            PendingDial {
+                                addr,
+                                remember,
+                                reply,
+                            },
+                        );
                     }
                     Err(e) => {
                         let _ = reply.send(Err(NodeError::Dial {
@@ -309,34 +653,114 @@ impl Worker {
                     }
                 }
             }
-            Command::Sync(peer, reply) => {
-                if !self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Err(NodeError::Sync {
-                        peer: peer.to_string(),
-                        reason: "not connected".into(),
-                    }));
-                    return;
+            Command::Sync(peer, reply) => self.start_sync(peer, reply),
+            Command::SyncAll(reply) => {
+                let peers: Vec<PeerId> = self.admitted.iter().copied().collect();
+                let mut pending = Vec::with_capacity(peers.len());
+                for p in peers {
+                    let (tx, rx) = oneshot::channel();
+                    self.start_sync(p, tx);
+                    pending.push((p, rx));
                 }
-                self.syncs.entry(peer).or_default().push(reply);
-                self.feed(peer, Input::Start);
+                let _ = reply.send(pending);
             }
             Command::Addrs(reply) => {
-                if self.addrs.is_empty() {
+                if !self.listeners.is_empty() {
                     self.addr_waiters.push(reply);
                 } else {
                     let _ = reply.send(self.addrs.clone());
                 }
             }
+            Command::Peers(reply) => {
+                let mut peers: Vec<PeerId> = self
+                    .admitted
+                    .iter()
+                    .chain(self.redials.keys())
+                    .copied()
+                    .collect();
+                peers.sort();
+                peers.dedup();
+                let info = peers
+                    .into_iter()
+                    .map(|peer| PeerInfo {
+                        peer,
+                        connected: self.admitted.contains(&peer) && self.swarm.is_connected(&peer),
+                        addresses: self
+                            .redials
+                            .get(&peer)
+                            .map(|r| r.addrs.clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                let _ = reply.send(info);
+            }
+            Command::Forget(peer) => {
+                self.redials.remove(&peer);
+                if let Err(e) = self.replica.forget_addresses(&peer.to_string()) {
+                    tracing::warn!(%peer, error = %e, "could not forget the peer's addresses");
+                }
+            }
+        }
+    }
+
+    /// A listener reported its address (or ended): once every listener has,
+    /// answer those waiting for the addresses.
+    fn listened(&mut self, id: libp2p::core::transport::ListenerId) {
+        self.listeners.remove(&id);
+        if self.listeners.is_empty() {
+            for w in self.addr_waiters.drain(..) {
+                let _ = w.send(self.addrs.clone());
+            }
+        }
+    }
+
+    /// Remember `addr` for `peer` in memory and in the store.
+    fn remember(&mut self, peer: PeerId, addr: Multiaddr) {
+        // Keep the address without its `/p2p/` suffix: the peer id is the key.
+        let addr: Multiaddr = addr
+            .iter()
+            .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            .collect();
+        if let Err(e) = self
+            .replica
+            .remember_address(&peer.to_string(), &addr.to_string())
+        {
+            tracing::warn!(%peer, error = %e, "could not remember the peer's address");
+        }
+        let first = self.redial_first;
+        let r = self.redials.entry(peer).or_insert_with(|| Redial {
+            addrs: Vec::new(),
+            delay: first,
+            next: Instant::now(),
+            dialing: false,
+        });
+        if !r.addrs.contains(&addr) {
+            r.addrs.push(addr);
         }
     }
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
                 self.addrs.push(address);
-                for w in self.addr_waiters.drain(..) {
-                    let _ = w.send(self.addrs.clone());
+                self.listened(listener_id);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Err(e) = reason {
+                    tracing::warn!(error = %e, "a listener closed");
                 }
+                self.listened(listener_id);
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                tracing::warn!(error = %error, "a listener failed");
+                self.listened(listener_id);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -344,12 +768,15 @@ impl Worker {
                 ..
             } => {
                 let member = self.is_member(&peer_id);
-                if let Some((addr, reply)) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(if member {
+                if let Some(d) = self.dials.remove(&connection_id) {
+                    if member && d.remember {
+                        self.remember(peer_id, d.addr.clone());
+                    }
+                    let _ = d.reply.send(if member {
                         Ok(peer_id)
                     } else {
                         Err(NodeError::Dial {
-                            addr: addr.to_string(),
+                            addr: d.addr.to_string(),
                             reason: format!("{peer_id} is not a member of this group"),
                         })
                     });
@@ -358,21 +785,28 @@ impl Worker {
                     self.refuse(peer_id);
                     return;
                 }
-                self.admitted.insert(peer_id);
-                if self.live {
+                self.redial_later(peer_id, false);
+                let new = self.admitted.insert(peer_id);
+                if self.live && new {
                     self.feed(peer_id, Input::Start);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
+                peer_id,
                 error,
                 ..
             } => {
-                if let Some((addr, reply)) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Err(NodeError::Dial {
-                        addr: addr.to_string(),
+                if let Some(d) = self.dials.remove(&connection_id) {
+                    let _ = d.reply.send(Err(NodeError::Dial {
+                        addr: d.addr.to_string(),
                         reason: error.to_string(),
                     }));
+                }
+                if let Some(peer) = peer_id
+                    && !self.swarm.is_connected(&peer)
+                {
+                    self.redial_later(peer, true);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -382,6 +816,7 @@ impl Worker {
             } => {
                 self.sessions.remove(&peer_id);
                 self.admitted.remove(&peer_id);
+                self.redial_later(peer_id, false);
                 for reply in self.syncs.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Err(NodeError::Sync {
                         peer: peer_id.to_string(),
@@ -390,6 +825,22 @@ impl Worker {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.sync_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for (peer, addr) in found {
+                    by_peer.entry(peer).or_default().push(addr);
+                }
+                for (peer, addrs) in by_peer {
+                    if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
+                        continue;
+                    }
+                    tracing::info!(%peer, "found by mDNS; connecting");
+                    let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, error = %e, "could not dial a peer found by mDNS");
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -96,4 +96,65 @@ impl Replica {
             })?;
         Ok(out)
     }
+
+    /// Remember `addr` as an address of `peer`, so that a node on this store
+    /// dials it at start and after the connection drops (kept locally, never
+    /// replicated). Returns whether it was new.
+    pub fn remember_address(&self, peer: &str, addr: &str) -> Result<bool> {
+        if addr.is_empty() || addr.len() > 1024 || addr.chars().any(char::is_control) {
+            return Err(Error::InvalidId {
+                id: addr.to_owned(),
+                reason: "not an address",
+            });
+        }
+        let key = keys::address(peer);
+        let mut addrs = self.addresses_at(&key)?;
+        if addrs.iter().any(|a| a == addr) {
+            return Ok(false);
+        }
+        addrs.push(addr.to_owned());
+        self.inner.storage.put(&key, addrs.join("\n").as_bytes())?;
+        self.inner.storage.flush()?;
+        Ok(true)
+    }
+
+    /// Forget every address of `peer`. Returns whether there was one.
+    pub fn forget_addresses(&self, peer: &str) -> Result<bool> {
+        let key = keys::address(peer);
+        let was = self.inner.storage.get(&key)?.is_some();
+        self.inner.storage.delete(&key)?;
+        self.inner.storage.flush()?;
+        Ok(was)
+    }
+
+    /// Every remembered peer address: (peer id, addresses).
+    pub fn addresses(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let mut out = Vec::new();
+        self.inner
+            .storage
+            .for_each_prefix(keys::ADDRESSES, &mut |k, v| {
+                let peer = String::from_utf8_lossy(&k[keys::ADDRESSES.len()..]).into_owned();
+                out.push((peer, parse_addresses(v)));
+                true
+            })?;
+        Ok(out)
+    }
+
+    fn addresses_at(&self, key: &[u8]) -> Result<Vec<String>> {
+        Ok(self
+            .inner
+            .storage
+            .get(key)?
+            .map(|v| parse_addresses(&v))
+            .unwrap_or_default())
+    }
+}
+
+/// An `a:` value: newline-separated addresses.
+fn parse_addresses(v: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(v)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

@@ -15,6 +15,8 @@
 //! g:m:<peer>                       a member of the group and its role
 //! k:<peer>                         the local HLC time at which a sync with this
 //!                                  peer last ended with both sides equal
+//! a:<peer>                         addresses at which this node reaches the
+//!                                  peer (newline-separated multiaddrs); local
 //! ```
 //!
 //! Collection names are `[a-z][a-z0-9_]*` and ids contain no NUL or control
@@ -120,6 +122,16 @@ pub(crate) const PEERS: &[u8] = b"k:";
 pub(crate) fn peer(name: &str) -> Vec<u8> {
     let mut k = PEERS.to_vec();
     k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// `a:`: the addresses of every peer this node dials by itself.
+pub(crate) const ADDRESSES: &[u8] = b"a:";
+
+/// `a:<peer>`
+pub(crate) fn address(peer: &str) -> Vec<u8> {
+    let mut k = ADDRESSES.to_vec();
+    k.extend_from_slice(peer.as_bytes());
     k
 }
 

@@ -3,8 +3,11 @@
 //! Human output by default, `--json` on every command; errors go to stderr with a
 //! non-zero exit status. See `fieldsync --help`.
 
+mod control;
 mod output;
 mod parse;
+
+use output::outln;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fieldsync::schema::Schema;
 use fieldsync::{Config, Fields, Replica, Scan};
+use serde::{Deserialize, Serialize};
 
 /// Replicate records between peers, offline first.
 #[derive(Parser)]
@@ -28,7 +32,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Serialize, Deserialize)]
 enum Command {
     /// Create a store (or add collections to one) from an optional schema file.
     Init {
@@ -95,28 +99,41 @@ enum Command {
         /// The file holding the automerge bytes.
         file: PathBuf,
     },
-    /// Show this store's peer id (its identity is made on first use).
+    /// Show this store's peer id (its identity is made on first use) and, while
+    /// `serve` runs on the store, its listen addresses and connected peers.
     Id,
     /// Listen for peers and answer their syncs until interrupted. Prints
-    /// `listening on ADDR` (with `/p2p/PEER_ID`) for each address.
+    /// `listening on ADDR` (with `/p2p/PEER_ID`) for each address. While it
+    /// runs, the other commands on this store go through its control socket
+    /// (`control.sock` in the store directory).
     Serve {
-        /// Address to listen on (port 0 picks a free one).
+        /// Address to listen on, TCP (`/ip4/0.0.0.0/tcp/4001`) or QUIC
+        /// (`/ip4/0.0.0.0/udp/4001/quic-v1`); repeatable; port 0 picks a free one.
         #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
-        listen: String,
-        /// A peer to connect to at start (repeatable).
+        listen: Vec<String>,
+        /// A peer to connect to at start (repeatable). It is remembered and
+        /// redialed, with backoff, whenever the connection drops.
         #[arg(long)]
         peer: Vec<String>,
-        /// Live mode: sync with each peer as it connects and offer every change
-        /// at once. Without it (manual mode) this node only answers peers.
+        /// Find peers on the local network by mDNS and connect to them.
         #[arg(long)]
+        mdns: bool,
+        /// Live mode: sync with each peer as it connects and offer every change
+        /// at once.
+        #[arg(long, conflicts_with = "manual")]
         live: bool,
+        /// Manual mode (the default): only answer peers; this node starts a
+        /// sync only when told to (`fieldsync sync`).
+        #[arg(long)]
+        manual: bool,
     },
-    /// Connect to a peer, sync until both hold the same records, print what
-    /// moved, and exit.
+    /// Sync until both sides hold the same records, print what moved, and exit.
+    /// With `--peer`: that peer. Without: every connected peer when `serve`
+    /// runs on the store, otherwise every remembered peer.
     Sync {
         /// The peer's address (as printed by `serve`).
         #[arg(long)]
-        peer: String,
+        peer: Option<String>,
         /// Seconds to wait before giving up.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
@@ -126,6 +143,12 @@ enum Command {
         #[command(subcommand)]
         action: Members,
     },
+    /// Manage the group secret (`swarm.key` in the store directory): with one,
+    /// the node speaks only to peers holding the same secret.
+    Secret {
+        #[command(subcommand)]
+        action: Secret,
+    },
     /// Run benchmarks and print their figures as JSON.
     Bench {
         #[command(subcommand)]
@@ -133,7 +156,21 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Serialize, Deserialize)]
+enum Secret {
+    /// Make a new random secret for this store and print it (copy the printed
+    /// text to the other members' stores with `secret import`).
+    New,
+    /// Use the secret in FILE (libp2p's swarm.key format).
+    Import {
+        /// The key file.
+        file: PathBuf,
+    },
+    /// Remove the store's secret.
+    Remove,
+}
+
+#[derive(Subcommand, Serialize, Deserialize)]
 enum Members {
     /// Add a member (or change its role).
     Add {
@@ -152,7 +189,7 @@ enum Members {
     },
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Serialize, Deserialize)]
 enum Bench {
     /// Write throughput against raw automerge + sled, in a temporary directory.
     Local {
@@ -206,7 +243,7 @@ enum Bench {
 }
 
 /// A CLI failure: the message printed on stderr.
-struct Failure(String);
+pub(crate) struct Failure(String);
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
@@ -223,7 +260,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let json = cli.json;
-    match run(cli) {
+    let mut out = Vec::new();
+    let result = dispatch(cli, &mut out);
+    let mut stdout = std::io::stdout();
+    let written = stdout.write_all(&out).and_then(|()| stdout.flush());
+    match result.and(written.map_err(Failure::from)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg)) => {
             if json {
@@ -236,30 +277,100 @@ fn main() -> ExitCode {
     }
 }
 
-fn store_dir(cli: &Cli) -> Result<&Path, Failure> {
-    cli.store
-        .as_deref()
-        .ok_or_else(|| Failure("no store given: pass --store DIR (or set FIELDSYNC_STORE)".into()))
-}
-
-/// Open an existing store (every command but `init` refuses to create one).
-fn open_existing(cli: &Cli) -> Result<Replica, Failure> {
-    let dir = store_dir(cli)?;
-    if !dir.join("db").exists() {
-        return Err(Failure(format!(
-            "no fieldsync store at {} (create one with `fieldsync --store {} init`)",
-            dir.display(),
-            dir.display()
-        )));
+/// Run a command: through the control socket of a `serve` running on the
+/// store if there is one, here otherwise.
+fn dispatch(mut cli: Cli, out: &mut Vec<u8>) -> CliResult {
+    if let Command::Export { out: None, .. } = &cli.command
+        && std::io::stdout().is_terminal()
+    {
+        return Err(Failure(
+            "refusing to write binary automerge bytes to a terminal: pass --out FILE or redirect"
+                .into(),
+        ));
     }
-    Ok(Replica::open(dir, Config::default())?)
+    if let (Command::Init { .. }, Some(dir)) = (&cli.command, &cli.store)
+        && control::connect(dir).is_some()
+    {
+        return Err(Failure(
+            "the store is being served; stop `fieldsync serve` to change its schema".into(),
+        ));
+    }
+    if let Some(dir) = cli.store.clone()
+        && control::forwarded(&cli.command)
+        && let Some(stream) = control::connect(&dir)
+    {
+        // The server runs elsewhere: name files by absolute paths.
+        match &mut cli.command {
+            Command::Import { file, .. } => *file = std::path::absolute(&*file)?,
+            Command::Export { out: Some(f), .. } => *f = std::path::absolute(&*f)?,
+            _ => {}
+        }
+        let request = control::Request {
+            json: cli.json,
+            command: cli.command,
+        };
+        return control::forward(stream, &request, out);
+    }
+    let ctx = Ctx {
+        dir: cli.store.as_deref(),
+        json: cli.json,
+        served: None,
+    };
+    run(&ctx, &cli.command, out)
 }
 
-fn run(cli: Cli) -> CliResult {
-    let json = cli.json;
-    match &cli.command {
+/// What a command runs against.
+pub(crate) struct Ctx<'a> {
+    dir: Option<&'a Path>,
+    json: bool,
+    /// The running node, when the command came through `serve`'s control socket.
+    served: Option<&'a control::Served>,
+}
+
+impl Ctx<'_> {
+    fn dir(&self) -> Result<&Path, Failure> {
+        self.dir.ok_or_else(|| {
+            Failure("no store given: pass --store DIR (or set FIELDSYNC_STORE)".into())
+        })
+    }
+
+    /// The store's replica: the served one, or the store opened here (every
+    /// command but `init` refuses to create a store).
+    fn replica(&self) -> Result<Replica, Failure> {
+        if let Some(s) = self.served {
+            return Ok(s.replica.clone());
+        }
+        let dir = self.dir()?;
+        if !dir.join("db").exists() {
+            return Err(Failure(format!(
+                "no fieldsync store at {} (create one with `fieldsync --store {} init`)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        Replica::open(dir, Config::default()).map_err(|e| {
+            let text = e.to_string();
+            if text.contains("lock") {
+                Failure(format!(
+                    "{text} (is another process, such as `fieldsync serve`, using the store?)"
+                ))
+            } else {
+                Failure(text)
+            }
+        })
+    }
+}
+
+pub(crate) fn run(ctx: &Ctx, command: &Command, out: &mut Vec<u8>) -> CliResult {
+    let json = ctx.json;
+    match command {
         Command::Init { schema } => {
-            let dir = store_dir(&cli)?;
+            if ctx.served.is_some() {
+                return Err(Failure(
+                    "the store is being served; stop `fieldsync serve` to change its schema".into(),
+                ));
+            }
+            let dir = ctx.dir()?;
             let mut config = Config::default();
             if let Some(path) = schema {
                 let text = std::fs::read_to_string(path)
@@ -267,15 +378,15 @@ fn run(cli: Cli) -> CliResult {
                 config = config.with_schema(Schema::from_toml(&text)?);
             }
             let r = Replica::open(dir, config)?;
-            output::init(json, dir, &r);
+            output::init(out, json, dir, &r);
         }
-        Command::Schema => output::schema(json, &open_existing(&cli)?.schema()),
+        Command::Schema => output::schema(out, json, &ctx.replica()?.schema()),
         Command::Put {
             collection,
             id,
             values,
         } => {
-            let r = open_existing(&cli)?;
+            let r = ctx.replica()?;
             let schema = r.schema();
             let c = schema.collection(collection)?;
             let fields: Fields = values
@@ -288,26 +399,23 @@ fn run(cli: Cli) -> CliResult {
             } else {
                 r.insert(collection, id, fields)?
             };
-            output::written(json, if exists { "updated" } else { "inserted" }, &w);
+            output::written(out, json, if exists { "updated" } else { "inserted" }, &w);
         }
-        Command::Get { collection, id } => {
-            let r = open_existing(&cli)?;
-            match r.get(collection, id)? {
-                Some(rec) => output::record(json, &rec),
-                None => {
-                    return Err(Failure(format!(
-                        "no record `{id}` in collection `{collection}`"
-                    )));
-                }
+        Command::Get { collection, id } => match ctx.replica()?.get(collection, id)? {
+            Some(rec) => output::record(out, json, &rec),
+            None => {
+                return Err(Failure(format!(
+                    "no record `{id}` in collection `{collection}`"
+                )));
             }
-        }
+        },
         Command::List {
             collection,
             filters,
             limit,
             deleted,
         } => {
-            let r = open_existing(&cli)?;
+            let r = ctx.replica()?;
             let schema = r.schema();
             let c = schema.collection(collection)?;
             let mut scan = Scan::new(collection);
@@ -321,28 +429,25 @@ fn run(cli: Cli) -> CliResult {
             if *deleted {
                 scan = scan.with_deleted();
             }
-            output::records(json, &r.scan(&scan)?);
+            output::records(out, json, &r.scan(&scan)?);
         }
         Command::Delete { collection, id } => {
-            let w = open_existing(&cli)?.delete(collection, id)?;
-            output::written(json, "deleted", &w);
+            let w = ctx.replica()?.delete(collection, id)?;
+            output::written(out, json, "deleted", &w);
         }
         Command::Export {
             collection,
             id,
-            out,
+            out: file,
         } => {
-            let bytes = open_existing(&cli)?.export(collection, id)?;
-            match out {
+            let bytes = ctx.replica()?.export(collection, id)?;
+            match file {
                 Some(path) => {
                     std::fs::write(path, &bytes)
                         .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
-                    output::exported(json, path, bytes.len());
+                    output::exported(out, json, path, bytes.len());
                 }
-                None if std::io::stdout().is_terminal() => {
-                    return Err(Failure("refusing to write binary automerge bytes to a terminal: pass --out FILE or redirect".into()));
-                }
-                None => std::io::stdout().write_all(&bytes)?,
+                None => out.extend_from_slice(&bytes),
             }
         }
         Command::Import {
@@ -352,53 +457,138 @@ fn run(cli: Cli) -> CliResult {
         } => {
             let bytes = std::fs::read(file)
                 .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?;
-            let w = open_existing(&cli)?.import(collection, id, &bytes)?;
-            output::written(json, "imported", &w);
+            let w = ctx.replica()?.import(collection, id, &bytes)?;
+            output::written(out, json, "imported", &w);
         }
         Command::Bench { which } => bench(which)?,
-        Command::Id => {
-            let dir = store_dir(&cli)?;
-            open_existing(&cli)?;
-            let key = fieldsync::node::identity::load_or_create(dir)?;
-            let id = key.public().to_peer_id();
-            if json {
-                println!("{}", serde_json::json!({ "peer_id": id.to_string() }));
+        Command::Id => id(ctx, out)?,
+        Command::Serve {
+            listen,
+            peer,
+            mdns,
+            live,
+            manual: _,
+        } => {
+            if ctx.served.is_some() {
+                return Err(Failure("the store is already being served".into()));
+            }
+            serve(ctx, listen, peer, *mdns, *live)?
+        }
+        Command::Members { action } => members(ctx, action, out)?,
+        Command::Secret { action } => secret(ctx, action, out)?,
+        Command::Sync { peer, timeout } => sync(ctx, peer.as_deref(), *timeout, out)?,
+    }
+    Ok(())
+}
+
+fn members(ctx: &Ctx, action: &Members, out: &mut Vec<u8>) -> CliResult {
+    let r = ctx.replica()?;
+    match action {
+        Members::Add { peer, role } => {
+            let role: fieldsync::Role = role.parse().map_err(Failure)?;
+            peer.parse::<libp2p::PeerId>()
+                .map_err(|e| Failure(format!("not a peer id: {peer}: {e}")))?;
+            r.add_member(peer, role)?;
+        }
+        Members::Remove { peer } => {
+            if !r.remove_member(peer)? {
+                return Err(Failure(format!("{peer} is not a member")));
+            }
+        }
+        Members::List => {
+            let members = r.members()?;
+            if ctx.json {
+                let list: Vec<_> = members
+                    .iter()
+                    .map(|(p, role)| serde_json::json!({ "peer": p, "role": role }))
+                    .collect();
+                outln!(out, "{}", serde_json::Value::Array(list));
             } else {
-                println!("{id}");
-            }
-        }
-        Command::Serve { listen, peer, live } => serve(&cli, listen, peer, *live)?,
-        Command::Members { action } => {
-            let r = open_existing(&cli)?;
-            match action {
-                Members::Add { peer, role } => {
-                    let role: fieldsync::Role = role.parse().map_err(Failure)?;
-                    peer.parse::<libp2p::PeerId>()
-                        .map_err(|e| Failure(format!("not a peer id: {peer}: {e}")))?;
-                    r.add_member(peer, role)?;
-                }
-                Members::Remove { peer } => {
-                    if !r.remove_member(peer)? {
-                        return Err(Failure(format!("{peer} is not a member")));
-                    }
-                }
-                Members::List => {
-                    let members = r.members()?;
-                    if json {
-                        let list: Vec<_> = members
-                            .iter()
-                            .map(|(p, role)| serde_json::json!({ "peer": p, "role": role }))
-                            .collect();
-                        println!("{}", serde_json::Value::Array(list));
-                    } else {
-                        for (p, role) in members {
-                            println!("{p} {role}");
-                        }
-                    }
+                for (p, role) in members {
+                    outln!(out, "{p} {role}");
                 }
             }
         }
-        Command::Sync { peer, timeout } => sync(&cli, peer, *timeout)?,
+    }
+    Ok(())
+}
+
+fn secret(ctx: &Ctx, action: &Secret, out: &mut Vec<u8>) -> CliResult {
+    use fieldsync::node::identity;
+    let dir = ctx.dir()?;
+    if !dir.join("db").exists() {
+        return Err(Failure(format!("no fieldsync store at {}", dir.display())));
+    }
+    match action {
+        Secret::New => {
+            let key = identity::new_secret();
+            identity::save_secret(dir, key)?;
+            out.extend_from_slice(key.to_key_file().as_bytes());
+        }
+        Secret::Import { file } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?;
+            let key = identity::parse_secret(&text).map_err(Failure)?;
+            identity::save_secret(dir, key)?;
+            outln!(out, "group secret set (fingerprint {})", key.fingerprint());
+        }
+        Secret::Remove => {
+            let path = dir.join(identity::SECRET_FILE);
+            std::fs::remove_file(&path)
+                .map_err(|e| Failure(format!("cannot remove {}: {e}", path.display())))?;
+            outln!(out, "group secret removed");
+        }
+    }
+    if ctx.served.is_none() && control::connect(dir).is_some() {
+        eprintln!("note: restart `fieldsync serve` on this store to use the change");
+    }
+    Ok(())
+}
+
+fn id(ctx: &Ctx, out: &mut Vec<u8>) -> CliResult {
+    let (peer, addrs, peers) = match ctx.served {
+        Some(s) => {
+            let (addrs, peers) = s.rt.block_on(async {
+                Ok::<_, Failure>((s.node.listen_addrs().await?, s.node.peers().await?))
+            })?;
+            (s.node.peer_id(), addrs, peers)
+        }
+        None => {
+            ctx.replica()?;
+            let key = fieldsync::node::identity::load_or_create(ctx.dir()?)?;
+            (key.public().to_peer_id(), Vec::new(), Vec::new())
+        }
+    };
+    if ctx.json {
+        let peers: Vec<_> = peers
+            .iter()
+            .map(|p| {
+                serde_json::json!({ "peer": p.peer.to_string(), "connected": p.connected,
+                "addresses": p.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>() })
+            })
+            .collect();
+        outln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "peer_id": peer.to_string(),
+                "listening": addrs.iter().map(|a| format!("{a}/p2p/{peer}")).collect::<Vec<_>>(),
+                "peers": peers,
+            })
+        );
+    } else {
+        outln!(out, "{peer}");
+        for a in addrs {
+            outln!(out, "listening on {a}/p2p/{peer}");
+        }
+        for p in peers {
+            let state = if p.connected {
+                "connected"
+            } else {
+                "not connected"
+            };
+            outln!(out, "peer {} {state}", p.peer);
+        }
     }
     Ok(())
 }
@@ -416,79 +606,169 @@ fn multiaddr(text: &str) -> Result<libp2p::Multiaddr, Failure> {
         .map_err(|e| Failure(format!("not a multiaddr: {text}: {e}")))
 }
 
-fn serve(cli: &Cli, listen: &str, peers: &[String], live: bool) -> CliResult {
-    let dir = store_dir(cli)?;
-    let replica = open_existing(cli)?;
-    let key = fieldsync::node::identity::load_or_create(dir)?;
-    let listen = multiaddr(listen)?;
-    let peers = peers
-        .iter()
-        .map(|p| multiaddr(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    runtime()?.block_on(async {
-        let node = fieldsync::node::Node::start(replica, key, listen).await?;
-        node.set_live(live)?;
-        for p in peers {
-            match node.dial(p.clone()).await {
-                Ok(id) => eprintln!("connected to {id} at {p}"),
-                Err(e) => eprintln!("warning: {e}"),
-            }
-        }
-        for addr in node.listen_addrs().await? {
+fn serve(ctx: &Ctx, listen: &[String], peers: &[String], mdns: bool, live: bool) -> CliResult {
+    use fieldsync::node::{Node, NodeConfig, identity};
+    let dir = ctx.dir()?;
+    let replica = ctx.replica()?;
+    let key = identity::load_or_create(dir)?;
+    let mut config = NodeConfig::default()
+        .listen_on(
+            listen
+                .iter()
+                .map(|a| multiaddr(a))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+        .with_mdns(mdns)
+        .with_live(live)
+        .with_group_secret(identity::load_secret(dir)?);
+    for p in peers {
+        config = config.with_peer(multiaddr(p)?);
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let node = Node::start(replica.clone(), key, config).await?;
+        let addrs = node.listen_addrs().await?;
+        // The control socket is up before the addresses are printed, so a
+        // script that waits for them can use the other commands at once.
+        let served = control::Served {
+            replica,
+            node: node.clone(),
+            rt: tokio::runtime::Handle::current(),
+        };
+        let socket = control::listen(dir, served)?;
+        eprintln!("control socket at {}", socket.display());
+        let mut stdout = std::io::stdout();
+        for addr in addrs {
             let full = format!("{addr}/p2p/{}", node.peer_id());
-            if cli.json {
-                println!("{}", serde_json::json!({ "listening": full }));
+            if ctx.json {
+                writeln!(stdout, "{}", serde_json::json!({ "listening": full }))?;
             } else {
-                println!("listening on {full}");
+                writeln!(stdout, "listening on {full}")?;
             }
         }
-        std::io::stdout().flush()?;
+        stdout.flush()?;
         // Serve until interrupted (Ctrl-C, or the process is stopped).
         std::future::pending::<()>().await;
         Ok(())
     })
 }
 
-fn sync(cli: &Cli, peer: &str, timeout: u64) -> CliResult {
-    let dir = store_dir(cli)?;
-    let replica = open_existing(cli)?;
-    let key = fieldsync::node::identity::load_or_create(dir)?;
-    let addr = multiaddr(peer)?;
-    let limit = std::time::Duration::from_secs(timeout);
-    runtime()?.block_on(async {
-        let node =
-            fieldsync::node::Node::start(replica, key, multiaddr("/ip4/127.0.0.1/tcp/0")?).await?;
-        let work = async {
-            let id = node.dial(addr).await?;
-            node.sync_now(id).await
-        };
-        let report = tokio::time::timeout(limit, work)
-            .await
-            .map_err(|_| Failure(format!("sync with {peer} did not finish in {timeout} s")))??;
-        if cli.json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "records_sent": report.records_sent,
-                    "records_received": report.records_received,
-                    "bytes_sent": report.bytes_sent,
-                    "bytes_received": report.bytes_received,
-                    "rounds": report.rounds,
-                    "millis": report.elapsed_ms,
-                })
-            );
-        } else {
-            println!(
-                "synced with {peer}: {} records sent, {} received; {} bytes sent, {} received; {} ms",
-                report.records_sent,
-                report.records_received,
-                report.bytes_sent,
-                report.bytes_received,
-                report.elapsed_ms
-            );
-        }
-        Ok(())
+fn report_json(peer: &libp2p::PeerId, r: &fieldsync::sync::Report) -> serde_json::Value {
+    serde_json::json!({
+        "peer": peer.to_string(),
+        "records_sent": r.records_sent,
+        "records_received": r.records_received,
+        "bytes_sent": r.bytes_sent,
+        "bytes_received": r.bytes_received,
+        "messages_sent": r.messages_sent,
+        "messages_received": r.messages_received,
+        "rounds": r.rounds,
+        "millis": r.elapsed_ms,
     })
+}
+
+fn report_line(out: &mut Vec<u8>, peer: &libp2p::PeerId, r: &fieldsync::sync::Report) {
+    outln!(
+        out,
+        "synced with {peer}: {} records sent, {} received; {} bytes sent, {} received; {} ms",
+        r.records_sent,
+        r.records_received,
+        r.bytes_sent,
+        r.bytes_received,
+        r.elapsed_ms
+    );
+}
+
+/// `sync`: with one peer (dialed), or with every connected peer of a running
+/// `serve`, or with every remembered peer.
+fn sync(ctx: &Ctx, peer: Option<&str>, timeout: u64, out: &mut Vec<u8>) -> CliResult {
+    use fieldsync::node::{Node, NodeConfig, identity};
+    let addr = peer.map(multiaddr).transpose()?;
+    let limit = std::time::Duration::from_secs(timeout);
+    let work = |node: Node, remembered: Vec<(String, Vec<String>)>| async move {
+        match addr {
+            Some(addr) => {
+                let id = node.dial(addr).await?;
+                let report = node.sync_now(id).await?;
+                Ok::<_, Failure>(vec![(id, Ok(report))])
+            }
+            None => {
+                // A one-shot node dials the remembered peers itself (a served
+                // node is connected to them already).
+                for (p, addrs) in remembered {
+                    for a in addrs {
+                        let Ok(a) = a.parse() else { continue };
+                        match node.dial(a).await {
+                            Ok(_) => break,
+                            Err(e) => eprintln!("warning: {p}: {e}"),
+                        }
+                    }
+                }
+                let all = node.sync_all().await?;
+                if all.is_empty() {
+                    return Err(Failure(
+                        "no peer to sync with: pass --peer ADDR (or connect `serve` to peers)"
+                            .into(),
+                    ));
+                }
+                Ok(all)
+            }
+        }
+    };
+    let results = match ctx.served {
+        Some(s) => s.rt.block_on(async {
+            tokio::time::timeout(limit, work(s.node.clone(), Vec::new())).await
+        }),
+        None => {
+            let dir = ctx.dir()?;
+            let replica = ctx.replica()?;
+            let remembered = if peer.is_none() {
+                replica.addresses()?
+            } else {
+                Vec::new()
+            };
+            let key = identity::load_or_create(dir)?;
+            let config = NodeConfig::default()
+                .listen_on([])
+                .with_remembered(false)
+                .with_group_secret(identity::load_secret(dir)?);
+            runtime()?.block_on(async {
+                let node = Node::start(replica, key, config).await?;
+                Ok::<_, Failure>(tokio::time::timeout(limit, work(node, remembered)).await)
+            })?
+        }
+    };
+    let what = peer.unwrap_or("the peers");
+    let results = results
+        .map_err(|_| Failure(format!("sync with {what} did not finish in {timeout} s")))??;
+    let mut failed = Vec::new();
+    let mut reports = Vec::new();
+    for (p, r) in &results {
+        match r {
+            Ok(r) => reports.push((p, r)),
+            Err(e) => failed.push(format!("{p}: {e}")),
+        }
+    }
+    if ctx.json {
+        let list: Vec<_> = reports.iter().map(|(p, r)| report_json(p, r)).collect();
+        match (peer, list.as_slice()) {
+            (Some(_), [one]) => outln!(out, "{one}"),
+            _ => outln!(
+                out,
+                "{}",
+                serde_json::json!({ "peers": list, "failed": failed })
+            ),
+        }
+    } else {
+        for (p, r) in &reports {
+            report_line(out, p, r);
+        }
+    }
+    match (peer, failed.is_empty()) {
+        (_, true) => Ok(()),
+        (Some(_), false) => Err(Failure(failed.join("; "))),
+        (None, false) => Err(Failure(format!("sync failed with {}", failed.join("; ")))),
+    }
 }
 
 fn bench(which: &Bench) -> CliResult {

@@ -2,6 +2,15 @@
 
 use std::path::Path;
 
+/// `println!` into the command's output buffer (a `Vec<u8>` cannot fail to grow).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+pub(crate) use outln;
+
 use fieldsync::schema::Schema;
 use fieldsync::{Record, Replica, Written};
 use serde_json::{Value as J, json};
@@ -25,15 +34,15 @@ fn short(h: &str) -> &str {
     &h[..h.len().min(12)]
 }
 
-pub(crate) fn record(json: bool, r: &Record) {
+pub(crate) fn record(out: &mut Vec<u8>, json: bool, r: &Record) {
     if json {
-        println!("{}", record_json(r));
+        outln!(out, "{}", record_json(r));
         return;
     }
     let deleted = if r.meta.deleted { "  (deleted)" } else { "" };
-    println!("{}/{}{deleted}", r.collection, r.id);
+    outln!(out, "{}/{}{deleted}", r.collection, r.id);
     for (k, v) in &r.fields {
-        println!("  {k}: {v}");
+        outln!(out, "  {k}: {v}");
     }
     let heads: Vec<String> = r
         .meta
@@ -42,7 +51,8 @@ pub(crate) fn record(json: bool, r: &Record) {
         .map(|h| short(&h.to_string()).to_owned())
         .collect();
     let author = r.meta.author.to_hex_string();
-    println!(
+    outln!(
+        out,
         "  -- modified {} by {} heads {}",
         r.meta.modified,
         short(&author),
@@ -50,22 +60,23 @@ pub(crate) fn record(json: bool, r: &Record) {
     );
 }
 
-pub(crate) fn records(json: bool, rs: &[Record]) {
+pub(crate) fn records(out: &mut Vec<u8>, json: bool, rs: &[Record]) {
     if json {
-        println!("{}", J::Array(rs.iter().map(record_json).collect()));
+        outln!(out, "{}", J::Array(rs.iter().map(record_json).collect()));
         return;
     }
     for r in rs {
         let fields: Vec<String> = r.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let deleted = if r.meta.deleted { " (deleted)" } else { "" };
-        println!("{}{deleted}  {}", r.id, fields.join("  "));
+        outln!(out, "{}{deleted}  {}", r.id, fields.join("  "));
     }
-    println!("{} record(s)", rs.len());
+    outln!(out, "{} record(s)", rs.len());
 }
 
-pub(crate) fn written(json: bool, what: &str, w: &Written) {
+pub(crate) fn written(out: &mut Vec<u8>, json: bool, what: &str, w: &Written) {
     if json {
-        println!(
+        outln!(
+            out,
             "{}",
             json!({
                 "result": what,
@@ -76,24 +87,27 @@ pub(crate) fn written(json: bool, what: &str, w: &Written) {
             })
         );
     } else {
-        println!("{what} {}/{}", w.collection, w.id);
+        outln!(out, "{what} {}/{}", w.collection, w.id);
     }
 }
 
-pub(crate) fn init(json: bool, dir: &Path, r: &Replica) {
+pub(crate) fn init(out: &mut Vec<u8>, json: bool, dir: &Path, r: &Replica) {
     let collections: Vec<String> = r.schema().collections().map(|c| c.name.clone()).collect();
     if json {
-        println!(
+        outln!(
+            out,
             "{}",
             json!({ "store": dir.display().to_string(), "actor": r.actor().to_hex_string(), "collections": collections })
         );
     } else {
-        println!(
+        outln!(
+            out,
             "store ready at {} (actor {})",
             dir.display(),
             r.actor().to_hex_string()
         );
-        println!(
+        outln!(
+            out,
             "collections: {}",
             if collections.is_empty() {
                 "none".into()
@@ -104,7 +118,7 @@ pub(crate) fn init(json: bool, dir: &Path, r: &Replica) {
     }
 }
 
-pub(crate) fn schema(json: bool, s: &Schema) {
+pub(crate) fn schema(out: &mut Vec<u8>, json: bool, s: &Schema) {
     if json {
         let cs: Vec<J> = s
             .collections()
@@ -120,11 +134,11 @@ pub(crate) fn schema(json: bool, s: &Schema) {
                 })
             })
             .collect();
-        println!("{}", J::Array(cs));
+        outln!(out, "{}", J::Array(cs));
         return;
     }
     for c in s.collections() {
-        println!("{}", c.name);
+        outln!(out, "{}", c.name);
         for f in &c.fields {
             let req = if f.required { " required" } else { "" };
             let def = f
@@ -132,18 +146,19 @@ pub(crate) fn schema(json: bool, s: &Schema) {
                 .as_ref()
                 .map(|d| format!(" default {d}"))
                 .unwrap_or_default();
-            println!("  {}: {}{req}{def}", f.name, f.ty);
+            outln!(out, "  {}: {}{req}{def}", f.name, f.ty);
         }
     }
 }
 
-pub(crate) fn exported(json: bool, path: &Path, bytes: usize) {
+pub(crate) fn exported(out: &mut Vec<u8>, json: bool, path: &Path, bytes: usize) {
     if json {
-        println!(
+        outln!(
+            out,
             "{}",
             json!({ "file": path.display().to_string(), "bytes": bytes })
         );
     } else {
-        println!("wrote {bytes} bytes to {}", path.display());
+        outln!(out, "wrote {bytes} bytes to {}", path.display());
     }
 }
