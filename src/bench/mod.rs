@@ -8,6 +8,7 @@
 //! returns.
 
 pub mod baseline;
+pub mod net;
 pub mod sync;
 
 use std::path::Path;

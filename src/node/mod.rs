@@ -263,6 +263,17 @@ enum Command {
     Forget(PeerId),
 }
 
+/// Sync messages sent to one peer and not yet acknowledged at most (libp2p's
+/// request-response refuses inbound streams beyond 100 per connection).
+const WINDOW: usize = 32;
+
+/// Messages waiting for a peer, and how many are unacknowledged.
+#[derive(Default)]
+struct Outbox {
+    queue: std::collections::VecDeque<Vec<u8>>,
+    in_flight: usize,
+}
+
 /// A remembered peer: dialed at start and whenever it is not connected, with
 /// backoff.
 struct Redial {
@@ -364,6 +375,7 @@ impl Node {
             sessions: HashMap::new(),
             dials: HashMap::new(),
             syncs: HashMap::new(),
+            outbox: HashMap::new(),
             addrs: Vec::new(),
             addr_waiters: Vec::new(),
             listeners,
@@ -479,6 +491,8 @@ struct Worker {
     /// Pending dials, by the connection id the dial will have.
     dials: HashMap<ConnectionId, PendingDial>,
     syncs: HashMap<PeerId, Vec<SyncReply>>,
+    /// Outbound messages per peer, sent within the window.
+    outbox: HashMap<PeerId, Outbox>,
     addrs: Vec<Multiaddr>,
     addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     /// Listeners that have not reported an address yet.
@@ -816,6 +830,7 @@ impl Worker {
             } => {
                 self.sessions.remove(&peer_id);
                 self.admitted.remove(&peer_id);
+                self.outbox.remove(&peer_id);
                 self.redial_later(peer_id, false);
                 for reply in self.syncs.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Err(NodeError::Sync {
@@ -872,14 +887,44 @@ impl Worker {
                     .send_response(channel, Vec::new());
                 self.feed(peer, Input::Received(request));
             }
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Response { .. },
+                ..
+            } => self.delivered(peer),
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 tracing::warn!(%peer, %error, "a sync message was not delivered");
+                self.delivered(peer);
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::warn!(%peer, %error, "a sync message could not be received");
             }
             _ => {}
         }
+    }
+
+    /// Send the peer's queued messages while fewer than [`WINDOW`] are
+    /// unacknowledged, so a fast sender waits for a slow receiver instead of
+    /// overrunning its inbound stream limit.
+    fn pump(&mut self, peer: PeerId) {
+        let Some(out) = self.outbox.get_mut(&peer) else {
+            return;
+        };
+        while out.in_flight < WINDOW {
+            let Some(bytes) = out.queue.pop_front() else {
+                break;
+            };
+            out.in_flight += 1;
+            self.swarm.behaviour_mut().sync.send_request(&peer, bytes);
+        }
+    }
+
+    /// A message to `peer` was acknowledged (or failed): room for the next.
+    fn delivered(&mut self, peer: PeerId) {
+        if let Some(out) = self.outbox.get_mut(&peer) {
+            out.in_flight = out.in_flight.saturating_sub(1);
+        }
+        self.pump(peer);
     }
 
     /// Feed one input to the peer's session and carry out its outputs.
@@ -902,7 +947,8 @@ impl Worker {
         for o in outs {
             match o {
                 Output::Send(bytes) => {
-                    self.swarm.behaviour_mut().sync.send_request(&peer, bytes);
+                    self.outbox.entry(peer).or_default().queue.push_back(bytes);
+                    self.pump(peer);
                 }
                 Output::Notify(Notification::Synced(report)) => {
                     if let Err(e) = self.replica.note_synced(&peer.to_string(), report.root) {

@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 use crate::hlc::HlcTime;
 use crate::store::{Batch, keys};
 use crate::sync::Summary;
+
+/// Fewer new records than this in one message are decoded on the calling
+/// thread (threads cost more than they save).
+const PARALLEL_DECODE_MIN: usize = 32;
 use crate::sync::index::PURGED_HEAD;
 use crate::sync::{
     ApplyFailure, Incoming, Input, Key, LoadRequest, Loaded, Output, Session, SyncIndex,
@@ -438,15 +442,17 @@ impl Replica {
     /// Receiving data already held changes nothing.
     pub fn sync_apply(&self, incoming: Vec<Incoming>) -> Result<Vec<ApplyFailure>> {
         let schema = self.schema();
+        let mut decoded = self.decode_new_records(&schema, &incoming)?;
         self.transaction(|tx| {
             let mut failures = Vec::new();
-            for item in incoming {
+            for (i, item) in incoming.into_iter().enumerate() {
+                let pre = decoded.get_mut(i).and_then(Option::take);
                 let result = schema
                     .collection(&item.key.collection)
                     .map_err(Error::from)
                     .and_then(|c| {
                         super::tx::validate_id(&item.key.id)?;
-                        tx.apply_remote(c, &item.key.id, &item.bytes)
+                        tx.apply_remote(c, &item.key.id, &item.bytes, pre)
                     });
                 match result {
                     Ok(_) => {}
@@ -467,6 +473,53 @@ impl Replica {
             }
             Ok(failures)
         })
+    }
+
+    /// Decode, on several threads, the received records that do not exist here
+    /// yet (an initial sync is mostly those; automerge's load is the largest
+    /// cost of applying them). One entry per item; `None` for the others,
+    /// which the transaction merges as usual.
+    fn decode_new_records(
+        &self,
+        schema: &crate::schema::Schema,
+        incoming: &[Incoming],
+    ) -> Result<Vec<Option<std::result::Result<super::tx::Decoded, String>>>> {
+        let mut work: Vec<(usize, &crate::schema::Collection, &[u8])> = Vec::new();
+        for (i, item) in incoming.iter().enumerate() {
+            let Ok(c) = schema.collection(&item.key.collection) else {
+                continue;
+            };
+            let row = keys::row(&item.key.collection, &item.key.id);
+            if self.inner.storage.get(&row)?.is_none() {
+                work.push((i, c, &item.bytes));
+            }
+        }
+        let mut out: Vec<Option<_>> = (0..incoming.len()).map(|_| None).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if work.len() < PARALLEL_DECODE_MIN || threads < 2 {
+            return Ok(out);
+        }
+        let per = work.len().div_ceil(threads);
+        let results: Vec<Vec<(usize, _)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = work
+                .chunks(per)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|&(i, c, bytes)| (i, super::tx::decode_new(c, bytes)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            // A decoding thread that panicked leaves its records to the
+            // transaction, which decodes them itself.
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        for (i, r) in results.into_iter().flatten() {
+            out[i] = Some(r);
+        }
+        Ok(out)
     }
 
     /// Feed `input` to `session` and carry out its storage work (loads and

@@ -454,7 +454,13 @@ impl<'r> Tx<'r> {
     /// Merge automerge data received from a peer into a record (creating it if
     /// new). Returns whether the record changed. On error nothing of this record
     /// is written, and the rest of the transaction is unaffected.
-    pub(crate) fn apply_remote(&mut self, c: &Collection, id: &str, bytes: &[u8]) -> Result<bool> {
+    pub(crate) fn apply_remote(
+        &mut self,
+        c: &Collection,
+        id: &str,
+        bytes: &[u8],
+        decoded: Option<std::result::Result<Decoded, String>>,
+    ) -> Result<bool> {
         let refuse = |reason: String| Error::Import {
             collection: c.name.clone(),
             reason,
@@ -479,19 +485,18 @@ impl<'r> Tx<'r> {
             }
             None => {
                 self.refuse_purged(&c.name, id)?;
-                let mut doc = Automerge::new();
-                doc.load_incremental(bytes)
-                    .map_err(|e| refuse(format!("not automerge data: {e}")))?;
-                if doc.get_heads().is_empty() {
-                    return Err(refuse(
-                        "no complete change (its dependencies are missing)".into(),
-                    ));
-                }
-                let (fields, deleted) = importable_fields(c, &doc).map_err(refuse)?;
+                let Decoded {
+                    mut doc,
+                    fields,
+                    deleted,
+                    complete,
+                } = decoded
+                    .unwrap_or_else(|| decode_new(c, bytes))
+                    .map_err(refuse)?;
                 doc.set_actor(self.inner.actor.clone());
                 // A complete document is stored as received: it loads to the
                 // same heads, so saving it again would only cost time.
-                let verbatim = doc.get_missing_deps(&[]).is_empty().then(|| bytes.to_vec());
+                let verbatim = complete.then(|| bytes.to_vec());
                 let row = Row {
                     fields,
                     deleted,
@@ -661,6 +666,34 @@ pub(crate) fn check_importable(c: &Collection, doc: &Automerge) -> std::result::
 }
 
 /// [`check_importable`], returning the fields and deleted flag it read.
+/// A record received from a peer, decoded and checked before its transaction
+/// (so that several can be decoded at once on several threads).
+pub(crate) struct Decoded {
+    doc: Automerge,
+    fields: Fields,
+    deleted: bool,
+    /// Whether the bytes hold the whole history (no missing dependency).
+    complete: bool,
+}
+
+/// Decode the bytes of a record this replica does not have yet.
+pub(crate) fn decode_new(c: &Collection, bytes: &[u8]) -> std::result::Result<Decoded, String> {
+    let mut doc = Automerge::new();
+    doc.load_incremental(bytes)
+        .map_err(|e| format!("not automerge data: {e}"))?;
+    if doc.get_heads().is_empty() {
+        return Err("no complete change (its dependencies are missing)".into());
+    }
+    let (fields, deleted) = importable_fields(c, &doc)?;
+    let complete = doc.get_missing_deps(&[]).is_empty();
+    Ok(Decoded {
+        doc,
+        fields,
+        deleted,
+        complete,
+    })
+}
+
 fn importable_fields(
     c: &Collection,
     doc: &Automerge,

@@ -9,6 +9,12 @@ mod parse;
 
 use output::outln;
 
+/// mimalloc instead of the system allocator: automerge documents are many
+/// small allocations, and glibc's malloc and free took ~40% of the time of an
+/// initial sync (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -233,6 +239,27 @@ enum Bench {
         /// Records in the initial sync.
         #[arg(long, default_value_t = 100_000)]
         initial: usize,
+    },
+    /// Network: live propagation latency over 1 and 3 hops (four nodes on
+    /// loopback), and initial sync throughput between two processes, each
+    /// against its baseline (see docs/benchmarks.md).
+    Net {
+        /// Writes timed for the latency figures.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Store sizes for the initial sync (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000, 100_000])]
+        records: Vec<usize>,
+    },
+    /// The baseline's sending process (run by `bench net`).
+    #[command(hide = true)]
+    RawSend {
+        /// The source store.
+        dir: PathBuf,
+        /// The loopback port to send to.
+        port: u16,
+        /// How many records.
+        records: usize,
     },
     /// Open a store and report (run by `bench open` in a fresh process).
     #[command(hide = true)]
@@ -862,6 +889,32 @@ fn bench(which: &Bench) -> CliResult {
                 "probe": probe,
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Bench::Net { samples, records } => {
+            use fieldsync::bench::net;
+            let tmp = tempfile::tempdir()?;
+            eprintln!("bench net: latency, {samples} writes over a chain of 4 nodes");
+            let latency = runtime()?
+                .block_on(net::latency(tmp.path(), *samples))
+                .map_err(Failure::from)?;
+            let exe = std::env::current_exe()?;
+            let mut initial = Vec::new();
+            for n in records {
+                eprintln!("bench net: initial sync of {n} records between two processes");
+                initial.push(net::initial(&exe, tmp.path(), *n).map_err(Failure::from)?);
+            }
+            let report = serde_json::json!({
+                "latency": latency,
+                "initial_sync": initial,
+                "checks": {
+                    "p50_3_hops_ms": latency.three_hops.p50_ms,
+                    "records_per_second": initial.iter().map(|i| (i.fieldsync.records, i.fieldsync.records_per_second.round())).collect::<Vec<_>>(),
+                },
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Bench::RawSend { dir, port, records } => {
+            fieldsync::bench::net::raw_send(dir, *port, *records).map_err(Failure::from)?;
         }
         Bench::OpenProbe { dir } => {
             let report = fieldsync::bench::open_probe(dir)?;
