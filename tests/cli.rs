@@ -473,3 +473,22 @@ fn a_group_secret_set_by_the_cli_keeps_other_stores_out() {
     assert!(ok(b, &["get", "customer", "s1"]).contains("Secretive"));
     assert!(fails(c, &["get", "customer", "s1"]).contains("no record"));
 }
+
+#[test]
+fn a_sync_whose_records_are_refused_here_says_why() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    ok(
+        a.path(),
+        &["init", "--schema", schema_file().to_str().unwrap()],
+    );
+    // B declares no collection: A's customers are refused there.
+    ok(b.path(), &["init"]);
+    ok(a.path(), &["put", "customer", "c1", "name=Acme"]);
+    let (_server, addr) = serve(a.path(), &[]);
+    let err = fails(b.path(), &["sync", "--peer", &addr, "--timeout", "30"]);
+    assert!(err.contains("did not complete"), "{err}");
+    assert!(
+        err.contains("customer/c1: unknown collection `customer`"),
+        "{err}"
+    );
+}

@@ -69,66 +69,98 @@ pub struct LatencyReport {
     pub tcp_round_trip: Latency,
 }
 
-/// Measure live propagation over a chain of four nodes with `samples` writes.
-/// Must run on a multi-threaded tokio runtime.
-pub async fn latency(dir: &Path, samples: usize) -> Result<LatencyReport, BenchError> {
-    let mut replicas = Vec::new();
-    let mut nodes = Vec::new();
-    for i in 0..4 {
-        let r = super::open(&dir.join(format!("chain{i}")), true)?;
-        let key = libp2p::identity::Keypair::generate_ed25519();
-        let node = Node::start(r.clone(), key, NodeConfig::default().with_live(true)).await?;
-        replicas.push(r);
-        nodes.push(node);
-    }
-    // Node i dials node i + 1: 0 - 1 - 2 - 3.
-    for i in 0..3 {
-        let addr = nodes[i + 1]
-            .listen_addrs()
-            .await?
-            .into_iter()
-            .find(|a| a.to_string().contains("/tcp/"))
-            .ok_or("no TCP address")?;
-        nodes[i].dial(addr).await?;
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for (hop, r) in [(1usize, &replicas[1]), (3, &replicas[3])] {
-        let mut watch = r.watch(WatchFilter::All);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Ok(e) = watch.recv().await {
-                if tx.send((hop, e.id, Instant::now())).is_err() {
-                    break;
+/// Nodes in a chain on loopback, each with its own durable sled store, all in
+/// live mode: node i dialed node i + 1.
+pub struct Chain {
+    replicas: Vec<Replica>,
+    _nodes: Vec<Node>,
+    arrivals: tokio::sync::mpsc::UnboundedReceiver<(usize, String, Instant)>,
+    next: usize,
+}
+
+impl Chain {
+    /// Start `len` (≥ 2) nodes in `dir`. Must run on a multi-threaded runtime.
+    pub async fn start(dir: &Path, len: usize) -> Result<Self, BenchError> {
+        let len = len.max(2);
+        let mut replicas = Vec::new();
+        let mut nodes = Vec::new();
+        for i in 0..len {
+            let r = super::open(&dir.join(format!("chain{i}")), true)?;
+            let key = libp2p::identity::Keypair::generate_ed25519();
+            let config = NodeConfig::default().with_live(true);
+            nodes.push(Node::start(r.clone(), key, config).await?);
+            replicas.push(r);
+        }
+        for i in 0..len - 1 {
+            let addr = nodes[i + 1]
+                .listen_addrs()
+                .await?
+                .into_iter()
+                .find(|a| a.to_string().contains("/tcp/"))
+                .ok_or("no TCP address")?;
+            nodes[i].dial(addr).await?;
+        }
+        let (tx, arrivals) = tokio::sync::mpsc::unbounded_channel();
+        for hop in [1, len - 1] {
+            let mut watch = replicas[hop].watch(WatchFilter::All);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Ok(e) = watch.recv().await {
+                    if tx.send((hop, e.id, Instant::now())).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
+        Ok(Self {
+            replicas,
+            _nodes: nodes,
+            arrivals,
+            next: 0,
+        })
     }
-    let (mut one, mut three) = (Vec::new(), Vec::new());
-    // A few writes first so that connections and sessions are warm.
-    let warmup = 5;
-    for k in 0..samples + warmup {
-        let id = format!("lat{k:06}");
+
+    /// Insert a record on the first node; the times until it is durable and
+    /// visible on the second node and on the last.
+    pub async fn write_and_wait(&mut self) -> Result<(Duration, Duration), BenchError> {
+        let k = self.next;
+        self.next += 1;
+        let id = format!("lat{k:08}");
+        let last = self.replicas.len() - 1;
         let start = Instant::now();
-        replicas[0].insert(super::COLLECTION, &id, super::record(k))?;
-        let (mut t1, mut t3) = (None, None);
+        self.replicas[0].insert(super::COLLECTION, &id, super::record(k))?;
+        let (mut first, mut end) = (None, None);
         let deadline = start + Duration::from_secs(10);
-        while t1.is_none() || t3.is_none() {
+        while first.is_none() || end.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.recv()).await {
+            match tokio::time::timeout(left, self.arrivals.recv()).await {
                 Ok(Some((hop, got, at))) if got == id => {
                     if hop == 1 {
-                        t1 = Some(at - start);
-                    } else {
-                        t3 = Some(at - start);
+                        first = Some(at - start);
+                    }
+                    if hop == last {
+                        end = Some(at - start);
                     }
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => return Err(format!("{id} did not arrive in 10 s").into()),
             }
         }
+        Ok((first.unwrap_or_default(), end.unwrap_or_default()))
+    }
+}
+
+/// Measure live propagation over a chain of four nodes with `samples` writes
+/// (after 5 unmeasured ones). Must run on a multi-threaded tokio runtime.
+pub async fn latency(dir: &Path, samples: usize) -> Result<LatencyReport, BenchError> {
+    let mut chain = Chain::start(dir, 4).await?;
+    let (mut one, mut three) = (Vec::new(), Vec::new());
+    let warmup = 5;
+    for k in 0..samples + warmup {
+        let (t1, t3) = chain.write_and_wait().await?;
         if k >= warmup {
-            one.extend(t1.map(|d| d.as_secs_f64() * 1e3));
-            three.extend(t3.map(|d| d.as_secs_f64() * 1e3));
+            one.push(t1.as_secs_f64() * 1e3);
+            three.push(t3.as_secs_f64() * 1e3);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -140,7 +172,9 @@ pub async fn latency(dir: &Path, samples: usize) -> Result<LatencyReport, BenchE
     })
 }
 
-fn tcp_round_trips(samples: usize) -> Result<Vec<f64>, BenchError> {
+/// Baseline: `samples` round trips of one byte over a loopback TCP
+/// connection, in milliseconds each.
+pub fn tcp_round_trips(samples: usize) -> Result<Vec<f64>, BenchError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let echo = std::thread::spawn(move || -> std::io::Result<()> {

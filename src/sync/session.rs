@@ -202,6 +202,8 @@ pub struct Session {
     live: bool,
     started_at: u64,
     report: Report,
+    /// The last record this side refused to apply, and why (for the report).
+    last_refused: Option<String>,
     /// Whether anything but acknowledgements moved since the last confirmation.
     activity: bool,
     confirm_id: Option<u64>,
@@ -341,6 +343,8 @@ impl Session {
                         });
                     } else {
                         self.report.apply_failures += 1;
+                        self.last_refused =
+                            Some(format!("{}/{}: {}", f.key.collection, f.key.id, f.reason));
                     }
                 }
             }
@@ -371,6 +375,7 @@ impl Session {
             self.syncing = true;
             self.started_at = now;
             self.report = Report::default();
+            self.last_refused = None;
         }
         self.confirm(index, now, out);
     }
@@ -414,9 +419,16 @@ impl Session {
         self.syncing = false;
         self.confirm_id = None;
         self.report.elapsed_ms = now.saturating_sub(self.started_at);
+        let reason = match &self.last_refused {
+            Some(last) => format!(
+                "{reason}; records were refused here {} times (the last: {last})",
+                self.report.apply_failures
+            ),
+            None => reason.to_owned(),
+        };
         out.push(Output::Notify(Notification::Incomplete {
             report: self.report.clone(),
-            reason: reason.to_owned(),
+            reason,
         }));
     }
 

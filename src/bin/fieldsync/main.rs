@@ -10,7 +10,7 @@ mod parse;
 use output::outln;
 
 /// mimalloc instead of the system allocator: automerge documents are many
-/// small allocations, and glibc's malloc and free took ~40% of the time of an
+/// small allocations, and glibc's malloc and free took ~45% of the time of an
 /// initial sync (see docs/benchmarks.md).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
