@@ -492,3 +492,25 @@ fn a_sync_whose_records_are_refused_here_says_why() {
         "{err}"
     );
 }
+
+#[test]
+fn a_store_that_is_not_a_member_is_told_so_and_nothing_moves() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let [a, b, c] = [0, 1, 2].map(|i| dirs[i].path());
+    for s in [a, b, c] {
+        ok(s, &["init", "--schema", schema_file().to_str().unwrap()]);
+    }
+    ok(a, &["put", "customer", "a1", "name=Private"]);
+    ok(b, &["put", "customer", "b1", "name=Stranger"]);
+    let member = ok(c, &["id"]);
+    ok(a, &["members", "add", member.trim()]);
+    let (_server, addr) = serve(a, &[]);
+    let err = fails(b, &["sync", "--peer", &addr, "--timeout", "30"]);
+    assert!(err.contains("refused to sync"), "{err}");
+    assert!(err.contains("as a member of its group"), "{err}");
+    assert!(fails(b, &["get", "customer", "a1"]).contains("no record"));
+    assert!(fails(a, &["get", "customer", "b1"]).contains("no record"));
+    // The member syncs.
+    ok(c, &["sync", "--peer", &addr, "--timeout", "30"]);
+    assert!(ok(c, &["get", "customer", "a1"]).contains("Private"));
+}

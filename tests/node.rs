@@ -57,6 +57,25 @@ async fn two_nodes_sync_over_libp2p_on_loopback() {
     // A second sync moves no record.
     let again = nb.sync_now(peer).await.unwrap();
     assert_eq!((again.records_sent, again.records_received), (0, 0));
+    // A learned, through identify, where B listens and what it runs, though B
+    // dialed it.
+    let b_addr = nb.listen_addrs().await.unwrap().remove(0);
+    let mut seen = None;
+    for _ in 0..100 {
+        let peers = na.peers().await.unwrap();
+        seen = peers.into_iter().find(|p| p.peer == nb.peer_id());
+        if seen.as_ref().is_some_and(|p| p.agent.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = seen.expect("A lists B");
+    assert!(seen.connected);
+    assert_eq!(
+        seen.agent.as_deref(),
+        Some(concat!("fieldsync/", env!("CARGO_PKG_VERSION")))
+    );
+    assert!(seen.listening.contains(&b_addr), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +126,11 @@ async fn a_non_member_is_refused_before_any_record_moves() {
         let r = tokio::time::timeout(Duration::from_secs(10), ns.sync_now(peer))
             .await
             .expect("sync settles in time");
-        assert!(r.is_err(), "the hub must not sync with a stranger: {r:?}");
+        let e = r.expect_err("the hub must not sync with a stranger");
+        assert!(
+            e.to_string().contains("does not count") && e.to_string().contains("member"),
+            "the stranger is told why: {e}"
+        );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

@@ -52,6 +52,9 @@ use codec::SyncCodec;
 /// The protocol name of fieldsync's sync messages on libp2p.
 pub const PROTOCOL: &str = "/fieldsync/sync/1";
 
+/// The identify protocol version fieldsync nodes announce.
+const IDENTIFY: &str = "/fieldsync/1.0.0";
+
 /// How often sessions are given a `Tick` (their retry timers) and remembered
 /// peers are checked for a redial.
 const TICK: Duration = Duration::from_millis(250);
@@ -163,6 +166,10 @@ pub struct PeerInfo {
     pub connected: bool,
     /// The addresses this node redials it at (empty: it dials us, or mDNS finds it).
     pub addresses: Vec<Multiaddr>,
+    /// The addresses the peer says it listens on (libp2p identify).
+    pub listening: Vec<Multiaddr>,
+    /// The software the peer says it runs (`fieldsync/<version>`).
+    pub agent: Option<String>,
 }
 
 /// The transport: TCP with noise and yamux, behind the group secret if there is
@@ -227,6 +234,14 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The peer refused this node (for one, it does not count it as a member).
+    #[error("{peer} refused to sync: {reason}")]
+    Refused {
+        /// The peer.
+        peer: String,
+        /// Its reason.
+        reason: String,
+    },
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -243,6 +258,8 @@ pub enum NodeError {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     sync: request_response::Behaviour<SyncCodec>,
+    /// Peers tell each other their listen addresses and what they run.
+    identify: libp2p::identify::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
@@ -266,6 +283,9 @@ enum Command {
 /// Sync messages sent to one peer and not yet acknowledged at most (libp2p's
 /// request-response refuses inbound streams beyond 100 per connection).
 const WINDOW: usize = 32;
+
+/// How long a refused peer's connection stays open for the refusal to arrive.
+const REFUSAL_GRACE: Duration = Duration::from_secs(2);
 
 /// Messages waiting for a peer, and how many are unacknowledged.
 #[derive(Default)]
@@ -322,11 +342,16 @@ impl Node {
             .with_tokio()
             .with_other_transport(|_| transport)
             .map_err(|e| setup(&e))?
-            .with_behaviour(|_| Behaviour {
+            .with_behaviour(|key| Behaviour {
                 sync: request_response::Behaviour::new(
                     [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(30)),
+                ),
+                identify: libp2p::identify::Behaviour::new(
+                    libp2p::identify::Config::new(IDENTIFY.into(), key.public())
+                        .with_agent_version(format!("fieldsync/{}", env!("CARGO_PKG_VERSION")))
+                        .with_cache_size(256),
                 ),
                 mdns: Toggle::from(mdns),
             })
@@ -376,6 +401,9 @@ impl Node {
             dials: HashMap::new(),
             syncs: HashMap::new(),
             outbox: HashMap::new(),
+            refusing: HashMap::new(),
+            refused_by: HashMap::new(),
+            identified: HashMap::new(),
             addrs: Vec::new(),
             addr_waiters: Vec::new(),
             listeners,
@@ -493,6 +521,13 @@ struct Worker {
     syncs: HashMap<PeerId, Vec<SyncReply>>,
     /// Outbound messages per peer, sent within the window.
     outbox: HashMap<PeerId, Outbox>,
+    /// Non-members being told why they are refused, and when that began: the
+    /// connection closes once the refusal is delivered, or after [`REFUSAL_GRACE`].
+    refusing: HashMap<PeerId, Instant>,
+    /// Why a peer last refused this node (reported by a later `sync_now`).
+    refused_by: HashMap<PeerId, String>,
+    /// What connected peers told about themselves: listen addresses, agent.
+    identified: HashMap<PeerId, (Vec<Multiaddr>, String)>,
     addrs: Vec<Multiaddr>,
     addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     /// Listeners that have not reported an address yet.
@@ -525,11 +560,30 @@ impl Worker {
     }
 
     /// Refuse a non-member: close its connections before any record moves.
+    /// A non-member connected: tell it why in a protocol refusal (so its
+    /// `sync_now` fails with that reason, not with a bare closed connection),
+    /// then close the connection once the refusal is delivered or after
+    /// [`REFUSAL_GRACE`]. None of its messages is read meanwhile.
     fn refuse(&mut self, peer: PeerId) {
         tracing::warn!(%peer, "refused a peer that is not a member of the group");
         self.admitted.remove(&peer);
         self.sessions.remove(&peer);
-        let _ = self.swarm.disconnect_peer_id(peer);
+        self.outbox.remove(&peer);
+        if self.refusing.insert(peer, Instant::now()).is_none() {
+            let reason = format!(
+                "{} does not count {peer} as a member of its group",
+                self.swarm.local_peer_id()
+            );
+            let refusal = crate::sync::msg::encode_refusal(&reason);
+            self.swarm.behaviour_mut().sync.send_request(&peer, refusal);
+        }
+    }
+
+    /// Close a refused peer's connection.
+    fn refused(&mut self, peer: PeerId) {
+        if self.refusing.remove(&peer).is_some() {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -549,6 +603,15 @@ impl Worker {
                         self.feed(p, Input::Tick);
                     }
                     self.redial_due();
+                    let late: Vec<PeerId> = self
+                        .refusing
+                        .iter()
+                        .filter(|(_, since)| since.elapsed() >= REFUSAL_GRACE)
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for p in late {
+                        self.refused(p);
+                    }
                 }
             }
         }
@@ -617,9 +680,15 @@ impl Worker {
 
     fn start_sync(&mut self, peer: PeerId, reply: SyncReply) {
         if !self.admitted.contains(&peer) || !self.swarm.is_connected(&peer) {
-            let _ = reply.send(Err(NodeError::Sync {
-                peer: peer.to_string(),
-                reason: "not connected".into(),
+            let _ = reply.send(Err(match self.refused_by.get(&peer) {
+                Some(reason) => NodeError::Refused {
+                    peer: peer.to_string(),
+                    reason: reason.clone(),
+                },
+                None => NodeError::Sync {
+                    peer: peer.to_string(),
+                    reason: "not connected".into(),
+                },
             }));
             return;
         }
@@ -704,6 +773,12 @@ impl Worker {
                             .get(&peer)
                             .map(|r| r.addrs.clone())
                             .unwrap_or_default(),
+                        listening: self
+                            .identified
+                            .get(&peer)
+                            .map(|i| i.0.clone())
+                            .unwrap_or_default(),
+                        agent: self.identified.get(&peer).map(|i| i.1.clone()),
                     })
                     .collect();
                 let _ = reply.send(info);
@@ -800,6 +875,7 @@ impl Worker {
                     return;
                 }
                 self.redial_later(peer_id, false);
+                self.refused_by.remove(&peer_id);
                 let new = self.admitted.insert(peer_id);
                 if self.live && new {
                     self.feed(peer_id, Input::Start);
@@ -831,15 +907,32 @@ impl Worker {
                 self.sessions.remove(&peer_id);
                 self.admitted.remove(&peer_id);
                 self.outbox.remove(&peer_id);
+                self.refusing.remove(&peer_id);
+                self.identified.remove(&peer_id);
                 self.redial_later(peer_id, false);
                 for reply in self.syncs.remove(&peer_id).unwrap_or_default() {
-                    let _ = reply.send(Err(NodeError::Sync {
-                        peer: peer_id.to_string(),
-                        reason: "the connection closed".into(),
+                    let _ = reply.send(Err(match self.refused_by.get(&peer_id) {
+                        Some(reason) => NodeError::Refused {
+                            peer: peer_id.to_string(),
+                            reason: reason.clone(),
+                        },
+                        None => NodeError::Sync {
+                            peer: peer_id.to_string(),
+                            reason: "the connection closed".into(),
+                        },
                     }));
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.sync_event(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(
+                libp2p::identify::Event::Received { peer_id, info, .. },
+            )) => {
+                if info.protocol_version != IDENTIFY {
+                    tracing::warn!(peer = %peer_id, version = %info.protocol_version, "a peer announces another protocol version");
+                }
+                self.identified
+                    .insert(peer_id, (info.listen_addrs, info.agent_version));
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer, addr) in found {
@@ -875,7 +968,9 @@ impl Worker {
                 if !self.admitted.contains(&peer) {
                     // Nothing of a non-member's message is read into a session.
                     drop(channel);
-                    self.refuse(peer);
+                    if !self.refusing.contains_key(&peer) {
+                        self.refuse(peer);
+                    }
                     return;
                 }
                 // Acknowledge delivery at once; the sync protocol answers with
@@ -891,8 +986,17 @@ impl Worker {
                 peer,
                 message: request_response::Message::Response { .. },
                 ..
+            } if self.refusing.contains_key(&peer) => self.refused(peer),
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Response { .. },
+                ..
             } => self.delivered(peer),
             request_response::Event::OutboundFailure { peer, error, .. } => {
+                if self.refusing.contains_key(&peer) {
+                    self.refused(peer);
+                    return;
+                }
                 tracing::warn!(%peer, %error, "a sync message was not delivered");
                 self.delivered(peer);
             }
@@ -963,8 +1067,17 @@ impl Worker {
                         tracing::warn!(%peer, error = %e, "could not remember the peer");
                     }
                 }
+                Output::Notify(Notification::Refused { reason }) => {
+                    tracing::warn!(%peer, %reason, "the peer refused this node");
+                    for reply in self.syncs.remove(&peer).unwrap_or_default() {
+                        let _ = reply.send(Err(NodeError::Refused {
+                            peer: peer.to_string(),
+                            reason: reason.clone(),
+                        }));
+                    }
+                    self.refused_by.insert(peer, reason);
+                }
                 Output::Notify(Notification::Incomplete { reason, .. })
-                | Output::Notify(Notification::Refused { reason })
                 | Output::Notify(Notification::ProtocolError { reason }) => {
                     for reply in self.syncs.remove(&peer).unwrap_or_default() {
                         let _ = reply.send(Err(NodeError::Sync {

@@ -284,6 +284,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::WARN)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let json = cli.json;
@@ -591,7 +592,9 @@ fn id(ctx: &Ctx, out: &mut Vec<u8>) -> CliResult {
             .iter()
             .map(|p| {
                 serde_json::json!({ "peer": p.peer.to_string(), "connected": p.connected,
-                "addresses": p.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>() })
+                "addresses": p.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "listening": p.listening.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "agent": p.agent })
             })
             .collect();
         outln!(
