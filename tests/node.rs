@@ -434,3 +434,88 @@ async fn sync_all_syncs_with_every_connected_peer_and_reports_each() {
     );
     assert_eq!(hub.list("item").unwrap().len(), 3);
 }
+
+/// A hostile peer on a real libp2p connection: it speaks the sync protocol's
+/// framing but sends garbage, a message of another version, a truncated
+/// message, and a message naming an unknown collection. The node survives,
+/// stores nothing of it, and keeps syncing with a good peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_peer_cannot_crash_a_node_or_store_anything() {
+    use libp2p::futures::StreamExt;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::{StreamProtocol, noise, tcp, yamux};
+
+    let (dv, dg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (victim, good) = (replica(dv.path()), replica(dg.path()));
+    victim.insert("item", "v1", item("victim's")).unwrap();
+    let nv = start(&victim, Keypair::generate_ed25519()).await;
+    let addr = nv.listen_addrs().await.unwrap().remove(0);
+
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::<fieldsync::node::SyncCodec>::new(
+                [(
+                    StreamProtocol::new(fieldsync::node::PROTOCOL),
+                    ProtocolSupport::Full,
+                )],
+                request_response::Config::default(),
+            )
+        })
+        .unwrap()
+        .build();
+    swarm.dial(addr.clone()).unwrap();
+    let victim_id = nv.peer_id();
+    let mut valid = fieldsync::sync::msg::encode_refusal("x");
+    valid[0] = b'Y'; // a sync message tag on a refusal's body: malformed
+    let attacks: Vec<Vec<u8>> = vec![
+        vec![0xde, 0xad, 0xbe, 0xef],
+        vec![b'Y', 99, 1, 2, 3],         // another protocol version
+        vec![b'Y', 1, 0xff, 0xff, 0xff], // truncated
+        valid,
+        Vec::new(),
+    ];
+    let mut sent = false;
+    let mut answered = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while answered < attacks.len() && tokio::time::Instant::now() < deadline {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some()).await;
+        let Ok(event) = event else { break };
+        match event {
+            libp2p::swarm::SwarmEvent::ConnectionEstablished { peer_id, .. } if !sent => {
+                assert_eq!(peer_id, victim_id);
+                for a in &attacks {
+                    swarm.behaviour_mut().send_request(&peer_id, a.clone());
+                }
+                sent = true;
+            }
+            libp2p::swarm::SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { .. },
+                ..
+            })
+            | libp2p::swarm::SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                ..
+            }) => answered += 1,
+            _ => {}
+        }
+    }
+    assert!(sent, "the hostile peer never connected");
+    drop(swarm);
+
+    // The victim stored nothing new and still serves a good peer.
+    assert_eq!(victim.list("item").unwrap().len(), 1);
+    let ng = start(&good, Keypair::generate_ed25519()).await;
+    let peer = ng.dial(addr).await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(30), ng.sync_now(peer))
+        .await
+        .expect("sync in time")
+        .expect("the victim still syncs");
+    assert_eq!(report.records_received, 1);
+    assert!(good.get("item", "v1").unwrap().is_some());
+}

@@ -10,10 +10,13 @@ use libp2p::request_response::Codec;
 
 use crate::sync::msg::MAX_MESSAGE;
 
-/// Requests and responses are byte vectors (encoded sync messages; responses are
-/// empty delivery acknowledgements).
+/// The request-response codec of [`super::PROTOCOL`]: requests and responses
+/// are byte vectors (encoded sync messages; responses are empty delivery
+/// acknowledgements), each framed by a 4-byte big-endian length. Public so that
+/// other programs (and tests playing a hostile peer) can speak the protocol on
+/// their own libp2p swarm.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SyncCodec;
+pub struct SyncCodec;
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];

@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::Replica;
 use crate::sync::{Input, Notification, Output, Report, Session};
-use codec::SyncCodec;
+pub use codec::SyncCodec;
 
 /// The protocol name of fieldsync's sync messages on libp2p.
 pub const PROTOCOL: &str = "/fieldsync/sync/1";
@@ -164,7 +164,8 @@ pub struct PeerInfo {
     pub peer: PeerId,
     /// Whether a connection to it is open (and passed the membership check).
     pub connected: bool,
-    /// The addresses this node redials it at (empty: it dials us, or mDNS finds it).
+    /// The addresses this node redials it at: remembered, or found by mDNS
+    /// (empty: the peer dialed this node).
     pub addresses: Vec<Multiaddr>,
     /// The addresses the peer says it listens on (libp2p identify).
     pub listening: Vec<Multiaddr>,
@@ -297,6 +298,9 @@ struct Outbox {
 /// A remembered peer: dialed at start and whenever it is not connected, with
 /// backoff.
 struct Redial {
+    /// Found by mDNS and not remembered in the store: dropped when mDNS says
+    /// its record expired.
+    found_by_mdns: bool,
     addrs: Vec<Multiaddr>,
     delay: Duration,
     next: Instant,
@@ -382,6 +386,7 @@ impl Node {
                 redials.insert(
                     peer,
                     Redial {
+                        found_by_mdns: false,
                         addrs,
                         delay: config.redial_first,
                         next: Instant::now(),
@@ -818,11 +823,13 @@ impl Worker {
         }
         let first = self.redial_first;
         let r = self.redials.entry(peer).or_insert_with(|| Redial {
+            found_by_mdns: false,
             addrs: Vec::new(),
             delay: first,
             next: Instant::now(),
             dialing: false,
         });
+        r.found_by_mdns = false;
         if !r.addrs.contains(&addr) {
             r.addrs.push(addr);
         }
@@ -934,18 +941,36 @@ impl Worker {
                     .insert(peer_id, (info.listen_addrs, info.agent_version));
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
-                let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                // A peer found by mDNS is dialed like a remembered one (with
+                // backoff if the dial fails) until its mDNS record expires.
+                let first = self.redial_first;
                 for (peer, addr) in found {
-                    by_peer.entry(peer).or_default().push(addr);
-                }
-                for (peer, addrs) in by_peer {
-                    if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
+                    if peer == *self.swarm.local_peer_id() {
                         continue;
                     }
-                    tracing::info!(%peer, "found by mDNS; connecting");
-                    let opts = DialOpts::peer_id(peer).addresses(addrs).build();
-                    if let Err(e) = self.swarm.dial(opts) {
-                        tracing::debug!(%peer, error = %e, "could not dial a peer found by mDNS");
+                    tracing::info!(%peer, %addr, "found by mDNS");
+                    let r = self.redials.entry(peer).or_insert_with(|| Redial {
+                        found_by_mdns: true,
+                        addrs: Vec::new(),
+                        delay: first,
+                        next: Instant::now(),
+                        dialing: false,
+                    });
+                    if !r.addrs.contains(&addr) {
+                        r.addrs.push(addr);
+                    }
+                }
+                self.redial_due();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, addr) in gone {
+                    if let Some(r) = self.redials.get_mut(&peer)
+                        && r.found_by_mdns
+                    {
+                        r.addrs.retain(|a| *a != addr);
+                        if r.addrs.is_empty() {
+                            self.redials.remove(&peer);
+                        }
                     }
                 }
             }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Run by tests/mdns.rs inside `unshare -rn` (a user and network namespace the
 # test makes): two network namespaces joined by a veth link, a `fieldsync
-# serve --mdns --live` in each, and a wait (at most 15 s) for A's record to
+# serve --mdns --live` in each, and a wait (at most 40 s) for A's record to
 # reach B, which was never told A's address. Prints `found=yes|no`.
 set -e
 BIN=$1; A=$2; B=$3
@@ -20,9 +20,10 @@ SA=$!
 nsenter -t $NS -n $BIN --store $B serve --listen /ip4/10.77.0.2/tcp/0 --mdns --live >/dev/null 2>$B.err &
 SB=$!
 found=no
-for i in $(seq 1 150); do
+end=$(( $(date +%s) + 40 ))
+while [ "$(date +%s)" -lt "$end" ]; do
   if $BIN --store $B get customer m1 2>/dev/null; then found=yes; break; fi
-  sleep 0.1
+  sleep 0.2
 done
 $BIN --store $B id
 $BIN --store $A id
