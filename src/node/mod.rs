@@ -683,18 +683,24 @@ impl Worker {
         }
     }
 
+    /// Why a sync with `peer` cannot run: its refusal if it refused this
+    /// node, else `otherwise`.
+    fn unreachable(&self, peer: PeerId, otherwise: &str) -> NodeError {
+        match self.refused_by.get(&peer) {
+            Some(reason) => NodeError::Refused {
+                peer: peer.to_string(),
+                reason: reason.clone(),
+            },
+            None => NodeError::Sync {
+                peer: peer.to_string(),
+                reason: otherwise.into(),
+            },
+        }
+    }
+
     fn start_sync(&mut self, peer: PeerId, reply: SyncReply) {
         if !self.admitted.contains(&peer) || !self.swarm.is_connected(&peer) {
-            let _ = reply.send(Err(match self.refused_by.get(&peer) {
-                Some(reason) => NodeError::Refused {
-                    peer: peer.to_string(),
-                    reason: reason.clone(),
-                },
-                None => NodeError::Sync {
-                    peer: peer.to_string(),
-                    reason: "not connected".into(),
-                },
-            }));
+            let _ = reply.send(Err(self.unreachable(peer, "not connected")));
             return;
         }
         self.syncs.entry(peer).or_default().push(reply);
@@ -918,16 +924,7 @@ impl Worker {
                 self.identified.remove(&peer_id);
                 self.redial_later(peer_id, false);
                 for reply in self.syncs.remove(&peer_id).unwrap_or_default() {
-                    let _ = reply.send(Err(match self.refused_by.get(&peer_id) {
-                        Some(reason) => NodeError::Refused {
-                            peer: peer_id.to_string(),
-                            reason: reason.clone(),
-                        },
-                        None => NodeError::Sync {
-                            peer: peer_id.to_string(),
-                            reason: "the connection closed".into(),
-                        },
-                    }));
+                    let _ = reply.send(Err(self.unreachable(peer_id, "the connection closed")));
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.sync_event(e),
