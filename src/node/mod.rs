@@ -887,7 +887,12 @@ impl Worker {
                     self.refuse(peer_id);
                     return;
                 }
-                self.redial_later(peer_id, false);
+                // Connected: no redial is under way. The backoff is reset when
+                // the connection ends well (not at once, or a peer that refuses
+                // this node would be redialed at the shortest delay forever).
+                if let Some(r) = self.redials.get_mut(&peer_id) {
+                    r.dialing = false;
+                }
                 self.refused_by.remove(&peer_id);
                 let new = self.admitted.insert(peer_id);
                 if self.live && new {
@@ -922,7 +927,8 @@ impl Worker {
                 self.outbox.remove(&peer_id);
                 self.refusing.remove(&peer_id);
                 self.identified.remove(&peer_id);
-                self.redial_later(peer_id, false);
+                let refused = self.refused_by.contains_key(&peer_id);
+                self.redial_later(peer_id, refused);
                 for reply in self.syncs.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Err(self.unreachable(peer_id, "the connection closed")));
                 }
