@@ -78,9 +78,12 @@ fn two_servers_find_each_other_by_mdns_across_a_veth_link() {
         "script failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let logs = |p: &Path| std::fs::read_to_string(p.with_extension("err")).unwrap_or_default();
     assert!(
         stdout.contains("found=yes"),
-        "A's record did not reach B: {stdout}"
+        "A's record did not reach B: {stdout}\nA's log: {}\nB's log: {}",
+        logs(&a),
+        logs(&b)
     );
     assert!(stdout.contains("name: Multicast"), "{stdout}");
     // B found A by itself: A is among B's connected peers.
