@@ -521,3 +521,70 @@ async fn a_hostile_peer_cannot_crash_a_node_or_store_anything() {
     assert_eq!(report.records_received, 1);
     assert!(good.get("item", "v1").unwrap().is_some());
 }
+
+/// A counting TCP proxy on loopback: forwards every connection to `target`
+/// and counts them.
+fn counting_proxy(
+    target: std::net::SocketAddr,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for inbound in listener.incoming() {
+            let Ok(inbound) = inbound else { return };
+            c.fetch_add(1, Ordering::SeqCst);
+            let Ok(outbound) = std::net::TcpStream::connect(target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                (outbound, inbound),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_peer_that_refuses_is_redialed_with_growing_backoff() {
+    use std::sync::atomic::Ordering;
+    let (dh, dd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (hub, device) = (replica(dh.path()), replica(dd.path()));
+    // The hub's group has one member, and it is not this device.
+    let other = Keypair::generate_ed25519()
+        .public()
+        .to_peer_id()
+        .to_string();
+    hub.add_member(&other, fieldsync::Role::Device).unwrap();
+    let nh = start(&hub, Keypair::generate_ed25519()).await;
+    let addr = nh.listen_addrs().await.unwrap().remove(0);
+    let Some(libp2p::multiaddr::Protocol::Tcp(port)) = addr.iter().nth(1) else {
+        panic!("not a TCP address: {addr}")
+    };
+    let (proxy, connections) = counting_proxy(([127, 0, 0, 1], port).into());
+    let quick = NodeConfig::default()
+        .listen_on([tcp()])
+        .with_redial(Duration::from_millis(100), Duration::from_secs(60));
+    let nd = start_with(&device, Keypair::generate_ed25519(), quick).await;
+    let via_proxy: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{proxy}").parse().unwrap();
+    // The first connection comes up (the device counts the hub as reachable),
+    // then the hub refuses it.
+    let peer = nd.add_peer(via_proxy).await.unwrap();
+    let e = nd.sync_now(peer).await.expect_err("refused");
+    assert!(e.to_string().contains("as a member of its group"), "{e}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Redials at about 0.1, 0.3, 0.7, 1.5, 3.1 s (plus each refusal's round
+    // trip): a handful. Without backoff it would be one every 0.1–0.25 s.
+    let n = connections.load(Ordering::SeqCst);
+    eprintln!("{n} connections in 4 s");
+    assert!((2..=7).contains(&n), "{n} connections in 4 s");
+    assert!(device.get("item", "anything").unwrap().is_none());
+}
