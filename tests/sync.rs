@@ -607,3 +607,20 @@ fn two_peers_that_start_syncing_at_the_same_moment_both_finish() {
     assert_eq!(synced, (true, true));
     assert_eq!(snapshot(&a), snapshot(&b));
 }
+
+#[test]
+fn a_sync_whose_records_are_refused_gives_up_after_two_unchanged_rounds() {
+    let a = memory();
+    // B declares no collection: every record of A is refused there.
+    let b = Replica::in_memory(Config::default()).unwrap();
+    for i in 0..20 {
+        a.insert("item", &format!("r{i}"), item("refused at b"))
+            .unwrap();
+    }
+    let r = sync_pair(&b, &a, 0, None).unwrap();
+    assert!(!r.synced);
+    assert!(b.list("item").is_err() || b.list("item").unwrap().is_empty());
+    // One round to learn the difference, then two that change nothing here
+    // (3 round trips; it was 16, the round limit, before it gave up early).
+    assert!(r.round_trips <= 6, "{} round trips", r.round_trips);
+}

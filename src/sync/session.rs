@@ -15,6 +15,11 @@ pub const ITEM_MAX: u64 = 8;
 /// How many record loads one [`Output::Load`] asks for at most.
 pub const LOAD_BATCH: usize = 256;
 
+/// Rounds in a row that may leave this side unchanged while it refuses records
+/// before the sync ends `Incomplete` (more rounds cannot help: the peer keeps
+/// offering what this side refuses).
+const STALLED_ROUNDS: u32 = 2;
+
 /// How long a request may go unanswered before the syncing side starts over
 /// (milliseconds of the caller's clock).
 pub const RETRY_AFTER_MS: u64 = 10_000;
@@ -204,6 +209,8 @@ pub struct Session {
     report: Report,
     /// The last record this side refused to apply, and why (for the report).
     last_refused: Option<String>,
+    /// Consecutive rounds that left this side unchanged while it refused records.
+    stalled_rounds: u32,
     /// Whether anything but acknowledgements moved since the last confirmation.
     activity: bool,
     confirm_id: Option<u64>,
@@ -376,6 +383,7 @@ impl Session {
             self.started_at = now;
             self.report = Report::default();
             self.last_refused = None;
+            self.stalled_rounds = 0;
         }
         self.confirm(index, now, out);
     }
@@ -384,6 +392,14 @@ impl Session {
     /// acknowledges it with nothing else having moved.
     fn confirm(&mut self, index: &SyncIndex, now: u64, out: &mut Vec<Output>) {
         let root = index.summary(Node::ROOT);
+        // A round after which this side's store is unchanged while it refused
+        // records gained nothing here; two in a row and the sync gives up
+        // (the peer got everything it could in the first of them).
+        if self.report.rounds > 0 && root == self.report.root && self.last_refused.is_some() {
+            self.stalled_rounds += 1;
+        } else {
+            self.stalled_rounds = 0;
+        }
         self.report.rounds += 1;
         self.report.root = root;
         self.activity = false;
@@ -812,7 +828,7 @@ impl Session {
             self.confirm_id = None;
             self.report.elapsed_ms = now.saturating_sub(self.started_at);
             out.push(Output::Notify(Notification::Synced(self.report.clone())));
-        } else if self.report.rounds >= MAX_ROUNDS {
+        } else if self.report.rounds >= MAX_ROUNDS || self.stalled_rounds >= STALLED_ROUNDS {
             self.finish_incomplete(now, "records still differ after the last round", out);
         } else {
             self.confirm(index, now, out);
