@@ -38,6 +38,18 @@ fn schema_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/schema.toml")
 }
 
+/// `N` new stores, each made by `init` with the example schema.
+fn stores_with_schema<const N: usize>() -> [tempfile::TempDir; N] {
+    std::array::from_fn(|_| {
+        let dir = tempfile::tempdir().unwrap();
+        ok(
+            dir.path(),
+            &["init", "--schema", schema_file().to_str().unwrap()],
+        );
+        dir
+    })
+}
+
 #[test]
 fn init_put_get_list_delete_with_text_and_json_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -311,12 +323,8 @@ fn serve(store: &Path, extra: &[&str]) -> (Server, String) {
 
 #[test]
 fn a_live_server_relays_between_processes_that_never_meet() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs = stores_with_schema::<3>();
     let [a, b, c] = [0, 1, 2].map(|i| dirs[i].path());
-    let schema = schema_file();
-    for s in [a, b, c] {
-        ok(s, &["init", "--schema", schema.to_str().unwrap()]);
-    }
     ok(a, &["put", "customer", "c1", "name=Acme"]);
     let (server_a, addr_a) = serve(a, &[]);
     // B connects to A at start and, live, syncs with it at once.
@@ -384,12 +392,8 @@ fn records_json(store: &Path, ids: &[&str]) -> Vec<serde_json::Value> {
 
 #[test]
 fn three_processes_converge_while_two_of_them_serve() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs = stores_with_schema::<3>();
     let [a, b, c] = [0, 1, 2].map(|i| dirs[i].path());
-    let schema = schema_file();
-    for s in [a, b, c] {
-        ok(s, &["init", "--schema", schema.to_str().unwrap()]);
-    }
     let (_server_a, addr_a) = serve(a, &[]);
     let (_server_b, addr_b) = serve(b, &["--live", "--peer", &addr_a]);
     // A is served: its commands go through the control socket.
@@ -455,11 +459,8 @@ fn commands_on_a_served_store_go_through_its_control_socket() {
 
 #[test]
 fn a_group_secret_set_by_the_cli_keeps_other_stores_out() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs = stores_with_schema::<3>();
     let [a, b, c] = [0, 1, 2].map(|i| dirs[i].path());
-    for s in [a, b, c] {
-        ok(s, &["init", "--schema", schema_file().to_str().unwrap()]);
-    }
     ok(a, &["put", "customer", "s1", "name=Secretive"]);
     let key = ok(a, &["secret", "new"]);
     assert!(key.starts_with("/key/swarm/psk/1.0.0/"), "{key}");
@@ -495,11 +496,8 @@ fn a_sync_whose_records_are_refused_here_says_why() {
 
 #[test]
 fn a_store_that_is_not_a_member_is_told_so_and_nothing_moves() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs = stores_with_schema::<3>();
     let [a, b, c] = [0, 1, 2].map(|i| dirs[i].path());
-    for s in [a, b, c] {
-        ok(s, &["init", "--schema", schema_file().to_str().unwrap()]);
-    }
     ok(a, &["put", "customer", "a1", "name=Private"]);
     ok(b, &["put", "customer", "b1", "name=Stranger"]);
     let member = ok(c, &["id"]);

@@ -307,6 +307,25 @@ struct Redial {
     dialing: bool,
 }
 
+impl Redial {
+    /// A peer to dial now, then with backoff starting at `first`.
+    fn new(first: Duration, found_by_mdns: bool) -> Self {
+        Self {
+            found_by_mdns,
+            addrs: Vec::new(),
+            delay: first,
+            next: Instant::now(),
+            dialing: false,
+        }
+    }
+
+    fn add(&mut self, addr: Multiaddr) {
+        if !self.addrs.contains(&addr) {
+            self.addrs.push(addr);
+        }
+    }
+}
+
 /// A running node: a handle to the task that owns the swarm. Dropping every
 /// handle stops the node.
 #[derive(Debug, Clone)]
@@ -381,18 +400,13 @@ impl Node {
                 tracing::warn!(%peer, "a remembered peer id does not parse; ignored");
                 continue;
             };
-            let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
-            if !addrs.is_empty() {
-                redials.insert(
-                    peer,
-                    Redial {
-                        found_by_mdns: false,
-                        addrs,
-                        delay: config.redial_first,
-                        next: Instant::now(),
-                        dialing: false,
-                    },
-                );
+            let mut r = Redial::new(config.redial_first, false);
+            addrs
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .for_each(|a| r.add(a));
+            if !r.addrs.is_empty() {
+                redials.insert(peer, r);
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
@@ -633,13 +647,12 @@ impl Worker {
             .collect();
         for (peer, addrs) in due {
             let opts = DialOpts::peer_id(peer).addresses(addrs).build();
-            let failed = self.swarm.dial(opts).is_err();
-            if let Some(r) = self.redials.get_mut(&peer) {
-                r.dialing = !failed;
-                if failed {
-                    r.next = now + r.delay;
-                    r.delay = (r.delay * 2).min(self.redial_max);
+            if self.swarm.dial(opts).is_ok() {
+                if let Some(r) = self.redials.get_mut(&peer) {
+                    r.dialing = true;
                 }
+            } else {
+                self.redial_later(peer, true);
             }
         }
     }
@@ -828,17 +841,12 @@ impl Worker {
             tracing::warn!(%peer, error = %e, "could not remember the peer's address");
         }
         let first = self.redial_first;
-        let r = self.redials.entry(peer).or_insert_with(|| Redial {
-            found_by_mdns: false,
-            addrs: Vec::new(),
-            delay: first,
-            next: Instant::now(),
-            dialing: false,
-        });
+        let r = self
+            .redials
+            .entry(peer)
+            .or_insert_with(|| Redial::new(first, false));
         r.found_by_mdns = false;
-        if !r.addrs.contains(&addr) {
-            r.addrs.push(addr);
-        }
+        r.add(addr);
     }
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -952,16 +960,10 @@ impl Worker {
                         continue;
                     }
                     tracing::info!(%peer, %addr, "found by mDNS");
-                    let r = self.redials.entry(peer).or_insert_with(|| Redial {
-                        found_by_mdns: true,
-                        addrs: Vec::new(),
-                        delay: first,
-                        next: Instant::now(),
-                        dialing: false,
-                    });
-                    if !r.addrs.contains(&addr) {
-                        r.addrs.push(addr);
-                    }
+                    self.redials
+                        .entry(peer)
+                        .or_insert_with(|| Redial::new(first, true))
+                        .add(addr);
                 }
                 self.redial_due();
             }

@@ -489,6 +489,8 @@ impl Replica {
             let Ok(c) = schema.collection(&item.key.collection) else {
                 continue;
             };
+            // A point read (the transaction reads the row again): about a
+            // microsecond, against ~42 µs for a decode done for nothing.
             let row = keys::row(&item.key.collection, &item.key.id);
             if self.inner.storage.get(&row)?.is_none() {
                 work.push((i, c, &item.bytes));

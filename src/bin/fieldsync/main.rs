@@ -362,12 +362,9 @@ impl Ctx<'_> {
         })
     }
 
-    /// The store's replica: the served one, or the store opened here (every
-    /// command but `init` refuses to create a store).
-    fn replica(&self) -> Result<Replica, Failure> {
-        if let Some(s) = self.served {
-            return Ok(s.replica.clone());
-        }
+    /// The store directory, which must hold a store (every command but `init`
+    /// refuses to create one).
+    fn store_dir(&self) -> Result<&Path, Failure> {
         let dir = self.dir()?;
         if !dir.join("db").exists() {
             return Err(Failure(format!(
@@ -376,6 +373,16 @@ impl Ctx<'_> {
                 dir.display()
             )));
         }
+        Ok(dir)
+    }
+
+    /// The store's replica: the served one, or the store opened here (every
+    /// command but `init` refuses to create a store).
+    fn replica(&self) -> Result<Replica, Failure> {
+        if let Some(s) = self.served {
+            return Ok(s.replica.clone());
+        }
+        let dir = self.store_dir()?;
         Replica::open(dir, Config::default()).map_err(|e| {
             let text = e.to_string();
             if text.contains("lock") {
@@ -543,10 +550,7 @@ fn members(ctx: &Ctx, action: &Members, out: &mut Vec<u8>) -> CliResult {
 
 fn secret(ctx: &Ctx, action: &Secret, out: &mut Vec<u8>) -> CliResult {
     use fieldsync::node::identity;
-    let dir = ctx.dir()?;
-    if !dir.join("db").exists() {
-        return Err(Failure(format!("no fieldsync store at {}", dir.display())));
-    }
+    let dir = ctx.store_dir()?;
     match action {
         Secret::New => {
             let key = identity::new_secret();
