@@ -44,18 +44,6 @@ fn object<D: ReadDoc>(doc: &D, field: &str, ty: ObjType) -> Option<ObjId> {
     }
 }
 
-/// Write checked, canonical `fields` (see [`Collection::check_patch`]) into `tx`.
-pub(crate) fn write_fields(
-    tx: &mut Transaction<'_>,
-    c: &Collection,
-    fields: &Fields,
-) -> Result<(), Error> {
-    for (name, value) in fields {
-        write_field(tx, c, name, value)?;
-    }
-    Ok(())
-}
-
 fn write_field(
     tx: &mut Transaction<'_>,
     c: &Collection,
@@ -110,6 +98,12 @@ fn write_field(
 /// Mark the record deleted.
 pub(crate) fn write_tombstone(tx: &mut Transaction<'_>, c: &Collection) -> Result<(), Error> {
     tx.put(ROOT, DELETED_KEY, true)
+        .map_err(|e| am_err(c, DELETED_KEY, e))
+}
+
+/// Bring a deleted record back (a resolution that keeps an edit of it).
+pub(crate) fn write_undelete(tx: &mut Transaction<'_>, c: &Collection) -> Result<(), Error> {
+    tx.put(ROOT, DELETED_KEY, false)
         .map_err(|e| am_err(c, DELETED_KEY, e))
 }
 
@@ -168,6 +162,41 @@ fn convert<D: ReadDoc>(
         }
         AmValue::Object(t) => return Err(wrong(&format!("an object ({t})"))),
     })
+}
+
+/// Every value a root key holds, the winner first, each with the id of the
+/// operation that wrote it (which names the writing change's actor and op
+/// counter). For conflict analysis.
+pub(crate) fn read_frontier<D: ReadDoc>(
+    doc: &D,
+    field: &crate::schema::Field,
+) -> Result<Vec<(Value, ObjId)>, ShapeError> {
+    let key = field.name.as_str();
+    let err = |e: automerge::AutomergeError| ShapeError(e.to_string());
+    let winner = doc.get(ROOT, key).map_err(err)?.map(|(_, id)| id);
+    let mut all = doc.get_all(ROOT, key).map_err(err)?;
+    if let Some(w) = winner
+        && let Some(i) = all.iter().position(|(_, id)| *id == w)
+    {
+        let first = all.remove(i);
+        all.insert(0, first);
+    }
+    all.into_iter()
+        .map(|(v, id)| Ok((convert(doc, field, (v, id.clone()))?, id)))
+        .collect()
+}
+
+/// The ids of the operations that hold the `_deleted` key, each with its value.
+pub(crate) fn deleted_frontier<D: ReadDoc>(doc: &D) -> Vec<(bool, ObjId)> {
+    doc.get_all(ROOT, DELETED_KEY)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(v, id)| {
+            let on =
+                matches!(v, AmValue::Scalar(s) if matches!(s.as_ref(), ScalarValue::Boolean(true)));
+            (on, id)
+        })
+        .collect()
 }
 
 /// Every value a field holds: the winner first (the one every replica reads),
@@ -255,6 +284,11 @@ pub(crate) fn read_fields<D: ReadDoc>(
 pub struct Edit<'a, 'd> {
     pub(crate) tx: &'a mut Transaction<'d>,
     pub(crate) collection: &'a Collection,
+    /// What this edit did, for the change's mark.
+    pub(crate) mark: crate::conflict::mark::Mark,
+    /// The status before the edit, for lifecycle checks (`None`: unchecked, as
+    /// for a person's resolution).
+    pub(crate) status_before: Option<Option<Value>>,
 }
 
 impl Edit<'_, '_> {
@@ -282,7 +316,41 @@ impl Edit<'_, '_> {
     /// Set a field (same rules as a patch in [`Replica::update`](crate::Replica::update)).
     pub fn set(&mut self, field: &str, value: impl Into<Value>) -> Result<(), Error> {
         let v = self.collection.check_value(field, &value.into())?;
-        write_field(self.tx, self.collection, field, &v)
+        if let Some(before) = &self.status_before
+            && self.collection.lifecycle_of(field).is_some()
+        {
+            self.collection.check_transition(before.as_ref(), &v)?;
+        }
+        write_field(self.tx, self.collection, field, &v)?;
+        self.assigned(field, &v);
+        Ok(())
+    }
+
+    /// Write checked, canonical fields (see [`Collection::check_patch`]),
+    /// checking status moves and noting each in the mark.
+    pub(crate) fn write_checked(&mut self, fields: &Fields) -> Result<(), Error> {
+        for (name, v) in fields {
+            if let Some(before) = &self.status_before
+                && self.collection.lifecycle_of(name).is_some()
+            {
+                self.collection.check_transition(before.as_ref(), v)?;
+            }
+            write_field(self.tx, self.collection, name, v)?;
+            self.assigned(name, v);
+        }
+        Ok(())
+    }
+
+    /// Note a whole-value write of `field` in the mark.
+    pub(crate) fn assigned(&mut self, field: &str, v: &Value) {
+        self.mark.assigned.insert(field.to_owned());
+        if self.collection.lifecycle_of(field).is_some() {
+            self.mark.new_status = v.as_str().map(str::to_owned);
+        }
+    }
+
+    fn merged(&mut self, field: &str) {
+        self.mark.merged.insert(field.to_owned());
     }
 
     /// The field's current value inside this edit, if set.
@@ -300,6 +368,7 @@ impl Edit<'_, '_> {
     /// counter starts at 0.
     pub fn increment(&mut self, field: &str, by: i64) -> Result<(), Error> {
         self.typed(field, |t| *t == FieldType::Counter, "an increment")?;
+        self.merged(field);
         let c = self.collection;
         match self.tx.get(ROOT, field).map_err(|e| am_err(c, field, e))? {
             Some((AmValue::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Counter(_)) => self
@@ -323,6 +392,7 @@ impl Edit<'_, '_> {
         insert: &str,
     ) -> Result<(), Error> {
         self.typed(field, |t| *t == FieldType::Text, "a text edit")?;
+        self.merged(field);
         let c = self.collection;
         let e = |err| am_err(c, field, err);
         let obj = match object(&*self.tx, field, ObjType::Text) {
@@ -350,6 +420,7 @@ impl Edit<'_, '_> {
         let FieldType::List(elem) = c.field(field)?.ty else {
             return Err(self.wrong_type(field, "a list edit"));
         };
+        self.merged(field);
         let obj = match object(&*self.tx, field, ObjType::List) {
             Some(o) => o,
             None => self

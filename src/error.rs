@@ -98,6 +98,31 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The write breaks validation rules (the schema's, or closures registered
+    /// with [`Replica::add_validator`](crate::Replica::add_validator)).
+    #[error("record `{id}` in collection `{collection}` is invalid: {}", violations.iter().map(|v| format!("{} ({})", v.message, v.code)).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The collection.
+        collection: String,
+        /// The record.
+        id: String,
+        /// The rules it breaks.
+        violations: Vec<crate::schema::Violation>,
+    },
+    /// No conflict entry has this id.
+    #[error("no conflict entry `{id}`")]
+    NoEntry {
+        /// The id given.
+        id: String,
+    },
+    /// A resolution does not fit its entry.
+    #[error("cannot resolve conflict `{id}`: {reason}")]
+    Resolve {
+        /// The entry.
+        id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Shorthand for results of the replica API.

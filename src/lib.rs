@@ -55,6 +55,7 @@
 
 pub mod bench;
 mod codec;
+pub mod conflict;
 mod doc;
 mod error;
 mod hlc;
@@ -73,7 +74,7 @@ pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcTime};
 pub use replica::{
     ChangeEvent, ChangeKind, Clock, Config, Meta, Record, Replica, Role, Scan, StorageInfo, Tx,
-    Watch, WatchError, WatchFilter, Written,
+    Validator, Watch, WatchError, WatchFilter, Written,
 };
 pub use value::{Fields, Value, fields};
 

@@ -190,7 +190,8 @@ fn a_line_a_b_c_converges_without_an_a_c_link() {
 }
 
 #[test]
-fn a_delete_racing_an_edit_ends_deleted_everywhere_with_the_edit_kept() {
+fn a_delete_racing_an_edit_is_one_edit_of_deleted_entry_with_one_outcome_everywhere() {
+    use fieldsync::conflict::{ConflictFilter, Kind};
     let (a, b) = (memory(), memory());
     a.insert("item", "x", item("pump")).unwrap();
     assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
@@ -198,12 +199,22 @@ fn a_delete_racing_an_edit_ends_deleted_everywhere_with_the_edit_kept() {
     b.update("item", "x", fields([("note", Value::from("fixed"))]))
         .unwrap();
     assert!(sync_pair(&a, &b, NOW, None).unwrap().synced);
-    for r in [&a, &b] {
-        let rec = r.get("item", "x").unwrap().unwrap();
-        assert!(rec.meta.deleted, "the tombstone propagated");
-        assert_eq!(rec.fields["note"], Value::from("fixed"), "the edit is kept");
-        assert!(r.list("item").unwrap().is_empty());
-    }
+    // No authority: the default policy falls back to last-writer-wins, and
+    // both replicas reach the same outcome and list the same entry.
+    let ea = a.conflicts(&ConflictFilter::all()).unwrap();
+    let eb = b.conflicts(&ConflictFilter::all()).unwrap();
+    assert_eq!(ea.len(), 1);
+    assert_eq!(ea[0].kind, Kind::EditOfDeleted);
+    assert_eq!(ea, eb, "same entry, same id, on both");
+    let (ra, rb) = (
+        a.get("item", "x").unwrap().unwrap(),
+        b.get("item", "x").unwrap().unwrap(),
+    );
+    assert_eq!(ra.meta.deleted, rb.meta.deleted);
+    assert_eq!(ra.fields, rb.fields);
+    // Whichever side lost, the edit stays readable in the entry.
+    let detail = a.conflict(&ea[0].id).unwrap().unwrap();
+    assert_eq!(detail.device["note"], Value::from("fixed"));
     assert_eq!(snapshot(&a), snapshot(&b));
 }
 

@@ -68,6 +68,7 @@ impl Replica {
             .storage
             .put(&keys::member(peer), &[role.byte()])?;
         self.inner.storage.flush()?;
+        self.inner.refresh_authorities()?;
         Ok(())
     }
 
@@ -77,6 +78,7 @@ impl Replica {
         let was = self.inner.storage.get(&key)?.is_some();
         self.inner.storage.delete(&key)?;
         self.inner.storage.flush()?;
+        self.inner.refresh_authorities()?;
         Ok(was)
     }
 
@@ -157,4 +159,46 @@ fn parse_addresses(v: &[u8]) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// The automerge actor of a member: its peer id's key (a libp2p peer id), or
+/// the actor id itself written in hex (replicas without a network identity,
+/// such as in-memory ones).
+pub(crate) fn actor_of_member(peer: &str) -> Option<automerge::ActorId> {
+    if let Ok(id) = peer.parse::<libp2p::PeerId>() {
+        return crate::node::identity::actor_of(&id);
+    }
+    if peer.len() % 2 == 0 && !peer.is_empty() && peer.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let bytes: Option<Vec<u8>> = (0..peer.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&peer[i..i + 2], 16).ok())
+            .collect();
+        return bytes.map(|b| automerge::ActorId::from(b.as_slice()));
+    }
+    None
+}
+
+/// The actors of every member with the authority role.
+pub(crate) fn authorities(
+    storage: &dyn crate::store::Storage,
+) -> Result<std::collections::HashSet<automerge::ActorId>> {
+    let mut out = std::collections::HashSet::new();
+    storage.for_each_prefix(keys::MEMBERS, &mut |k, v| {
+        let peer = String::from_utf8_lossy(&k[keys::MEMBERS.len()..]);
+        if v.first().copied().and_then(Role::from_byte) == Some(Role::Authority)
+            && let Some(a) = actor_of_member(&peer)
+        {
+            out.insert(a);
+        }
+        true
+    })?;
+    Ok(out)
+}
+
+impl super::Inner {
+    pub(crate) fn refresh_authorities(&self) -> Result<()> {
+        let set = authorities(&*self.storage)?;
+        *self.authorities.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(set);
+        Ok(())
+    }
 }

@@ -1,5 +1,6 @@
 //! The [`Replica`] handle: the application's way into a store.
 
+mod conflicts;
 mod durability;
 mod members;
 mod row;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use automerge::{ActorId, Automerge};
 use tokio::sync::broadcast;
 
+pub use conflicts::Validator;
 pub use members::Role;
 pub use row::{Meta, Record};
 pub use scan::Scan;
@@ -37,7 +39,8 @@ use tx::{State, validate_id};
 pub(crate) const MAX_CLOCK_DRIFT_MS: u64 = 60 * 60 * 1000;
 
 const SCHEMA_TAG: u8 = b'S';
-const SCHEMA_VERSION: u8 = 1;
+/// Version 2 added the collections' conflict settings (version 1 is still read).
+const SCHEMA_VERSION: u8 = 2;
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -148,6 +151,11 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     commits: GroupCommit,
     events: broadcast::Sender<ChangeEvent>,
+    conflict_events: broadcast::Sender<crate::conflict::ConflictEvent>,
+    /// The actors of the group's authorities (from the members).
+    authorities: RwLock<Arc<std::collections::HashSet<ActorId>>>,
+    /// Validation closures by collection.
+    validators: RwLock<std::collections::HashMap<String, Vec<Validator>>>,
     /// Whether the store holds any purge marker (inserts check for one only then).
     pub(crate) has_purged: std::sync::atomic::AtomicBool,
 }
@@ -306,14 +314,17 @@ impl Replica {
             None => HlcTime::default(),
         };
         let mut schema: Schema = match storage.get(keys::SCHEMA)? {
-            Some(b) => {
-                codec::decode("schema", SCHEMA_TAG, SCHEMA_VERSION, &b).map_err(|source| {
-                    Error::Metadata {
-                        key: "m:schema",
-                        source,
-                    }
-                })?
+            Some(b) => match codec::decode("schema", SCHEMA_TAG, SCHEMA_VERSION, &b) {
+                Err(codec::CodecError::UnsupportedVersion { found: 1, .. }) => {
+                    codec::decode::<crate::schema::SchemaV1>("schema", SCHEMA_TAG, 1, &b)
+                        .map(Schema::from)
+                }
+                other => other,
             }
+            .map_err(|source| Error::Metadata {
+                key: "m:schema",
+                source,
+            })?,
             None => Schema::new(),
         };
         if let Some(declared) = &config.schema
@@ -322,6 +333,8 @@ impl Replica {
             Self::store_schema(&*storage, &schema)?;
         }
         let (events, _) = broadcast::channel(config.watch_capacity);
+        let (conflict_events, _) = broadcast::channel(config.watch_capacity);
+        let authorities = members::authorities(&*storage)?;
         let mut has_purged = false;
         storage.for_each_prefix(keys::PURGED, &mut |_, _| {
             has_purged = true;
@@ -341,6 +354,9 @@ impl Replica {
                 state: Mutex::new(state),
                 commits: GroupCommit::default(),
                 events,
+                conflict_events,
+                authorities: RwLock::new(Arc::new(authorities)),
+                validators: RwLock::new(std::collections::HashMap::new()),
                 has_purged: std::sync::atomic::AtomicBool::new(has_purged),
                 config,
             }),
@@ -397,6 +413,7 @@ impl Replica {
             let ticket = written.is_some().then(|| self.inner.commits.applied());
             (out, written.unwrap_or_default(), ticket)
         };
+        let (events, conflict_events) = events;
         if let Some(ticket) = ticket
             && self.inner.config.durable_writes
         {
@@ -405,6 +422,9 @@ impl Replica {
         for e in events {
             // No receiver is not an error: nobody is watching.
             let _ = self.inner.events.send(e);
+        }
+        for e in conflict_events {
+            let _ = self.inner.conflict_events.send(e);
         }
         Ok(out)
     }
@@ -486,6 +506,9 @@ impl Replica {
                     }
                 };
                 if row.deleted && !scan.include_deleted {
+                    return true;
+                }
+                if row.hidden.is_some() && !scan.include_rejected {
                     return true;
                 }
                 if !scan.filters.iter().all(|f| f.matches(&row.fields)) {

@@ -16,7 +16,38 @@ use crate::hlc::HlcTime;
 use crate::value::Fields;
 
 const TAG: u8 = b'R';
-const VERSION: u8 = 1;
+/// Version 2 added the conflict state (`hidden`, `unresolved`, `entries`);
+/// version 1 rows are still read.
+const VERSION: u8 = 2;
+
+/// A version 1 row header.
+#[derive(Deserialize)]
+struct RowV1 {
+    heads: Vec<[u8; 32]>,
+    modified: HlcTime,
+    author: Vec<u8>,
+    deleted: bool,
+    fields: Fields,
+    external_snapshot: bool,
+    frames: u32,
+    snapshot_bytes: u32,
+}
+
+impl From<RowV1> for Row {
+    fn from(v: RowV1) -> Self {
+        Row {
+            heads: v.heads,
+            modified: v.modified,
+            author: v.author,
+            deleted: v.deleted,
+            fields: v.fields,
+            external_snapshot: v.external_snapshot,
+            frames: v.frames,
+            snapshot_bytes: v.snapshot_bytes,
+            ..Row::default()
+        }
+    }
+}
 
 /// The stored form of a row (`r:` keys).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -33,6 +64,18 @@ pub(crate) struct Row {
     pub(crate) frames: u32,
     /// The size of the last snapshot (inline or external), in bytes.
     pub(crate) snapshot_bytes: u32,
+    /// Why the record is not visible: the id of the rejection (or RejectedFk)
+    /// entry that hides it.
+    pub(crate) hidden: Option<String>,
+    /// Reference fields whose record is not here (yet).
+    pub(crate) unresolved: Vec<String>,
+    /// How many conflict entries the record has (stored under `c:` keys).
+    pub(crate) entries: u32,
+    /// How many of them are open.
+    pub(crate) open: u32,
+    /// The rejection entry of the record's insert, standing or lifted (its
+    /// children's RejectedFk entries follow it).
+    pub(crate) insert_rejection: Option<String>,
     /// The framed log (not part of the header; see the module docs).
     #[serde(skip)]
     pub(crate) log: Vec<u8>,
@@ -56,7 +99,12 @@ impl Row {
             what: "record row",
             message,
         };
-        let (row, rest): (Row, _) = codec::decode_prefix("record row", TAG, VERSION, bytes)?;
+        let (row, rest): (Row, _) = if bytes.get(1) == Some(&1) {
+            let (v1, rest): (RowV1, _) = codec::decode_prefix("record row", TAG, 1, bytes)?;
+            (v1.into(), rest)
+        } else {
+            codec::decode_prefix("record row", TAG, VERSION, bytes)?
+        };
         let header_len = bytes.len() - rest.len();
         let (crc, rest) = rest
             .split_first_chunk::<4>()
@@ -74,7 +122,8 @@ impl Row {
         struct HeadsOnly {
             heads: Vec<[u8; 32]>,
         }
-        let (h, _): (HeadsOnly, _) = codec::decode_prefix("record row", TAG, VERSION, bytes)?;
+        let version = if bytes.get(1) == Some(&1) { 1 } else { VERSION };
+        let (h, _): (HeadsOnly, _) = codec::decode_prefix("record row", TAG, version, bytes)?;
         Ok(h.heads)
     }
 
@@ -185,6 +234,9 @@ impl Row {
                 modified: self.modified,
                 author: ActorId::from(self.author.as_slice()),
                 deleted: self.deleted,
+                rejected: self.hidden,
+                unresolved: self.unresolved,
+                open_conflicts: self.open,
             },
             fields: self.fields,
         }
@@ -217,4 +269,12 @@ pub struct Meta {
     pub author: ActorId,
     /// Whether it is deleted (a tombstone; its fields stay readable).
     pub deleted: bool,
+    /// If the record is not visible because it was rejected (or its parent
+    /// was): the id of that conflict entry. Scans leave such records out.
+    pub rejected: Option<String>,
+    /// Reference fields whose record has not arrived (yet): the record waits,
+    /// readable, with this marker.
+    pub unresolved: Vec<String>,
+    /// How many open conflict entries the record has.
+    pub open_conflicts: u32,
 }

@@ -22,6 +22,7 @@ pub struct Scan {
     pub(super) collection: String,
     pub(super) filters: Vec<Filter>,
     pub(super) include_deleted: bool,
+    pub(super) include_rejected: bool,
     pub(super) limit: Option<usize>,
     pub(super) offset: usize,
 }
@@ -99,6 +100,7 @@ impl Scan {
             collection: collection.to_owned(),
             filters: Vec::new(),
             include_deleted: false,
+            include_rejected: false,
             limit: None,
             offset: 0,
         }
@@ -127,6 +129,13 @@ impl Scan {
     /// Also return deleted records (tombstones).
     pub fn with_deleted(mut self) -> Self {
         self.include_deleted = true;
+        self
+    }
+
+    /// Also list records hidden because they (or their parents) were rejected
+    /// (`meta.rejected` names the entry).
+    pub fn with_rejected(mut self) -> Self {
+        self.include_rejected = true;
         self
     }
 

@@ -11,12 +11,15 @@ use automerge::{Automerge, ReadDoc};
 use super::Inner;
 use super::row::Row;
 use super::watch::{ChangeEvent, ChangeKind};
+use crate::conflict::mark::{Mark, WriteKind};
 use crate::doc::{self, Edit};
 use crate::error::{Error, Result};
 use crate::hlc::HlcTime;
 use crate::schema::{Collection, Schema};
 use crate::store::{Batch, keys};
 use crate::value::{Fields, Value};
+
+pub(crate) mod evaluate;
 
 /// The replica's mutable state, behind one mutex (writers serialize on it; the
 /// flush that makes their writes durable happens outside it, see `durability`).
@@ -75,6 +78,9 @@ struct Staged {
     /// Whether the record was deleted when staged (a commit that deletes it
     /// records when, for purging).
     was_deleted: bool,
+    /// Staged only to recompute its visible state (its parent changed, or a
+    /// verdict or decision about it arrived): the log is not touched.
+    reeval: bool,
 }
 
 impl Staged {
@@ -101,6 +107,12 @@ pub struct Tx<'r> {
     index: HashMap<(String, String), usize>,
     /// Records whose unreadable stored data an import replaces.
     purge_on_commit: Vec<(String, String)>,
+    /// The entry a resolution change resolves (set by `Replica::resolve`).
+    pub(crate) resolving: Option<String>,
+    /// Keys the conflict evaluation writes (`None` deletes) with the batch.
+    pub(crate) extra: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Conflict list changes to publish after commit.
+    pub(crate) conflict_events: Vec<crate::conflict::ConflictEvent>,
 }
 
 /// A snapshot at most this large stays inline in the record's row (4 KiB);
@@ -164,6 +176,9 @@ impl<'r> Tx<'r> {
             staged: Vec::new(),
             index: HashMap::new(),
             purge_on_commit: Vec::new(),
+            resolving: None,
+            extra: Vec::new(),
+            conflict_events: Vec::new(),
         }
     }
 
@@ -203,6 +218,7 @@ impl<'r> Tx<'r> {
             discard: false,
             verbatim: None,
             uncached: false,
+            reeval: false,
         });
         self.index.insert(key, i);
         i
@@ -218,20 +234,64 @@ impl<'r> Tx<'r> {
         &mut self,
         i: usize,
         c: &Collection,
+        kind: WriteKind,
         write: impl FnOnce(&mut Edit<'_, '_>) -> Result<()>,
     ) -> Result<Written> {
         let time = self.now();
+        let validators = self.inner.validators_of(&c.name);
         let s = &mut self.staged[i];
+        let status = c
+            .settings
+            .lifecycle
+            .as_ref()
+            .and_then(|l| s.row.fields.get(&l.field).cloned());
+        let mut mark = Mark::new(kind);
+        mark.base_status = status.as_ref().and_then(|v| v.as_str().map(str::to_owned));
         let mut tx = s.doc.transaction();
         let mut edit = Edit {
             tx: &mut tx,
             collection: c,
+            mark,
+            status_before: match kind {
+                WriteKind::Update => Some(status),
+                _ => None,
+            },
         };
         if let Err(e) = write(&mut edit) {
             tx.rollback();
             return Err(e);
         }
-        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(time.to_change_time()));
+        let mut mark = edit.mark;
+        if let WriteKind::Resolve = kind {
+            mark.entry = self.resolving.clone();
+        }
+        if kind != WriteKind::Delete
+            && !c.name.starts_with('_')
+            && (!c.settings.rules.is_empty() || !validators.is_empty())
+        {
+            let (fields, _) = doc::read_fields(&tx, c).map_err(|e| Error::Corrupt {
+                collection: c.name.clone(),
+                id: s.id.clone(),
+                reason: e.0,
+            })?;
+            let mut violations = c.violations(&fields);
+            for v in &validators {
+                violations.extend(v(&fields));
+            }
+            if !violations.is_empty() {
+                tx.rollback();
+                return Err(Error::Invalid {
+                    collection: c.name.clone(),
+                    id: s.id.clone(),
+                    violations,
+                });
+            }
+        }
+        let (hash, _) = tx.commit_with(
+            CommitOptions::default()
+                .with_time(time.to_change_time())
+                .with_message(mark.encode()),
+        );
         if hash.is_some() {
             s.dirty = true;
             s.changes += 1;
@@ -268,7 +328,7 @@ impl<'r> Tx<'r> {
             ChangeKind::Insert,
         );
         self.staged[i].rewrite = true;
-        match self.change(i, c, |e| doc::write_fields(e.tx, e.collection, &fields)) {
+        match self.change(i, c, WriteKind::Insert, |e| e.write_checked(&fields)) {
             Ok(w) => {
                 self.staged[i].row.fields = fields;
                 Ok(w)
@@ -320,7 +380,7 @@ impl<'r> Tx<'r> {
         let c = schema.collection(collection)?;
         let patch = c.check_patch(&patch)?;
         let i = self.live(collection, id)?;
-        let w = self.change(i, c, |e| doc::write_fields(e.tx, e.collection, &patch))?;
+        let w = self.change(i, c, WriteKind::Update, |e| e.write_checked(&patch))?;
         let row = &mut self.staged[i].row;
         for (k, v) in patch {
             match v {
@@ -342,7 +402,7 @@ impl<'r> Tx<'r> {
         let schema = self.schema.clone();
         let c = schema.collection(collection)?;
         let i = self.live(collection, id)?;
-        let w = self.change(i, c, f)?;
+        let w = self.change(i, c, WriteKind::Update, f)?;
         let s = &mut self.staged[i];
         let (fields, _) = doc::read_fields(&s.doc, c).map_err(|e| Error::Corrupt {
             collection: collection.to_owned(),
@@ -350,6 +410,30 @@ impl<'r> Tx<'r> {
             reason: e.0,
         })?;
         s.row.fields = fields;
+        Ok(w)
+    }
+
+    /// A change of a kind other than a plain update (a person's resolution),
+    /// on a record that exists, deleted or not.
+    pub(crate) fn resolution_change(
+        &mut self,
+        collection: &str,
+        id: &str,
+        kind: WriteKind,
+        f: impl FnOnce(&mut Edit<'_, '_>) -> Result<()>,
+    ) -> Result<Written> {
+        let schema = self.schema.clone();
+        let c = schema.collection(collection)?;
+        let i = self.existing(collection, id)?;
+        let w = self.change(i, c, kind, f)?;
+        let s = &mut self.staged[i];
+        let (fields, deleted) = doc::read_fields(&s.doc, c).map_err(|e| Error::Corrupt {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            reason: e.0,
+        })?;
+        s.row.fields = fields;
+        s.row.deleted = deleted;
         Ok(w)
     }
 
@@ -363,7 +447,9 @@ impl<'r> Tx<'r> {
         if self.staged[i].row.deleted {
             return Ok(self.staged[i].written());
         }
-        let w = self.change(i, c, |e| doc::write_tombstone(e.tx, e.collection))?;
+        let w = self.change(i, c, WriteKind::Delete, |e| {
+            doc::write_tombstone(e.tx, e.collection)
+        })?;
         let s = &mut self.staged[i];
         s.row.deleted = true;
         s.kind = ChangeKind::Delete;
@@ -553,8 +639,18 @@ impl<'r> Tx<'r> {
     /// Returns `None` if the transaction changed nothing (nothing was written, no
     /// durability wait is needed), else the events to publish once durable (empty
     /// when nobody watches).
-    pub(crate) fn commit(mut self) -> Result<Option<Vec<ChangeEvent>>> {
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn commit(
+        mut self,
+    ) -> Result<Option<(Vec<ChangeEvent>, Vec<crate::conflict::ConflictEvent>)>> {
+        self.evaluate()?;
         let mut batch = Batch::new();
+        for (k, v) in std::mem::take(&mut self.extra) {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
         for (c, id) in &self.purge_on_commit {
             batch.delete(keys::snapshot(c, id));
         }
@@ -575,7 +671,9 @@ impl<'r> Tx<'r> {
                 });
                 batch.put(keys::tombstone(t.as_u64(), c, id), Vec::new());
             }
-            if s.rewrite || compacts(&s.row, threshold) {
+            if s.reeval && s.changes == 0 && !s.rewrite {
+                // Only the visible state changed: the log stays as it is.
+            } else if s.rewrite || compacts(&s.row, threshold) {
                 let snapshot = match s.verbatim.take() {
                     Some(bytes) if s.changes == 0 => bytes,
                     _ => s.doc.save(),
@@ -613,6 +711,7 @@ impl<'r> Tx<'r> {
             self.return_to_cache(false);
             return Ok(None);
         }
+        let conflict_events = std::mem::take(&mut self.conflict_events);
         // Extend the HLC lease in the same batch when this transaction's times
         // reached it, so a restart never reissues a time.
         let last = self.state.hlc.last();
@@ -625,7 +724,7 @@ impl<'r> Tx<'r> {
         if let Some(c) = ceiling {
             self.state.hlc_ceiling = c;
         }
-        Ok(Some(self.return_to_cache(true)))
+        Ok(Some((self.return_to_cache(true), conflict_events)))
     }
 
     fn return_to_cache(self, committed: bool) -> Vec<ChangeEvent> {

@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{Collection, FieldType, ScalarType, Schema, SchemaError};
+use super::{
+    Check, Collection, FieldType, Granularity, Policy, Rule, ScalarType, Schema, SchemaError,
+};
 use crate::value::Value;
 
 #[derive(Deserialize)]
@@ -31,6 +33,72 @@ struct FileSchema {
 struct FileCollection {
     #[serde(default)]
     fields: toml::Table,
+    status: Option<FileStatus>,
+    #[serde(default)]
+    rules: Vec<FileRule>,
+    policy: Option<String>,
+    granularity: Option<String>,
+    queue: Option<String>,
+    #[serde(default)]
+    block_sync_on_conflict: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStatus {
+    field: String,
+    states: Vec<String>,
+    #[serde(default)]
+    transitions: Vec<(String, String)>,
+}
+
+/// One rule: the field and exactly one check.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    field: String,
+    #[serde(default)]
+    required: bool,
+    min: Option<f64>,
+    max: Option<f64>,
+    one_of: Option<Vec<toml::Value>>,
+    pattern: Option<String>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+fn rule(place: &str, r: &FileRule) -> Result<Rule, SchemaError> {
+    let mut checks = Vec::new();
+    if r.required {
+        checks.push(Check::Required);
+    }
+    if let Some(m) = r.min {
+        checks.push(Check::Min(m));
+    }
+    if let Some(m) = r.max {
+        checks.push(Check::Max(m));
+    }
+    if let Some(vs) = &r.one_of {
+        checks.push(Check::OneOf(
+            vs.iter().map(value).collect::<Result<_, _>>()?,
+        ));
+    }
+    if let Some(p) = &r.pattern {
+        checks.push(Check::Pattern(p.clone()));
+    }
+    if checks.len() != 1 {
+        return Err(err(format!(
+            "{place}: a rule needs exactly one of `required`, `min`, `max`, `one_of`, `pattern` (write one rule per check)"
+        )));
+    }
+    let mut out = Rule::new(&r.field, checks.remove(0));
+    if let Some(c) = &r.code {
+        out = out.code(c);
+    }
+    if let Some(m) = &r.message {
+        out = out.message(m);
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -148,6 +216,37 @@ pub(super) fn parse(text: &str) -> Result<Schema, SchemaError> {
                 (None, false) => b.field(fname, ty),
             };
         }
+        if let Some(st) = &c.status {
+            let states: Vec<&str> = st.states.iter().map(String::as_str).collect();
+            b = b.status(&st.field, &states);
+            if !st.transitions.is_empty() {
+                let moves: Vec<(&str, &str)> = st
+                    .transitions
+                    .iter()
+                    .map(|(a, b)| (a.as_str(), b.as_str()))
+                    .collect();
+                b = b.transitions(&moves);
+            }
+        }
+        for (i, r) in c.rules.iter().enumerate() {
+            b = b.rule(rule(&format!("collections.{cname}.rules[{i}]"), r)?);
+        }
+        if let Some(p) = &c.policy {
+            b = b.policy(
+                p.parse::<Policy>()
+                    .map_err(|e| err(format!("collections.{cname}.policy: {e}")))?,
+            );
+        }
+        if let Some(g) = &c.granularity {
+            b = b.granularity(
+                g.parse::<Granularity>()
+                    .map_err(|e| err(format!("collections.{cname}.granularity: {e}")))?,
+            );
+        }
+        if let Some(q) = &c.queue {
+            b = b.queue(q);
+        }
+        b = b.block_sync_on_conflict(c.block_sync_on_conflict);
         declared.collections.insert(cname.clone(), b.build()?);
     }
     // Define in dependency order so references are checked against the whole file.

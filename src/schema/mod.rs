@@ -31,6 +31,9 @@
 //! ```
 
 mod file;
+mod rules;
+
+pub use rules::{Check, Granularity, Lifecycle, Policy, Rule, Settings, Violation};
 
 use std::collections::BTreeMap;
 
@@ -114,6 +117,41 @@ pub enum SchemaError {
         collection: String,
         /// What differs.
         reason: String,
+    },
+    /// A conflict setting (lifecycle, rule, queue) is not valid.
+    #[error("collection `{collection}`: {reason}")]
+    InvalidSetting {
+        /// The collection.
+        collection: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A status field was given a value that is not one of its states.
+    #[error(
+        "field `{collection}.{field}` is a status: `{given}` is not one of its states ({states})"
+    )]
+    NotAState {
+        /// The collection.
+        collection: String,
+        /// The status field.
+        field: String,
+        /// The value given.
+        given: String,
+        /// The states, comma-separated.
+        states: String,
+    },
+    /// An ordinary write tried a status move the lifecycle does not allow (a
+    /// deliberate move back is a conflict resolution's `reopen`).
+    #[error("field `{collection}.{field}` cannot move from `{from}` to `{to}`")]
+    Transition {
+        /// The collection.
+        collection: String,
+        /// The status field.
+        field: String,
+        /// The current state.
+        from: String,
+        /// The state asked for.
+        to: String,
     },
     /// The schema file is not valid TOML or does not follow the format.
     #[error("schema file: {message}")]
@@ -258,6 +296,8 @@ pub struct Collection {
     pub name: String,
     /// Its fields, in declaration order.
     pub fields: Vec<Field>,
+    /// Its conflict settings: lifecycle, rules, policy, granularity, queue.
+    pub settings: Settings,
 }
 
 /// Builds a [`Collection`]; see the [module docs](self) for an example.
@@ -266,6 +306,7 @@ pub struct Collection {
 pub struct CollectionBuilder {
     name: String,
     fields: Vec<Field>,
+    settings: Settings,
     error: Option<SchemaError>,
 }
 
@@ -310,6 +351,129 @@ impl CollectionBuilder {
         }
     }
 
+    /// Make `field` (a string field) a status with the ordered `states`, least
+    /// advanced first. A merge never moves it backwards.
+    pub fn status(mut self, field: &str, states: &[&str]) -> Self {
+        self.settings.lifecycle = Some(Lifecycle {
+            field: field.to_owned(),
+            states: states.iter().map(|s| (*s).to_owned()).collect(),
+            transitions: Vec::new(),
+        });
+        self
+    }
+
+    /// Restrict the status to these moves `(from, to)` (declare the status first).
+    pub fn transitions(mut self, moves: &[(&str, &str)]) -> Self {
+        match self.settings.lifecycle.as_mut() {
+            Some(l) => {
+                l.transitions = moves
+                    .iter()
+                    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                    .collect();
+            }
+            None => {
+                self.error = self.error.or(Some(SchemaError::InvalidSetting {
+                    collection: self.name.clone(),
+                    reason: "transitions need a status (call `status` first)".into(),
+                }));
+            }
+        }
+        self
+    }
+
+    /// Add a declarative validation rule.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.settings.rules.push(rule);
+        self
+    }
+
+    /// The resolution policy (default [`Policy::ServerWins`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.settings.policy = policy;
+        self
+    }
+
+    /// The granularity (default [`Granularity::Field`]).
+    pub fn granularity(mut self, granularity: Granularity) -> Self {
+        self.settings.granularity = granularity;
+        self
+    }
+
+    /// The queue this collection's conflicts are routed to.
+    pub fn queue(mut self, queue: &str) -> Self {
+        self.settings.queue = Some(queue.to_owned());
+        self
+    }
+
+    /// Stop sending this collection's changes while it has unresolved conflicts
+    /// here.
+    pub fn block_sync_on_conflict(mut self, block: bool) -> Self {
+        self.settings.block_sync_on_conflict = block;
+        self
+    }
+
+    fn check_settings(&self) -> Result<(), SchemaError> {
+        let bad = |reason: String| SchemaError::InvalidSetting {
+            collection: self.name.clone(),
+            reason,
+        };
+        let field = |name: &str| self.fields.iter().find(|f| f.name == name);
+        if let Some(l) = &self.settings.lifecycle {
+            match field(&l.field) {
+                Some(f) if f.ty == FieldType::String => {
+                    if let Some(Value::String(d)) = &f.default
+                        && l.rank(d).is_none()
+                    {
+                        return Err(bad(format!(
+                            "the default status `{d}` is not one of its states"
+                        )));
+                    }
+                }
+                Some(f) => {
+                    return Err(bad(format!(
+                        "status field `{}` must be a string, it is {}",
+                        l.field, f.ty
+                    )));
+                }
+                None => return Err(bad(format!("status field `{}` is not declared", l.field))),
+            }
+            if l.states.is_empty() {
+                return Err(bad("a status needs at least one state".into()));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for s in &l.states {
+                if !seen.insert(s) {
+                    return Err(bad(format!("state `{s}` is listed twice")));
+                }
+            }
+            for (a, b) in &l.transitions {
+                for s in [a, b] {
+                    if l.rank(s).is_none() {
+                        return Err(bad(format!("transition names unknown state `{s}`")));
+                    }
+                }
+            }
+        }
+        for r in &self.settings.rules {
+            if field(&r.field).is_none() {
+                return Err(bad(format!("a rule checks undeclared field `{}`", r.field)));
+            }
+            if let Check::Pattern(p) = &r.check
+                && let Err(e) = regex_lite::Regex::new(p)
+            {
+                return Err(bad(format!("pattern for `{}`: {e}", r.field)));
+            }
+        }
+        if let Some(q) = &self.settings.queue
+            && (q.is_empty() || q.len() > 64 || q.chars().any(char::is_control))
+        {
+            return Err(bad(format!(
+                "queue name {q:?} must be 1 to 64 printable characters"
+            )));
+        }
+        Ok(())
+    }
+
     /// Check the names and defaults and build the collection.
     pub fn build(self) -> Result<Collection, SchemaError> {
         if let Some(e) = self.error {
@@ -329,9 +493,11 @@ impl CollectionBuilder {
                 validate_name("collection", target)?;
             }
         }
+        self.check_settings()?;
         Ok(Collection {
             name: self.name,
             fields: self.fields,
+            settings: self.settings,
         })
     }
 }
@@ -368,6 +534,7 @@ impl Collection {
         CollectionBuilder {
             name: name.to_owned(),
             fields: Vec::new(),
+            settings: Settings::default(),
             error: None,
         }
     }
@@ -396,12 +563,65 @@ impl Collection {
             }
             return Ok(Value::Null);
         }
-        f.ty.coerce(value).ok_or_else(|| SchemaError::WrongType {
+        let v = f.ty.coerce(value).ok_or_else(|| SchemaError::WrongType {
             collection: self.name.clone(),
             field: field.to_owned(),
             expected: f.ty.to_string(),
             given: value.type_name().to_owned(),
+        })?;
+        if let (Some(l), Value::String(s)) = (self.lifecycle_of(field), &v)
+            && l.rank(s).is_none()
+        {
+            return Err(SchemaError::NotAState {
+                collection: self.name.clone(),
+                field: field.to_owned(),
+                given: s.clone(),
+                states: l.states.join(", "),
+            });
+        }
+        Ok(v)
+    }
+
+    /// The lifecycle, if `field` is this collection's status field.
+    pub fn lifecycle_of(&self, field: &str) -> Option<&Lifecycle> {
+        self.settings
+            .lifecycle
+            .as_ref()
+            .filter(|l| l.field == field)
+    }
+
+    /// Check an ordinary write's status move (`from` the current value) against
+    /// the lifecycle.
+    pub fn check_transition(&self, from: Option<&Value>, to: &Value) -> Result<(), SchemaError> {
+        let Some(l) = &self.settings.lifecycle else {
+            return Ok(());
+        };
+        let (Some(from), Some(to)) = (from.and_then(Value::as_str), to.as_str()) else {
+            return Ok(());
+        };
+        if l.allows(from, to) {
+            return Ok(());
+        }
+        Err(SchemaError::Transition {
+            collection: self.name.clone(),
+            field: l.field.clone(),
+            from: from.to_owned(),
+            to: to.to_owned(),
         })
+    }
+
+    /// The declarative rules' violations for `fields` (empty when valid).
+    pub fn violations(&self, fields: &Fields) -> Vec<Violation> {
+        self.settings
+            .rules
+            .iter()
+            .filter_map(|r| r.violation(fields))
+            .collect()
+    }
+
+    /// The queue its conflicts go to (`conflicts` unless declared).
+    pub fn queue_name(&self) -> &str {
+        self.settings.queue.as_deref().unwrap_or("conflicts")
     }
 
     /// Check the fields of an insert: every given field known and well typed,
@@ -468,6 +688,92 @@ impl Collection {
             }
         }
         Ok(())
+    }
+}
+
+/// The system collection of authorities' verdicts on changes (one record per
+/// judged change).
+pub(crate) const VERDICTS: &str = "_verdict";
+/// The system collection of people's decisions about conflict entries (queue,
+/// assignee, resolution), one record per entry, keyed by the entry id.
+pub(crate) const DECISIONS: &str = "_entry";
+
+/// fieldsync's own collections: replicated like any other, declared by every
+/// replica, never by the application.
+pub(crate) fn system_collections() -> &'static [Collection] {
+    static SYSTEM: std::sync::LazyLock<Vec<Collection>> = std::sync::LazyLock::new(|| {
+        let f = |name: &str, ty: FieldType, required: bool| Field {
+            name: name.to_owned(),
+            ty,
+            required,
+            default: None,
+        };
+        let s = || FieldType::List(ScalarType::String);
+        vec![
+            Collection {
+                name: VERDICTS.to_owned(),
+                fields: vec![
+                    f("collection", FieldType::String, true),
+                    f("record", FieldType::String, true),
+                    f("change", FieldType::String, true),
+                    f("accepted", FieldType::Boolean, true),
+                    f("codes", s(), false),
+                    f("messages", s(), false),
+                    f("fields", s(), false),
+                    f("by", FieldType::String, true),
+                ],
+                settings: Settings::default(),
+            },
+            Collection {
+                name: DECISIONS.to_owned(),
+                fields: vec![
+                    f("collection", FieldType::String, true),
+                    f("record", FieldType::String, true),
+                    f("queue", FieldType::String, false),
+                    f("assignee", FieldType::String, false),
+                    f("decision", FieldType::String, false),
+                    f("by", FieldType::String, false),
+                    f("at", FieldType::Timestamp, false),
+                    f("note", FieldType::String, false),
+                ],
+                settings: Settings::default(),
+            },
+        ]
+    });
+    &SYSTEM
+}
+
+/// A stored schema of format version 1 (before conflict settings), read
+/// when opening an older store.
+#[derive(Deserialize)]
+pub(crate) struct SchemaV1 {
+    collections: BTreeMap<String, CollectionV1>,
+}
+
+#[derive(Deserialize)]
+struct CollectionV1 {
+    name: String,
+    fields: Vec<Field>,
+}
+
+impl From<SchemaV1> for Schema {
+    fn from(v1: SchemaV1) -> Self {
+        Schema {
+            collections: v1
+                .collections
+                .into_iter()
+                .map(|(k, c)| {
+                    (
+                        k,
+                        Collection {
+                            name: c.name,
+                            fields: c.fields,
+                            settings: Settings::default(),
+                        },
+                    )
+                })
+                .collect(),
+        }
     }
 }
 
@@ -548,8 +854,14 @@ impl Schema {
         out
     }
 
-    /// The collection named `name`.
+    /// The collection named `name` (also fieldsync's own system collections,
+    /// whose names start with `_`).
     pub fn collection(&self, name: &str) -> Result<&Collection, SchemaError> {
+        if name.starts_with('_')
+            && let Some(c) = system_collections().iter().find(|c| c.name == name)
+        {
+            return Ok(c);
+        }
         self.collections
             .get(name)
             .ok_or_else(|| SchemaError::UnknownCollection {

@@ -15,6 +15,10 @@
 //! g:m:<peer>                       a member of the group and its role
 //! k:<peer>                         the local HLC time at which a sync with this
 //!                                  peer last ended with both sides equal
+//! c:<collection>\0<id>\0<entry>     a conflict entry of the record (derived,
+//!                                  local: every replica computes the same)
+//! ci:<entry>                       the record an entry belongs to
+//! f:<pc>\0<pid>\0<cc>\0<cid>       a reference: record cc/cid refers to pc/pid
 //! a:<peer>                         addresses at which this node reaches the
 //!                                  peer (newline-separated multiaddrs); local
 //! ```
@@ -161,4 +165,52 @@ mod tests {
         );
         assert_eq!(split_purged(&purged("inv", "x")), Some(("inv", "x")));
     }
+}
+
+/// `c:`: every conflict entry.
+pub(crate) const CONFLICTS: &[u8] = b"c:";
+
+/// `c:<collection>\0<id>\0`: the entries of one record.
+pub(crate) fn conflicts_of(collection: &str, id: &str) -> Vec<u8> {
+    let mut k = record_key(b"c:", collection, id);
+    k.push(0);
+    k
+}
+
+/// `c:<collection>\0<id>\0<entry>`
+pub(crate) fn conflict(collection: &str, id: &str, entry: &str) -> Vec<u8> {
+    let mut k = conflicts_of(collection, id);
+    k.extend_from_slice(entry.as_bytes());
+    k
+}
+
+/// `ci:<entry>`
+pub(crate) fn conflict_index(entry: &str) -> Vec<u8> {
+    let mut k = b"ci:".to_vec();
+    k.extend_from_slice(entry.as_bytes());
+    k
+}
+
+/// `f:<pc>\0<pid>\0`: the records that refer to one record.
+pub(crate) fn referrers_of(collection: &str, id: &str) -> Vec<u8> {
+    let mut k = record_key(b"f:", collection, id);
+    k.push(0);
+    k
+}
+
+/// `f:<pc>\0<pid>\0<cc>\0<cid>`
+pub(crate) fn referrer(pc: &str, pid: &str, cc: &str, cid: &str) -> Vec<u8> {
+    let mut k = referrers_of(pc, pid);
+    k.extend_from_slice(&record_key(b"", cc, cid));
+    k
+}
+
+/// The referring record of an `f:` key under `prefix` (from [`referrers_of`]).
+pub(crate) fn split_referrer<'k>(prefix: &[u8], key: &'k [u8]) -> Option<(&'k str, &'k str)> {
+    let rest = key.strip_prefix(prefix)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    Some((
+        std::str::from_utf8(&rest[..nul]).ok()?,
+        std::str::from_utf8(&rest[nul + 1..]).ok()?,
+    ))
 }

@@ -1,0 +1,200 @@
+//! Pega's case status conflict, on four peers with their own sled stores.
+//!
+//! - An **employee** submits an expense report (status `pending_approval`)
+//!   and it reaches the office **hub** (the group's authority) and the
+//!   **manager**'s device.
+//! - Offline on a flight, the employee changes the amount and the note.
+//! - Meanwhile the manager approves the report (status `resolved`).
+//! - The employee lands and syncs. The hub shows the report resolved (a merge
+//!   never moves a status back) with the approved amount, and a
+//!   `status_regression` entry, open in the `sync_errors` queue, that holds the
+//!   employee's data and says what happened.
+//! - An **admin** on a third device finds it in the queue, compares the
+//!   versions side by side, reopens the report (back to `pending_approval`,
+//!   a deliberate act) and applies the employee's changes.
+//! - Everyone syncs: all four show the reopened report with the employee's
+//!   amount, and the same entry, resolved.
+//!
+//! Peers exchange changes with fieldsync's sync protocol in process
+//! (`sim::sync_pair`); `field_team` shows the same over libp2p.
+//!
+//! `cargo run --example expense_approval` exits 0 only if every step holds.
+
+use std::error::Error;
+
+use fieldsync::conflict::{Choice, ConflictFilter, EntryState, Kind, Resolution};
+use fieldsync::schema::{Collection, FieldType, Policy, Schema};
+use fieldsync::{Config, Replica, Role, Value, fields};
+
+fn schema() -> Result<Schema, fieldsync::schema::SchemaError> {
+    Schema::new().with(
+        Collection::builder("expense")
+            .required("title", FieldType::String)
+            .required("amount", FieldType::Float)
+            .field("note", FieldType::String)
+            .default("status", FieldType::String, "draft")
+            .status(
+                "status",
+                &["draft", "pending_approval", "resolved", "closed"],
+            )
+            .policy(Policy::UserAction)
+            .queue("sync_errors")
+            .build()?,
+    )
+}
+
+fn check(ok: bool, what: &str) -> Result<(), Box<dyn Error>> {
+    if ok {
+        println!("ok: {what}");
+        Ok(())
+    } else {
+        Err(format!("FAILED: {what}").into())
+    }
+}
+
+fn sync(a: &Replica, b: &Replica) -> Result<(), Box<dyn Error>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let s = fieldsync::sim::sync_pair(a, b, now, None)?;
+    if !s.synced {
+        return Err("a sync did not finish".into());
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let dir = tempfile::tempdir()?;
+    let open = |name: &str| {
+        Replica::open(
+            dir.path().join(name),
+            Config::default().with_schema(schema()?),
+        )
+    };
+    let hub = open("hub")?;
+    let employee = open("employee")?;
+    let manager = open("manager")?;
+    let admin = open("admin")?;
+    let peers = [&hub, &employee, &manager, &admin];
+    // Every peer knows who the authority is.
+    for p in peers {
+        p.add_member(&hub.actor().to_hex_string(), Role::Authority)?;
+    }
+
+    employee.insert(
+        "expense",
+        "exp-17",
+        fields([
+            ("title", Value::from("Flight to Lisbon")),
+            ("amount", Value::Float(420.0)),
+        ]),
+    )?;
+    employee.update(
+        "expense",
+        "exp-17",
+        fields([("status", Value::from("pending_approval"))]),
+    )?;
+    sync(&employee, &hub)?;
+    sync(&manager, &hub)?;
+
+    // Offline: the employee edits; the manager approves.
+    employee.update(
+        "expense",
+        "exp-17",
+        fields([
+            ("amount", Value::Float(465.5)),
+            ("note", Value::from("seat upgrade for the back")),
+        ]),
+    )?;
+    manager.update(
+        "expense",
+        "exp-17",
+        fields([("status", Value::from("resolved"))]),
+    )?;
+    sync(&manager, &hub)?;
+    sync(&employee, &hub)?;
+
+    let rec = hub
+        .get("expense", "exp-17")?
+        .ok_or("the hub lost the expense")?;
+    println!(
+        "hub: status {:?}, amount {:?}, note {:?}",
+        rec.fields["status"],
+        rec.fields["amount"],
+        rec.fields.get("note")
+    );
+    check(
+        rec.fields["status"] == Value::from("resolved"),
+        "the hub shows it resolved",
+    )?;
+    check(
+        rec.fields["amount"] == Value::Float(420.0),
+        "the employee's offline edit is not applied",
+    )?;
+    let queue = hub.conflicts(&ConflictFilter::open().queue("sync_errors"))?;
+    check(
+        queue.len() == 1 && queue[0].kind == Kind::StatusRegression,
+        "one open status conflict waits in the sync_errors queue",
+    )?;
+    println!("hub's entry {}: {}", queue[0].id, queue[0].message);
+
+    // The admin, on a third device, finds and decides it.
+    sync(&admin, &hub)?;
+    let open_here = admin.conflicts(&ConflictFilter::open().queue("sync_errors"))?;
+    check(open_here == queue, "the admin sees the same entry, same id")?;
+    let detail = admin.conflict(&open_here[0].id)?.ok_or("entry vanished")?;
+    for d in &detail.diff {
+        println!(
+            "  {:<7} base {:?} | authority {:?} | device {:?} | shown {:?}",
+            d.field, d.base, d.authority, d.device, d.visible
+        );
+    }
+    check(
+        detail.device.get("amount") == Some(&Value::Float(465.5)),
+        "the entry holds the employee's data",
+    )?;
+    admin.resolve(
+        &detail.entry.id,
+        Resolution::new(Choice::KeepDevice)
+            .reopen("pending_approval")
+            .note("reopened with the employee's changes; back to the manager"),
+    )?;
+
+    for _ in 0..2 {
+        for p in [&employee, &manager, &admin] {
+            sync(p, &hub)?;
+        }
+    }
+    let first = hub.get("expense", "exp-17")?.ok_or("lost")?;
+    for (name, p) in ["hub", "employee", "manager", "admin"].iter().zip(peers) {
+        let r = p.get("expense", "exp-17")?.ok_or("lost")?;
+        let entries = p.conflicts(&ConflictFilter::all())?;
+        println!(
+            "{name:<8} status {:?} amount {:?} entries {:?}",
+            r.fields["status"],
+            r.fields["amount"],
+            entries
+                .iter()
+                .map(|e| (&e.id[..8], e.state))
+                .collect::<Vec<_>>()
+        );
+        check(
+            r.fields == first.fields,
+            &format!("{name} shows the same record"),
+        )?;
+        check(
+            entries.len() == 1
+                && entries[0].id == queue[0].id
+                && entries[0].state == EntryState::Resolved,
+            &format!("{name} holds the entry, resolved"),
+        )?;
+    }
+    check(
+        first.fields["status"] == Value::from("pending_approval")
+            && first.fields["amount"] == Value::Float(465.5)
+            && first.fields["note"] == Value::from("seat upgrade for the back"),
+        "reopened with the employee's changes",
+    )?;
+    println!("expense_approval: all peers converged");
+    Ok(())
+}

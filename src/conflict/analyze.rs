@@ -1,0 +1,728 @@
+//! The pure analysis of one record: its change history (an automerge
+//! document), the verdicts and decisions about it → the visible record and its
+//! conflict entries. No IO: everything it needs comes in a [`Context`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use automerge::{ActorId, Automerge, ChangeHash, ObjId};
+
+use super::mark::{Mark, WriteKind};
+use super::{ChangeRef, Entry, EntryState, Kind, ResolvedBy, Side, entry_id};
+use crate::doc::{self, ShapeError};
+use crate::hlc::HlcTime;
+use crate::schema::{Collection, Granularity, Policy, Violation};
+use crate::value::{Fields, Value};
+
+/// An authority's verdict on one change of the record (a `_verdict` document).
+#[derive(Debug, Clone)]
+pub(crate) struct Verdict {
+    pub(crate) change: ChangeHash,
+    pub(crate) accepted: bool,
+    pub(crate) violations: Vec<Violation>,
+    pub(crate) by: String,
+}
+
+/// What people decided about an entry (its `_entry` document).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Human {
+    pub(crate) queue: Option<String>,
+    pub(crate) assignee: Option<String>,
+    /// Set once a person resolved it.
+    pub(crate) decision: Option<(String, String, i64)>,
+}
+
+/// What the analysis needs besides the document.
+pub(crate) struct Context<'a> {
+    pub(crate) collection: &'a Collection,
+    pub(crate) record: &'a str,
+    pub(crate) is_authority: &'a dyn Fn(&ActorId) -> bool,
+    pub(crate) verdicts: &'a [Verdict],
+    pub(crate) human: &'a dyn Fn(&str) -> Option<Human>,
+}
+
+/// The visible record and its entries.
+#[derive(Debug, Clone)]
+pub(crate) struct Analysis {
+    pub(crate) fields: Fields,
+    pub(crate) deleted: bool,
+    /// The rejection entry that hides the whole record (its insert was refused).
+    pub(crate) hidden: Option<String>,
+    pub(crate) entries: Vec<Entry>,
+}
+
+/// The HLC time automerge stores in a change.
+pub(crate) fn change_time(t: i64) -> HlcTime {
+    HlcTime::from_change_time(t)
+}
+
+struct Ch {
+    hash: ChangeHash,
+    actor: usize,
+    seq: u64,
+    start_op: u64,
+    max_op: u64,
+    time: HlcTime,
+    deps: Vec<ChangeHash>,
+    mark: Mark,
+    /// Per actor, the highest seq this change has seen (itself included).
+    clock: Vec<u64>,
+}
+
+struct History {
+    actors: Vec<ActorId>,
+    changes: Vec<Ch>,
+    by_hash: HashMap<ChangeHash, usize>,
+}
+
+impl History {
+    fn build(doc: &Automerge, c: &Collection) -> History {
+        let metas = doc.get_changes_meta(&[]);
+        let mut actors: Vec<ActorId> = Vec::new();
+        let mut actor_ix: HashMap<ActorId, usize> = HashMap::new();
+        for m in &metas {
+            if !actor_ix.contains_key(m.actor.as_ref()) {
+                actor_ix.insert(m.actor.as_ref().clone(), actors.len());
+                actors.push(m.actor.as_ref().clone());
+            }
+        }
+        // Causal order: automerge keeps changes in an order where deps come
+        // first; sort defensively if not.
+        let mut order: Vec<usize> = Vec::with_capacity(metas.len());
+        let mut placed: HashMap<ChangeHash, usize> = HashMap::new();
+        let mut pending: Vec<usize> = (0..metas.len()).collect();
+        while !pending.is_empty() {
+            let before = pending.len();
+            pending.retain(|&i| {
+                let ready = metas[i].deps.iter().all(|d| placed.contains_key(d));
+                if ready {
+                    placed.insert(metas[i].hash, order.len());
+                    order.push(i);
+                }
+                !ready
+            });
+            if pending.len() == before {
+                // Missing dependencies: treat the rest as roots.
+                for i in pending.drain(..) {
+                    placed.insert(metas[i].hash, order.len());
+                    order.push(i);
+                }
+            }
+        }
+        let n_actors = actors.len();
+        let mut changes: Vec<Ch> = Vec::with_capacity(metas.len());
+        let mut by_hash = HashMap::with_capacity(metas.len());
+        for &i in &order {
+            let m = &metas[i];
+            let actor = actor_ix[m.actor.as_ref()];
+            let mut clock = vec![0u64; n_actors];
+            for d in &m.deps {
+                if let Some(&j) = by_hash.get(d) {
+                    let dc: &Ch = &changes[j];
+                    for (a, s) in clock.iter_mut().zip(&dc.clock) {
+                        *a = (*a).max(*s);
+                    }
+                }
+            }
+            clock[actor] = clock[actor].max(m.seq);
+            let mark = Mark::parse(m.message.as_deref()).unwrap_or_else(|| foreign_mark(c));
+            by_hash.insert(m.hash, changes.len());
+            changes.push(Ch {
+                hash: m.hash,
+                actor,
+                seq: m.seq,
+                start_op: m.start_op,
+                max_op: m.max_op,
+                time: change_time(m.timestamp),
+                deps: m.deps.clone(),
+                mark,
+                clock,
+            });
+        }
+        History {
+            actors,
+            changes,
+            by_hash,
+        }
+    }
+
+    /// Whether change `a` is an ancestor of change `b`.
+    fn before(&self, a: usize, b: usize) -> bool {
+        a != b && self.changes[b].clock[self.changes[a].actor] >= self.changes[a].seq
+    }
+
+    fn concurrent(&self, a: usize, b: usize) -> bool {
+        a != b && !self.before(a, b) && !self.before(b, a)
+    }
+
+    /// Whether every earlier change is an ancestor of change `i`.
+    fn full_cut(&self, i: usize) -> bool {
+        self.changes[i].clock.iter().sum::<u64>() == i as u64 + 1
+    }
+
+    /// The change that wrote the operation `op`.
+    fn change_of(&self, op: &ObjId) -> Option<usize> {
+        let automerge::ObjId::Id(counter, actor, _) = op else {
+            return None;
+        };
+        self.changes.iter().position(|c| {
+            &self.actors[c.actor] == actor && c.start_op <= *counter && *counter <= c.max_op
+        })
+    }
+
+    fn change_ref(&self, i: usize, is_authority: &dyn Fn(&ActorId) -> bool) -> ChangeRef {
+        let c = &self.changes[i];
+        ChangeRef {
+            hash: c.hash.to_string(),
+            actor: self.actors[c.actor].to_hex_string(),
+            time: c.time,
+            authority: is_authority(&self.actors[c.actor]),
+        }
+    }
+}
+
+/// A change without a mark (made by another automerge program): it counts as
+/// assigning every field.
+fn foreign_mark(c: &Collection) -> Mark {
+    let mut m = Mark::new(WriteKind::Update);
+    m.assigned = c.fields.iter().map(|f| f.name.clone()).collect();
+    m
+}
+
+/// Whether the history is one line of changes (no concurrency at all).
+fn linear(doc: &Automerge) -> bool {
+    if doc.get_heads().len() > 1 {
+        return false;
+    }
+    doc.get_changes_meta(&[]).iter().all(|m| m.deps.len() <= 1)
+}
+
+/// What is not applied: per change, the fields whose writes are ignored and
+/// whether its delete is ignored.
+#[derive(Default)]
+struct Suppressed {
+    fields: HashMap<ChangeHash, BTreeSet<String>>,
+    deletes: BTreeSet<ChangeHash>,
+}
+
+impl Suppressed {
+    fn field(&mut self, h: ChangeHash, f: &str) {
+        self.fields.entry(h).or_default().insert(f.to_owned());
+    }
+    fn has_field(&self, h: &ChangeHash, f: &str) -> bool {
+        self.fields.get(h).is_some_and(|s| s.contains(f))
+    }
+}
+
+struct Candidate {
+    kind: Kind,
+    subject: usize,
+    others: BTreeSet<usize>,
+    fields: BTreeSet<String>,
+}
+
+/// Analyze a record. `Ok(None)` when there is nothing to analyze (a linear
+/// history with no verdicts): the automerge fields are the visible record.
+pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analysis>, ShapeError> {
+    if cx.verdicts.is_empty() && linear(doc) {
+        return Ok(None);
+    }
+    let c = cx.collection;
+    let h = History::build(doc, c);
+    let n = h.changes.len();
+    let status = c.settings.lifecycle.as_ref();
+    let status_field = status.map(|l| l.field.as_str());
+    let auth = |i: usize| (cx.is_authority)(&h.actors[h.changes[i].actor]);
+
+    // Rejections, and the accepted changes that lift them.
+    let mut rejected: BTreeMap<usize, &Verdict> = BTreeMap::new();
+    let mut lifted: BTreeSet<usize> = BTreeSet::new();
+    for v in cx.verdicts.iter().filter(|v| !v.accepted) {
+        let Some(&r) = h.by_hash.get(&v.change) else {
+            continue;
+        };
+        let lift = cx.verdicts.iter().filter(|a| a.accepted).any(|a| {
+            h.by_hash
+                .get(&a.change)
+                .is_some_and(|&k| k == r || h.before(r, k))
+        });
+        if lift {
+            lifted.insert(r);
+        }
+        rejected.entry(r).or_insert(v);
+    }
+    let standing_rejected = |i: usize| rejected.contains_key(&i) && !lifted.contains(&i);
+
+    // Concurrent pairs → candidate entries, grouped by (kind, subject).
+    let mut cands: BTreeMap<(Kind, usize), Candidate> = BTreeMap::new();
+    let mut add = |kind: Kind, subject: usize, other: usize, fields: BTreeSet<String>| {
+        let e = cands.entry((kind, subject)).or_insert_with(|| Candidate {
+            kind,
+            subject,
+            others: BTreeSet::new(),
+            fields: BTreeSet::new(),
+        });
+        e.others.insert(other);
+        e.fields.extend(fields);
+    };
+    let without_status = |s: BTreeSet<String>| -> BTreeSet<String> {
+        s.into_iter()
+            .filter(|f| Some(f.as_str()) != status_field)
+            .collect()
+    };
+    for i in 0..n {
+        if h.full_cut(i) {
+            continue;
+        }
+        for j in (0..i).rev() {
+            if h.before(j, i) {
+                if h.full_cut(j) {
+                    break;
+                }
+                continue;
+            }
+            if !h.concurrent(i, j) || standing_rejected(i) || standing_rejected(j) {
+                continue;
+            }
+            let (a, b) = (&h.changes[j], &h.changes[i]);
+            if a.mark.kind == WriteKind::Resolve || b.mark.kind == WriteKind::Resolve {
+                continue;
+            }
+            let (da, db) = (
+                a.mark.kind == WriteKind::Delete,
+                b.mark.kind == WriteKind::Delete,
+            );
+            if da && db {
+                continue;
+            }
+            if da != db {
+                let (edit, del) = if da { (i, j) } else { (j, i) };
+                let touched: BTreeSet<String> = h.changes[edit].mark.touched().cloned().collect();
+                if !touched.is_empty() {
+                    add(Kind::EditOfDeleted, edit, del, touched);
+                }
+                continue;
+            }
+            let mut regression = false;
+            if let Some(l) = status {
+                for (stale, adv) in [(j, i), (i, j)] {
+                    let (s, t) = (&h.changes[stale].mark, &h.changes[adv].mark);
+                    let (Some(base), Some(new)) = (
+                        s.base_status.as_deref().and_then(|x| l.rank(x)),
+                        t.new_status.as_deref().and_then(|x| l.rank(x)),
+                    ) else {
+                        continue;
+                    };
+                    let own = s.new_status.as_deref().and_then(|x| l.rank(x));
+                    if new > base && own.is_none_or(|o| o < new) {
+                        regression = true;
+                        add(
+                            Kind::StatusRegression,
+                            stale,
+                            adv,
+                            without_status(s.touched().cloned().collect()),
+                        );
+                    }
+                }
+            }
+            if regression {
+                continue;
+            }
+            let contested: BTreeSet<String> = match c.settings.granularity {
+                Granularity::Field => a
+                    .mark
+                    .assigned
+                    .intersection(&b.mark.assigned)
+                    .cloned()
+                    .collect(),
+                Granularity::Record => {
+                    if a.mark.touched().next().is_some() && b.mark.touched().next().is_some() {
+                        a.mark.touched().chain(b.mark.touched()).cloned().collect()
+                    } else {
+                        BTreeSet::new()
+                    }
+                }
+            };
+            let contested = without_status(contested);
+            if contested.is_empty() {
+                continue;
+            }
+            let (aa, ab) = (auth(j), auth(i));
+            if aa == ab && c.settings.policy != Policy::UserAction {
+                continue;
+            }
+            let subject = if aa != ab {
+                if aa { i } else { j }
+            } else if (a.time, a.hash) < (b.time, b.hash) {
+                j
+            } else {
+                i
+            };
+            let other = if subject == i { j } else { i };
+            add(Kind::ConcurrentEdit, subject, other, contested);
+        }
+    }
+
+    // Decide each entry; collect what is not applied.
+    let mut sup = Suppressed::default();
+    let mut entries = Vec::new();
+    let mut hidden = None;
+    let queue = c.queue_name().to_owned();
+    let policy = c.settings.policy;
+    for (&r, v) in &rejected {
+        let ch = &h.changes[r];
+        let id = entry_id(Kind::Rejected, &c.name, cx.record, &ch.hash.0);
+        let human = (cx.human)(&id).unwrap_or_default();
+        let lifted_now = lifted.contains(&r);
+        if !lifted_now {
+            for f in &ch.mark.assigned {
+                sup.field(ch.hash, f);
+            }
+            if ch.mark.kind == WriteKind::Delete {
+                sup.deletes.insert(ch.hash);
+            }
+            if ch.deps.is_empty() {
+                hidden = Some(id.clone());
+            }
+        }
+        let (state, resolved_by) = if lifted_now {
+            (EntryState::Resolved, Some(ResolvedBy::Accepted))
+        } else if let Some((d, by, at)) = &human.decision {
+            (
+                EntryState::Resolved,
+                Some(ResolvedBy::Person {
+                    decision: d.clone(),
+                    by: by.clone(),
+                    at: *at,
+                }),
+            )
+        } else {
+            (EntryState::Open, None)
+        };
+        let messages: Vec<&str> = v.violations.iter().map(|x| x.message.as_str()).collect();
+        entries.push(Entry {
+            id,
+            kind: Kind::Rejected,
+            collection: c.name.clone(),
+            record: cx.record.to_owned(),
+            state,
+            resolved_by,
+            policy,
+            queue: human.queue.clone().unwrap_or_else(|| queue.clone()),
+            assignee: human.assignee.clone(),
+            subject: h.change_ref(r, cx.is_authority),
+            others: Vec::new(),
+            fields: ch.mark.assigned.iter().cloned().collect(),
+            winner: Some(Side::Other),
+            message: format!(
+                "refused by authority {}: {}{}",
+                short(&v.by),
+                messages.join("; "),
+                if lifted_now {
+                    " (a later change was accepted)"
+                } else {
+                    ""
+                }
+            ),
+            violations: v.violations.clone(),
+            linked: None,
+            parent: None,
+        });
+    }
+    for cand in cands.into_values() {
+        let s = cand.subject;
+        let sch = &h.changes[s];
+        let id = entry_id(cand.kind, &c.name, cx.record, &sch.hash.0);
+        let human = (cx.human)(&id).unwrap_or_default();
+        let subj_auth = auth(s);
+        let other_auth = cand.others.iter().any(|&o| auth(o));
+        let later = |x: usize| (h.changes[x].time, h.changes[x].hash);
+        let subject_later = cand.others.iter().all(|&o| later(s) > later(o));
+        let lww = if subject_later {
+            Side::Subject
+        } else {
+            Side::Other
+        };
+        let authority_side = if subj_auth {
+            Side::Subject
+        } else {
+            Side::Other
+        };
+        let sides_differ = subj_auth != other_auth;
+        let effective = match policy {
+            Policy::UserAction | Policy::LastWriterWins => policy,
+            p if sides_differ => p,
+            _ => Policy::LastWriterWins,
+        };
+        let winner = match effective {
+            Policy::ServerWins => authority_side,
+            Policy::PartialDeviceWins | Policy::FullDeviceWins => {
+                if subj_auth {
+                    Side::Other
+                } else {
+                    Side::Subject
+                }
+            }
+            Policy::LastWriterWins => lww,
+            _ => {
+                // user_action: provisional until a person decides.
+                if cand.kind == Kind::StatusRegression {
+                    Side::Other
+                } else if sides_differ {
+                    authority_side
+                } else {
+                    lww
+                }
+            }
+        };
+        let decided = human.decision.clone();
+        if decided.is_none() {
+            match (winner, cand.kind) {
+                (Side::Other, _) => {
+                    for f in &cand.fields {
+                        sup.field(sch.hash, f);
+                    }
+                }
+                (Side::Subject, Kind::EditOfDeleted) => {
+                    for &o in &cand.others {
+                        sup.deletes.insert(h.changes[o].hash);
+                    }
+                }
+                (Side::Subject, _) => {
+                    for &o in &cand.others {
+                        let och = &h.changes[o];
+                        let fields: Vec<&String> = if effective == Policy::FullDeviceWins {
+                            och.mark.assigned.iter().collect()
+                        } else {
+                            och.mark
+                                .assigned
+                                .iter()
+                                .filter(|f| cand.fields.contains(*f))
+                                .collect()
+                        };
+                        for f in fields {
+                            if Some(f.as_str()) != status_field {
+                                sup.field(och.hash, f);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let (state, resolved_by) = match decided {
+            Some((d, by, at)) => (
+                EntryState::Resolved,
+                Some(ResolvedBy::Person {
+                    decision: d,
+                    by,
+                    at,
+                }),
+            ),
+            None if effective == Policy::UserAction => (EntryState::Open, None),
+            None => (EntryState::Resolved, Some(ResolvedBy::Policy(effective))),
+        };
+        let fields: Vec<String> = cand.fields.iter().cloned().collect();
+        let others: Vec<ChangeRef> = cand
+            .others
+            .iter()
+            .map(|&o| h.change_ref(o, cx.is_authority))
+            .collect();
+        let message = describe(cand.kind, &h, s, &cand.others, &fields, winner, state);
+        entries.push(Entry {
+            id,
+            kind: cand.kind,
+            collection: c.name.clone(),
+            record: cx.record.to_owned(),
+            state,
+            resolved_by,
+            policy,
+            queue: human.queue.clone().unwrap_or_else(|| queue.clone()),
+            assignee: human.assignee.clone(),
+            subject: h.change_ref(s, cx.is_authority),
+            others,
+            fields,
+            winner: Some(winner),
+            message,
+            violations: Vec::new(),
+            linked: None,
+            parent: None,
+        });
+    }
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+
+    // The visible record: automerge's fields with what is not applied taken out.
+    let (mut fields, mut deleted) = doc::read_fields(doc, c)?;
+    let mut affected: BTreeSet<&str> = sup
+        .fields
+        .values()
+        .flat_map(|s| s.iter().map(String::as_str))
+        .collect();
+    if let Some(sf) = status_field {
+        affected.insert(sf);
+    }
+    for name in affected {
+        let Ok(f) = c.field(name) else { continue };
+        match visible_value(doc, &h, c, f, &sup, 0)? {
+            Some(v) => fields.insert(name.to_owned(), v),
+            None => fields.remove(name),
+        };
+    }
+    if !sup.deletes.is_empty() {
+        deleted = visible_deleted(doc, &h, &sup, 0);
+    }
+    Ok(Some(Analysis {
+        fields,
+        deleted,
+        hidden,
+        entries,
+    }))
+}
+
+fn short(actor_hex: &str) -> &str {
+    &actor_hex[..actor_hex.len().min(12)]
+}
+
+fn describe(
+    kind: Kind,
+    h: &History,
+    s: usize,
+    others: &BTreeSet<usize>,
+    fields: &[String],
+    winner: Side,
+    state: EntryState,
+) -> String {
+    let who = |i: usize| h.actors[h.changes[i].actor].to_hex_string();
+    let subject = who(s);
+    let other: Vec<String> = others.iter().map(|&o| short(&who(o)).to_owned()).collect();
+    let other = other.join(", ");
+    let list = if fields.is_empty() {
+        "no other field".to_owned()
+    } else {
+        fields.join(", ")
+    };
+    let fate = match (winner, state) {
+        (Side::Other, EntryState::Open) => "are not applied and wait here for a decision",
+        (Side::Other, EntryState::Resolved) => "were not applied and are kept here",
+        (Side::Subject, EntryState::Open) => "are shown until a person decides",
+        (Side::Subject, EntryState::Resolved) => "were applied",
+    };
+    match kind {
+        Kind::StatusRegression => {
+            let m = &h.changes[s].mark;
+            let advanced = others
+                .iter()
+                .filter_map(|&o| h.changes[o].mark.new_status.clone())
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "{} edited this record at status `{}` while {other} advanced it to `{advanced}`; its changes to {list} {fate}",
+                short(&subject),
+                m.base_status.as_deref().unwrap_or("?"),
+            )
+        }
+        Kind::ConcurrentEdit => format!(
+            "{} and {other} changed {list} concurrently; {}'s values {fate}",
+            short(&subject),
+            short(&subject)
+        ),
+        Kind::EditOfDeleted => format!(
+            "{} edited {list} while {other} deleted the record; {}",
+            short(&subject),
+            match winner {
+                Side::Subject => "the record stands with the edit",
+                Side::Other => "the record stays deleted and the edit is kept here",
+            }
+        ),
+        Kind::Rejected | Kind::RejectedFk => String::new(),
+    }
+}
+
+/// A field's visible value: its concurrent values minus the writes not
+/// applied; the status takes its most advanced value; if every value is a
+/// write not applied, the value before those writes.
+fn visible_value(
+    doc: &Automerge,
+    h: &History,
+    c: &Collection,
+    f: &crate::schema::Field,
+    sup: &Suppressed,
+    depth: u32,
+) -> Result<Option<Value>, ShapeError> {
+    let frontier = doc::read_frontier(doc, f)?;
+    if frontier.is_empty() {
+        return Ok(None);
+    }
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for (v, op) in frontier {
+        match h.change_of(&op) {
+            Some(i) if sup.has_field(&h.changes[i].hash, &f.name) => dropped.push(i),
+            _ => kept.push(v),
+        }
+    }
+    if kept.is_empty() {
+        // Every value is a write not applied: what the field held before the
+        // first of them (bounded: histories nest only so deep here).
+        if depth >= 8 {
+            return Ok(None);
+        }
+        let Some(&first) = dropped.first() else {
+            return Ok(None);
+        };
+        let deps = h.changes[first].deps.clone();
+        if deps.is_empty() {
+            return Ok(None);
+        }
+        let Ok(before) = doc.fork_at(&deps) else {
+            return Ok(None);
+        };
+        let hb = History::build(&before, c);
+        return visible_value(&before, &hb, c, f, sup, depth + 1);
+    }
+    if let Some(l) = c.lifecycle_of(&f.name) {
+        let best = kept
+            .iter()
+            .max_by_key(|v| v.as_str().and_then(|s| l.rank(s)))
+            .cloned();
+        return Ok(best);
+    }
+    Ok(kept.into_iter().next())
+}
+
+/// Whether the record is deleted once deletes not applied are taken out.
+fn visible_deleted(doc: &Automerge, h: &History, sup: &Suppressed, depth: u32) -> bool {
+    let frontier = doc::deleted_frontier(doc);
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for (on, op) in frontier {
+        match h.change_of(&op) {
+            Some(i) if sup.deletes.contains(&h.changes[i].hash) => dropped.push(i),
+            _ => kept.push(on),
+        }
+    }
+    if let Some(first) = kept.first() {
+        return *first;
+    }
+    let Some(&first) = dropped.first() else {
+        return false;
+    };
+    let deps = h.changes[first].deps.clone();
+    if deps.is_empty() || depth >= 8 {
+        return false;
+    }
+    match doc.fork_at(&deps) {
+        Ok(before) => {
+            let hb = history_for_deletes(&before);
+            visible_deleted(&before, &hb, sup, depth + 1)
+        }
+        Err(_) => false,
+    }
+}
+
+fn history_for_deletes(doc: &Automerge) -> History {
+    let c = Collection {
+        name: String::new(),
+        fields: Vec::new(),
+        settings: Default::default(),
+    };
+    History::build(doc, &c)
+}

@@ -1,0 +1,104 @@
+//! The mark fieldsync puts in the message of every change it makes: what kind
+//! of write it is, which fields it assigned and which it edited in place
+//! (counters, text, lists), and the status before and after. Conflict
+//! detection reads marks from change metadata, so it never decodes operations.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// The prefix of a marked change's message (the format's version).
+const PREFIX: &str = "fs1";
+
+/// A mark longer than this is not read (a peer's change is untrusted input).
+const MAX_MARK: usize = 16 << 10;
+
+/// What kind of write a change is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum WriteKind {
+    #[serde(rename = "i")]
+    Insert,
+    #[serde(rename = "u")]
+    Update,
+    #[serde(rename = "d")]
+    Delete,
+    /// A person's resolution of a conflict entry (never itself in conflict).
+    #[serde(rename = "r")]
+    Resolve,
+}
+
+/// A change's mark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mark {
+    #[serde(rename = "k")]
+    pub(crate) kind: WriteKind,
+    /// Fields given a new value as a whole.
+    #[serde(rename = "a", default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(crate) assigned: BTreeSet<String>,
+    /// Fields edited in place: edits that commute (counters, text, lists).
+    #[serde(rename = "m", default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(crate) merged: BTreeSet<String>,
+    /// The status when the change was made.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) base_status: Option<String>,
+    /// The status it wrote.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) new_status: Option<String>,
+    /// For a resolution: the entry it resolves.
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) entry: Option<String>,
+}
+
+impl Mark {
+    pub(crate) fn new(kind: WriteKind) -> Self {
+        Self {
+            kind,
+            assigned: BTreeSet::new(),
+            merged: BTreeSet::new(),
+            base_status: None,
+            new_status: None,
+            entry: None,
+        }
+    }
+
+    /// The message text.
+    pub(crate) fn encode(&self) -> String {
+        // Serializing plain strings and sets cannot fail.
+        let json = serde_json::to_string(self).unwrap_or_default();
+        format!("{PREFIX}{json}")
+    }
+
+    /// Read a change's message; `None` for a change without a (valid) mark,
+    /// such as one made by another automerge program.
+    pub(crate) fn parse(message: Option<&str>) -> Option<Self> {
+        let m = message?;
+        if m.len() > MAX_MARK {
+            return None;
+        }
+        serde_json::from_str(m.strip_prefix(PREFIX)?).ok()
+    }
+
+    /// Every field the change touched.
+    pub(crate) fn touched(&self) -> impl Iterator<Item = &String> {
+        self.assigned.union(&self.merged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_round_trips_and_garbage_is_no_mark() {
+        let mut m = Mark::new(WriteKind::Update);
+        m.assigned.insert("amount".into());
+        m.merged.insert("notes".into());
+        m.base_status = Some("pending approval".into());
+        assert_eq!(Mark::parse(Some(&m.encode())), Some(m));
+        assert_eq!(Mark::parse(Some("fs1{not json")), None);
+        assert_eq!(Mark::parse(Some("hello")), None);
+        assert_eq!(Mark::parse(None), None);
+        let huge = format!("fs1{{\"k\":\"u\",\"a\":[\"{}\"]}}", "x".repeat(MAX_MARK));
+        assert_eq!(Mark::parse(Some(&huge)), None);
+    }
+}
