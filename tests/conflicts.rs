@@ -1,0 +1,501 @@
+//! Semantic conflicts: the four seed stories (the examples, run as programs)
+//! and the rules behind them, one test per rule.
+
+use std::process::Command;
+
+use fieldsync::conflict::{
+    Choice, ConflictEvent, ConflictFilter, EntryState, Kind, Resolution, ResolvedBy,
+};
+use fieldsync::schema::{Check, Collection, FieldType, Granularity, Policy, Rule, Schema};
+use fieldsync::sim::sync_pair;
+use fieldsync::{Config, Error, Replica, Role, Scan, Value, fields};
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn run_example(name: &str, expect: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the whole suite with `cargo test`",
+        path.display()
+    );
+    let out = Command::new(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(expect), "{stdout}");
+}
+
+#[test]
+fn the_pega_expense_story_converges_after_a_reopen() {
+    run_example("expense_approval", "expense_approval: all peers converged");
+}
+
+#[test]
+fn the_genexus_customer_invoice_story_accepts_both_after_the_fix() {
+    run_example("customer_invoice", "customer_invoice: done");
+}
+
+#[test]
+fn the_resco_policies_table_is_as_specified() {
+    run_example(
+        "resco_policies",
+        "resco_policies: every policy as specified, both peers equal",
+    );
+}
+
+#[test]
+fn the_outsystems_company_story_resolves_side_by_side() {
+    run_example("company_conflicts", "company_conflicts: done");
+}
+
+fn case(policy: Policy) -> Collection {
+    Collection::builder("case")
+        .required("title", FieldType::String)
+        .field("amount", FieldType::Integer)
+        .field("note", FieldType::String)
+        .default("visits", FieldType::Counter, Value::Counter(0))
+        .default("status", FieldType::String, "draft")
+        .status("status", &["draft", "submitted", "approved", "closed"])
+        .policy(policy)
+        .build()
+        .unwrap()
+}
+
+/// Replicas in memory: `n` of them, the first an authority (if `authority`).
+fn group(n: usize, c: Collection, authority: bool) -> Vec<Replica> {
+    let schema = Schema::new().with(c).unwrap();
+    let rs: Vec<Replica> = (0..n)
+        .map(|_| Replica::in_memory(Config::default().with_schema(schema.clone())).unwrap())
+        .collect();
+    if authority {
+        let hub = rs[0].actor().to_hex_string();
+        for r in &rs {
+            r.add_member(&hub, Role::Authority).unwrap();
+        }
+    }
+    rs
+}
+
+fn sync(a: &Replica, b: &Replica) {
+    assert!(sync_pair(a, b, NOW, None).unwrap().synced);
+}
+
+fn title(t: &str) -> fieldsync::Fields {
+    fields([("title", Value::from(t))])
+}
+
+#[test]
+fn commuting_edits_merge_silently() {
+    let rs = group(2, case(Policy::UserAction), true);
+    let (hub, dev) = (&rs[0], &rs[1]);
+    hub.insert("case", "k", title("pump")).unwrap();
+    sync(hub, dev);
+    hub.update("case", "k", fields([("amount", Value::Int(5))]))
+        .unwrap();
+    hub.update_with("case", "k", |e| e.increment("visits", 1))
+        .unwrap();
+    dev.update("case", "k", fields([("note", Value::from("gate"))]))
+        .unwrap();
+    dev.update_with("case", "k", |e| e.increment("visits", 2))
+        .unwrap();
+    sync(dev, hub);
+    for r in [hub, dev] {
+        assert!(r.conflicts(&ConflictFilter::all()).unwrap().is_empty());
+        let rec = r.get("case", "k").unwrap().unwrap();
+        assert_eq!(rec.fields["visits"], Value::Counter(3));
+        assert_eq!(rec.fields["amount"], Value::Int(5));
+        assert_eq!(rec.fields["note"], Value::from("gate"));
+    }
+}
+
+#[test]
+fn a_merge_never_moves_a_status_back_and_flags_the_stale_edit() {
+    let rs = group(2, case(Policy::ServerWins), false);
+    let (a, b) = (&rs[0], &rs[1]);
+    a.insert("case", "k", title("pump")).unwrap();
+    a.update("case", "k", fields([("status", Value::from("submitted"))]))
+        .unwrap();
+    sync(a, b);
+    a.update("case", "k", fields([("status", Value::from("approved"))]))
+        .unwrap();
+    b.update("case", "k", fields([("note", Value::from("late edit"))]))
+        .unwrap();
+    sync(b, a);
+    for r in [a, b] {
+        let rec = r.get("case", "k").unwrap().unwrap();
+        assert_eq!(rec.fields["status"], Value::from("approved"));
+        let e = r.conflicts(&ConflictFilter::all()).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].kind, Kind::StatusRegression);
+        assert_eq!(e[0].fields, vec!["note".to_owned()]);
+    }
+}
+
+#[test]
+fn an_ordinary_write_cannot_move_a_status_back_or_out_of_its_states() {
+    let rs = group(1, case(Policy::ServerWins), false);
+    let r = &rs[0];
+    r.insert("case", "k", title("pump")).unwrap();
+    r.update("case", "k", fields([("status", Value::from("approved"))]))
+        .unwrap();
+    let err = r
+        .update("case", "k", fields([("status", Value::from("draft"))]))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Schema(fieldsync::schema::SchemaError::Transition { .. })
+    ));
+    let err = r
+        .update("case", "k", fields([("status", Value::from("lost"))]))
+        .unwrap_err();
+    assert!(err.to_string().contains("not one of its states"), "{err}");
+}
+
+#[test]
+fn server_wins_keeps_the_authority_value_and_the_device_value_in_the_entry() {
+    let rs = group(2, case(Policy::ServerWins), true);
+    let (hub, dev) = (&rs[0], &rs[1]);
+    hub.insert("case", "k", title("pump")).unwrap();
+    sync(hub, dev);
+    dev.update("case", "k", fields([("amount", Value::Int(7))]))
+        .unwrap();
+    hub.update("case", "k", fields([("amount", Value::Int(9))]))
+        .unwrap();
+    sync(dev, hub);
+    for r in [hub, dev] {
+        assert_eq!(
+            r.get("case", "k").unwrap().unwrap().fields["amount"],
+            Value::Int(9)
+        );
+        let e = r.conflicts(&ConflictFilter::all()).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].kind, Kind::ConcurrentEdit);
+        assert_eq!(
+            e[0].resolved_by,
+            Some(ResolvedBy::Policy(Policy::ServerWins))
+        );
+        let d = r.conflict(&e[0].id).unwrap().unwrap();
+        assert_eq!(
+            d.device["amount"],
+            Value::Int(7),
+            "the loser stays readable"
+        );
+        assert_eq!(d.authority["amount"], Value::Int(9));
+    }
+}
+
+#[test]
+fn record_granularity_conflicts_on_different_fields_field_granularity_does_not() {
+    for (g, conflicts) in [(Granularity::Field, 0), (Granularity::Record, 1)] {
+        let c = Collection::builder("case")
+            .required("title", FieldType::String)
+            .field("a", FieldType::Integer)
+            .field("b", FieldType::Integer)
+            .granularity(g)
+            .build()
+            .unwrap();
+        let rs = group(2, c, true);
+        let (hub, dev) = (&rs[0], &rs[1]);
+        hub.insert("case", "k", title("x")).unwrap();
+        sync(hub, dev);
+        hub.update("case", "k", fields([("a", Value::Int(1))]))
+            .unwrap();
+        dev.update("case", "k", fields([("b", Value::Int(2))]))
+            .unwrap();
+        sync(dev, hub);
+        let e = hub.conflicts(&ConflictFilter::all()).unwrap();
+        assert_eq!(e.len(), conflicts, "{g:?}");
+        let rec = hub.get("case", "k").unwrap().unwrap();
+        assert_eq!(rec.fields["a"], Value::Int(1));
+        // Server wins at record granularity: the device's change is not applied.
+        let b = if conflicts == 0 {
+            Some(Value::Int(2))
+        } else {
+            None
+        };
+        assert_eq!(rec.fields.get("b").cloned(), b, "{g:?}");
+    }
+}
+
+#[test]
+fn two_devices_without_an_authority_fall_back_to_last_writer_silently() {
+    let rs = group(2, case(Policy::ServerWins), false);
+    let (a, b) = (&rs[0], &rs[1]);
+    a.insert("case", "k", title("pump")).unwrap();
+    sync(a, b);
+    a.update("case", "k", fields([("amount", Value::Int(1))]))
+        .unwrap();
+    b.update("case", "k", fields([("amount", Value::Int(2))]))
+        .unwrap();
+    sync(a, b);
+    assert!(a.conflicts(&ConflictFilter::all()).unwrap().is_empty());
+    assert_eq!(
+        a.get("case", "k").unwrap().unwrap().fields,
+        b.get("case", "k").unwrap().unwrap().fields
+    );
+}
+
+#[test]
+fn a_child_that_arrives_before_its_parent_waits_with_a_marker() {
+    let schema = Schema::new()
+        .with(
+            Collection::builder("customer")
+                .required("name", FieldType::String)
+                .build()
+                .unwrap(),
+        )
+        .unwrap()
+        .with(
+            Collection::builder("invoice")
+                .required("customer", FieldType::Reference("customer".into()))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let r = Replica::in_memory(Config::default().with_schema(schema)).unwrap();
+    r.insert(
+        "invoice",
+        "i1",
+        fields([("customer", Value::Ref("c1".into()))]),
+    )
+    .unwrap();
+    let inv = r.get("invoice", "i1").unwrap().unwrap();
+    assert_eq!(inv.meta.unresolved, vec!["customer".to_owned()]);
+    assert_eq!(r.list("invoice").unwrap().len(), 1, "readable, listed");
+    assert!(r.conflicts(&ConflictFilter::all()).unwrap().is_empty());
+    r.insert("customer", "c1", fields([("name", Value::from("Acme"))]))
+        .unwrap();
+    let inv = r.get("invoice", "i1").unwrap().unwrap();
+    assert!(inv.meta.unresolved.is_empty(), "the parent arrived");
+    // A deleted parent makes its live child RejectedFk, hidden until it stands.
+    r.delete("customer", "c1").unwrap();
+    let e = r.conflicts(&ConflictFilter::open()).unwrap();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].kind, Kind::RejectedFk);
+    assert!(r.list("invoice").unwrap().is_empty());
+    assert_eq!(
+        r.scan(&Scan::new("invoice").with_rejected()).unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn declarative_rules_refuse_local_writes_and_authorities_reject_peer_writes() {
+    let c = Collection::builder("item")
+        .required("title", FieldType::String)
+        .field("qty", FieldType::Integer)
+        .rule(
+            Rule::new("qty", Check::Max(10.0))
+                .code("too_many")
+                .message("at most 10"),
+        )
+        .build()
+        .unwrap();
+    let rs = group(2, c, true);
+    let (hub, dev) = (&rs[0], &rs[1]);
+    let err = hub
+        .insert(
+            "item",
+            "a",
+            fields([("title", Value::from("x")), ("qty", Value::Int(11))]),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid { violations, .. } if violations[0].code == "too_many"),
+        "{err}"
+    );
+    // A device running an older schema without the rule: simulated by a
+    // device whose write predates the rule (imported raw data).
+    let loose = Replica::in_memory(
+        Config::default().with_schema(
+            Schema::new()
+                .with(
+                    Collection::builder("item")
+                        .required("title", FieldType::String)
+                        .field("qty", FieldType::Integer)
+                        .build()
+                        .unwrap(),
+                )
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    loose
+        .add_member(&hub.actor().to_hex_string(), Role::Authority)
+        .unwrap();
+    loose
+        .insert(
+            "item",
+            "b",
+            fields([("title", Value::from("y")), ("qty", Value::Int(50))]),
+        )
+        .unwrap();
+    sync(&loose, hub);
+    let e = hub.conflicts(&ConflictFilter::all()).unwrap();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].kind, Kind::Rejected);
+    assert_eq!(e[0].violations[0].code, "too_many");
+    assert!(hub.list("item").unwrap().is_empty());
+    // A person cannot override an authority's rules.
+    let err = hub
+        .resolve(&e[0].id, Resolution::new(Choice::KeepDevice))
+        .unwrap_err();
+    assert!(matches!(err, Error::Resolve { .. }), "{err}");
+    sync(&loose, hub);
+    sync(dev, hub);
+    for r in [&loose, dev] {
+        assert_eq!(r.conflicts(&ConflictFilter::all()).unwrap(), e);
+        let rec = r.get("item", "b").unwrap().unwrap();
+        assert!(rec.meta.rejected.is_some());
+    }
+}
+
+#[test]
+fn assign_route_and_watch_replicate_and_notify() {
+    let rs = group(2, case(Policy::UserAction), true);
+    let (hub, dev) = (&rs[0], &rs[1]);
+    hub.insert("case", "k", title("pump")).unwrap();
+    sync(hub, dev);
+    let mut watch = hub.watch_conflicts();
+    hub.update("case", "k", fields([("note", Value::from("h"))]))
+        .unwrap();
+    dev.update("case", "k", fields([("note", Value::from("d"))]))
+        .unwrap();
+    sync(dev, hub);
+    let new = watch.try_recv().unwrap();
+    let ConflictEvent::New(e) = new else {
+        panic!("expected a new entry, got {new:?}")
+    };
+    assert_eq!(e.state, EntryState::Open);
+    hub.assign(&e.id, "ana").unwrap();
+    hub.route(&e.id, "back_office").unwrap();
+    assert!(matches!(
+        watch.try_recv().unwrap(),
+        ConflictEvent::Updated(_)
+    ));
+    sync(hub, dev);
+    let mine = dev
+        .conflicts(&ConflictFilter::open().assignee("ana").queue("back_office"))
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].id, e.id);
+    dev.resolve(&e.id, Resolution::new(Choice::KeepDevice))
+        .unwrap();
+    sync(dev, hub);
+    for r in [hub, dev] {
+        let rec = r.get("case", "k").unwrap().unwrap();
+        assert_eq!(rec.fields["note"], Value::from("d"));
+        let all = r.conflicts(&ConflictFilter::all()).unwrap();
+        assert_eq!(all[0].state, EntryState::Resolved);
+        assert!(matches!(
+            &all[0].resolved_by,
+            Some(ResolvedBy::Person { decision, .. }) if decision == "keep_device"
+        ));
+    }
+}
+
+#[test]
+fn two_concurrent_resolutions_end_as_one_outcome_without_a_loop() {
+    let rs = group(3, case(Policy::UserAction), true);
+    let (hub, a, b) = (&rs[0], &rs[1], &rs[2]);
+    hub.insert("case", "k", title("pump")).unwrap();
+    sync(hub, a);
+    sync(hub, b);
+    hub.update("case", "k", fields([("note", Value::from("hub"))]))
+        .unwrap();
+    a.update("case", "k", fields([("note", Value::from("dev"))]))
+        .unwrap();
+    sync(a, hub);
+    sync(b, hub);
+    let id = hub.conflicts(&ConflictFilter::open()).unwrap()[0]
+        .id
+        .clone();
+    a.resolve(&id, Resolution::new(Choice::KeepDevice)).unwrap();
+    b.resolve(&id, Resolution::new(Choice::KeepAuthority))
+        .unwrap();
+    for _ in 0..3 {
+        sync(a, hub);
+        sync(b, hub);
+    }
+    let rec = hub.get("case", "k").unwrap().unwrap();
+    let entries = hub.conflicts(&ConflictFilter::all()).unwrap();
+    assert_eq!(entries.len(), 1, "no new entry from the two resolutions");
+    assert_eq!(entries[0].state, EntryState::Resolved);
+    for r in [a, b] {
+        assert_eq!(r.get("case", "k").unwrap().unwrap().fields, rec.fields);
+        assert_eq!(r.conflicts(&ConflictFilter::all()).unwrap(), entries);
+    }
+    // A sync that moves nothing more: quiescent.
+    let again = sync_pair(a, hub, NOW, None).unwrap();
+    assert!(again.synced);
+    assert_eq!(again.report.unwrap().records_received, 0);
+}
+
+#[test]
+fn resolving_an_unknown_entry_is_a_clear_error() {
+    let rs = group(1, case(Policy::UserAction), false);
+    let err = rs[0]
+        .resolve("nope", Resolution::new(Choice::KeepDevice))
+        .unwrap_err();
+    assert!(matches!(err, Error::NoEntry { .. }));
+}
+
+#[test]
+fn a_schema_file_declares_every_conflict_setting() {
+    let text = r#"
+[collections.expense]
+policy = "user_action"
+granularity = "record"
+queue = "sync_errors"
+block_sync_on_conflict = true
+status = { field = "status", states = ["draft", "pending", "resolved"], transitions = [["draft", "pending"], ["pending", "resolved"]] }
+
+[[collections.expense.rules]]
+field = "amount"
+min = 0.0
+code = "negative"
+message = "no negative amounts"
+
+[[collections.expense.rules]]
+field = "code"
+pattern = "[A-Z]{3}-[0-9]+"
+
+[collections.expense.fields]
+amount = { type = "float", required = true }
+code = "string"
+status = { type = "string", default = "draft" }
+"#;
+    let s = Schema::from_toml(text).unwrap();
+    let c = s.collection("expense").unwrap();
+    assert_eq!(c.settings.policy, Policy::UserAction);
+    assert_eq!(c.settings.granularity, Granularity::Record);
+    assert_eq!(c.queue_name(), "sync_errors");
+    assert!(c.settings.block_sync_on_conflict);
+    assert_eq!(c.settings.rules.len(), 2);
+    let l = c.settings.lifecycle.as_ref().unwrap();
+    assert!(l.allows("draft", "pending"));
+    assert!(!l.allows("draft", "resolved"), "only the listed moves");
+    let bad = fields([("amount", Value::Float(-1.0)), ("code", Value::from("x1"))]);
+    let v = c.violations(&bad);
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0].code, "negative");
+    for wrong in [
+        text.replace("user_action", "server_rules"),
+        text.replace("min = 0.0", "min = 0.0\nmax = 1.0"),
+        text.replace("[A-Z]{3}-[0-9]+", "[unclosed"),
+        text.replace("states = [\"draft\"", "states = [\"drafty\""),
+    ] {
+        assert!(Schema::from_toml(&wrong).is_err(), "{wrong}");
+    }
+}
