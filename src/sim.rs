@@ -4,11 +4,16 @@
 //! Every replica keeps its records in a [`MemoryStore`] and runs real automerge
 //! documents and real [`Session`]s; only the network is simulated. A seed fixes
 //! everything: the edits (inserts, updates of the same and of different fields,
-//! counters, text, deletes), which replicas start syncing with which, partitions
+//! counters, text, deletes, status moves, references to folders that may not
+//! exist yet or be deleted, and people resolving, assigning and routing
+//! conflict entries), which replicas start syncing with which, partitions
 //! and heals, lost, duplicated and reordered messages, replicas restarted from
-//! their stores, and the clock. [`run`] plays one seeded schedule, then heals the
-//! network and syncs to quiescence, and returns an error naming the seed if any
-//! two replicas differ.
+//! their stores, and the clock. Replica 0 is the group's authority, with a
+//! validation closure the others do not have, so some of their changes are
+//! rejected; the seed also picks the items' policy and granularity. [`run`]
+//! plays one seeded schedule, then heals the network and syncs to quiescence,
+//! and returns an error naming the seed if any two replicas differ in their
+//! visible records or their conflict lists (ids, states, everything).
 //!
 //! ```
 //! let stats = fieldsync::sim::run(&fieldsync::sim::SimConfig::new(42, 3))?;
@@ -20,7 +25,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::schema::{Collection, FieldType, Schema};
+use crate::schema::{Collection, FieldType, Granularity, Policy, Schema};
 use crate::store::MemoryStore;
 use crate::sync::{Input, Node, Notification, Output, Session};
 use crate::value::{Value, fields};
@@ -73,6 +78,10 @@ pub struct SimConfig {
     pub duplicate: f64,
     /// How many distinct record ids the edits draw from (small: more collisions).
     pub ids: usize,
+    /// The items' resolution policy.
+    pub policy: Policy,
+    /// The items' conflict granularity.
+    pub granularity: Granularity,
 }
 
 impl SimConfig {
@@ -85,6 +94,12 @@ impl SimConfig {
             loss: 0.05,
             duplicate: 0.05,
             ids: 12,
+            policy: Policy::ALL[(seed / 5 % 5) as usize],
+            granularity: if seed / 25 % 2 == 0 {
+                Granularity::Field
+            } else {
+                Granularity::Record
+            },
         }
     }
 }
@@ -108,6 +123,15 @@ pub struct SimStats {
     pub records: usize,
     /// Tombstones purged.
     pub purged: u64,
+    /// Conflict entries on each replica at the end.
+    pub conflicts: usize,
+    /// Of which open.
+    pub open_conflicts: usize,
+    /// Entries resolved, assigned or routed by a simulated person.
+    pub decisions: u64,
+    /// Entries at the end by kind: status regression, concurrent edit,
+    /// rejected, rejected FK, edit of deleted.
+    pub by_kind: [usize; 5],
 }
 
 /// A schedule that did not converge, or failed.
@@ -120,19 +144,64 @@ pub struct SimError {
     pub message: String,
 }
 
-/// The collection the simulator edits: one field of each mergeable kind.
+/// The collection the simulator edits: one field of each mergeable kind, a
+/// status and a reference to a folder (default policy and granularity).
 pub fn collection() -> Collection {
+    item_collection(Policy::ServerWins, Granularity::Field)
+}
+
+/// The lifecycle of the simulator's items.
+pub const STATES: [&str; 4] = ["open", "active", "done", "closed"];
+
+fn item_collection(policy: Policy, granularity: Granularity) -> Collection {
     let built = Collection::builder("item")
         .required("title", FieldType::String)
         .field("note", FieldType::String)
         .field("qty", FieldType::Integer)
         .default("visits", FieldType::Counter, Value::Counter(0))
         .field("body", FieldType::Text)
+        .default("status", FieldType::String, "open")
+        .status("status", &STATES)
+        .field("folder", FieldType::Reference("folder".into()))
+        .policy(policy)
+        .granularity(granularity)
         .build();
     match built {
         Ok(c) => c,
         // The definition above is valid; a failure here is a bug in the builder.
         Err(e) => panic!("the simulator's collection is invalid: {e}"),
+    }
+}
+
+/// The folders items refer to.
+pub fn folder_collection() -> Collection {
+    match Collection::builder("folder")
+        .required("name", FieldType::String)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("the simulator's folder collection is invalid: {e}"),
+    }
+}
+
+/// The schema of the simulator's replicas.
+pub fn schema(policy: Policy, granularity: Granularity) -> Schema {
+    let s = Schema::new()
+        .with(folder_collection())
+        .and_then(|s| s.with(item_collection(policy, granularity)));
+    match s {
+        Ok(s) => s,
+        Err(e) => panic!("the simulator's schema is invalid: {e}"),
+    }
+}
+
+/// The authority's rule the devices do not know: a note must not end in 9.
+fn authority_rule(f: &crate::Fields) -> Vec<crate::schema::Violation> {
+    match f.get("note").and_then(Value::as_str) {
+        Some(n) if n.ends_with('9') => vec![
+            crate::schema::Violation::new("note_ends_in_9", "a note may not end in 9").on("note"),
+        ],
+        _ => Vec::new(),
     }
 }
 
@@ -188,14 +257,28 @@ impl Sim {
             cfg: cfg.clone(),
             healed: false,
         };
-        for _ in 0..cfg.replicas {
+        for at in 0..cfg.replicas {
             let store = MemoryStore::new();
-            let replica = sim.open(&store)?;
+            // Actor ids from the seed too, so that a seed replays exactly
+            // (hashes, ties broken by actor, entry ids).
+            let mut actor = [0u8; 16];
+            for chunk in actor.chunks_mut(8) {
+                chunk.copy_from_slice(&sim.rng.next_u64().to_be_bytes());
+            }
+            crate::store::Storage::put(&store, crate::store::keys::ACTOR, &actor)
+                .map_err(|e| sim.fail(format!("store: {e}")))?;
+            let replica = sim.open(&store, at)?;
             sim.peers.push(Peer {
                 store,
                 replica,
                 sessions: BTreeMap::new(),
             });
+        }
+        let authority = sim.peers[0].replica.actor().to_hex_string();
+        for p in &sim.peers {
+            p.replica
+                .add_member(&authority, crate::Role::Authority)
+                .map_err(|e| sim.fail(format!("add member: {e}")))?;
         }
         Ok(sim)
     }
@@ -207,19 +290,23 @@ impl Sim {
         }
     }
 
-    fn open(&self, store: &MemoryStore) -> Result<Replica, SimError> {
+    fn open(&self, store: &MemoryStore, at: usize) -> Result<Replica, SimError> {
         let clock = self.clock.clone();
-        let schema = Schema::new()
-            .with(collection())
-            .map_err(|e| self.fail(e.to_string()))?;
-        Replica::with_storage(
+        let schema = schema(self.cfg.policy, self.cfg.granularity);
+        let replica = Replica::with_storage(
             Arc::new(store.clone()),
             Config::default()
                 .with_schema(schema)
                 .with_cache_docs(8)
                 .with_clock(move || clock.load(Ordering::Relaxed)),
         )
-        .map_err(|e| self.fail(format!("open: {e}")))
+        .map_err(|e| self.fail(format!("open: {e}")))?;
+        if at == 0 {
+            replica
+                .add_validator("item", authority_rule)
+                .map_err(|e| self.fail(format!("validator: {e}")))?;
+        }
+        Ok(replica)
     }
 
     /// The replicas.
@@ -284,7 +371,11 @@ impl Sim {
         let r = self.peers[at].replica.clone();
         let v = self.rng.below(1000);
         let exists = matches!(r.get("item", &id), Ok(Some(_)));
-        let op = if exists { 1 + self.rng.below(6) } else { 0 };
+        let op = if exists { 1 + self.rng.below(12) } else { 0 };
+        if op >= 7 {
+            self.conflict_edit(at, &id, op, v);
+            return;
+        }
         let result = match op {
             0 => r.insert(
                 "item",
@@ -317,6 +408,78 @@ impl Sim {
         }
     }
 
+    /// The edits about statuses, folders and conflict entries.
+    fn conflict_edit(&mut self, at: usize, id: &str, op: usize, v: usize) {
+        let r = self.peers[at].replica.clone();
+        let folder = format!("f{}", v % 4);
+        let done = match op {
+            7 | 8 => {
+                let state = STATES[self.rng.below(STATES.len())];
+                r.update("item", id, fields([("status", Value::from(state))]))
+                    .is_ok()
+            }
+            9 => r
+                .update("item", id, fields([("folder", Value::Ref(folder))]))
+                .is_ok(),
+            10 => match r.get("folder", &folder) {
+                Ok(Some(f)) if !f.meta.deleted => r.delete("folder", &folder).is_ok(),
+                Ok(None) => r
+                    .insert("folder", &folder, fields([("name", Value::from("box"))]))
+                    .is_ok(),
+                _ => false,
+            },
+            _ => {
+                let Ok(entries) = r.conflicts(&crate::conflict::ConflictFilter::all()) else {
+                    return;
+                };
+                if entries.is_empty() {
+                    return;
+                }
+                let e = &entries[self.rng.below(entries.len())];
+                use crate::conflict::{Choice, Resolution, Side};
+                let ok = match self.rng.below(6) {
+                    0 => r.assign(&e.id, &format!("p{}", v % 3)).is_ok(),
+                    1 => r.route(&e.id, "second_line").is_ok(),
+                    2 => r
+                        .resolve(&e.id, Resolution::new(Choice::KeepAuthority))
+                        .is_ok(),
+                    3 => r
+                        .resolve(&e.id, Resolution::new(Choice::KeepDevice))
+                        .is_ok(),
+                    4 => {
+                        let pick = e
+                            .fields
+                            .iter()
+                            .map(|f| {
+                                let side = if self.rng.chance(0.5) {
+                                    Side::Subject
+                                } else {
+                                    Side::Other
+                                };
+                                (f.clone(), side)
+                            })
+                            .collect();
+                        r.resolve(&e.id, Resolution::new(Choice::Fields(pick)))
+                            .is_ok()
+                    }
+                    _ => r
+                        .resolve(
+                            &e.id,
+                            Resolution::new(Choice::KeepDevice).reopen(STATES[v % 2]),
+                        )
+                        .is_ok(),
+                };
+                if ok {
+                    self.stats.decisions += 1;
+                }
+                ok
+            }
+        };
+        if done {
+            self.stats.edits += 1;
+        }
+    }
+
     /// Deliver the message at position `i` of the network queue.
     fn deliver(&mut self, i: usize, faults: bool) -> Result<(), SimError> {
         let Some(p) = self.net.remove(i) else {
@@ -345,7 +508,7 @@ impl Sim {
 
     fn restart(&mut self, at: usize) -> Result<(), SimError> {
         let store = self.peers[at].store.clone();
-        let replica = self.open(&store)?;
+        let replica = self.open(&store, at)?;
         self.peers[at].replica = replica;
         self.peers[at].sessions.clear();
         self.stats.restarts += 1;
@@ -482,12 +645,63 @@ impl Sim {
     /// Check that every replica holds the same records: ids, values, deleted
     /// flags and heads.
     pub fn check_identical(&mut self) -> Result<(), SimError> {
+        let mut first_entries: Option<Vec<crate::conflict::Entry>> = None;
+        for (i, p) in self.peers.iter().enumerate() {
+            let entries = p
+                .replica
+                .conflicts(&crate::conflict::ConflictFilter::all())
+                .map_err(|e| self.fail(e.to_string()))?;
+            match &first_entries {
+                None => {
+                    self.stats.conflicts = entries.len();
+                    self.stats.open_conflicts = entries
+                        .iter()
+                        .filter(|e| e.state == crate::conflict::EntryState::Open)
+                        .count();
+                    for e in &entries {
+                        let k = match e.kind {
+                            crate::conflict::Kind::StatusRegression => 0,
+                            crate::conflict::Kind::ConcurrentEdit => 1,
+                            crate::conflict::Kind::Rejected => 2,
+                            crate::conflict::Kind::RejectedFk => 3,
+                            _ => 4,
+                        };
+                        self.stats.by_kind[k] += 1;
+                    }
+                    first_entries = Some(entries);
+                }
+                Some(f) if *f != entries => {
+                    let a: Vec<_> = f
+                        .iter()
+                        .map(|e| (&e.id[..8], e.kind, e.state, &e.record))
+                        .collect();
+                    let b: Vec<_> = entries
+                        .iter()
+                        .map(|e| (&e.id[..8], e.kind, e.state, &e.record))
+                        .collect();
+                    let detail = f
+                        .iter()
+                        .zip(&entries)
+                        .find(|(x, y)| x != y)
+                        .map(|(x, y)| format!("\n  replica 0: {x:?}\n  replica {i}: {y:?}"))
+                        .unwrap_or_default();
+                    return Err(self.fail(format!(
+                        "conflict lists differ: replica 0 {a:?} / replica {i} {b:?}{detail}"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
         let mut first: Option<Vec<crate::Record>> = None;
         for (i, p) in self.peers.iter().enumerate() {
-            let records = p
-                .replica
-                .scan(&Scan::new("item").with_deleted())
-                .map_err(|e| self.fail(e.to_string()))?;
+            let mut records = Vec::new();
+            for c in ["folder", "item"] {
+                records.extend(
+                    p.replica
+                        .scan(&Scan::new(c).with_deleted().with_rejected())
+                        .map_err(|e| self.fail(e.to_string()))?,
+                );
+            }
             let records: Vec<crate::Record> = records
                 .into_iter()
                 .map(|mut r| {
@@ -509,11 +723,7 @@ impl Sim {
                         )));
                     }
                     for (a, b) in f.iter().zip(&records) {
-                        if a.id != b.id
-                            || a.fields != b.fields
-                            || a.meta.heads != b.meta.heads
-                            || a.meta.deleted != b.meta.deleted
-                        {
+                        if a.id != b.id || a.fields != b.fields || a.meta != b.meta {
                             return Err(self.fail(format!(
                                 "record {} differs: replica 0 {:?} / replica {i} {:?}",
                                 a.id, a, b

@@ -1,6 +1,7 @@
 //! The simulator's property test: seeded schedules over 2 to 6 replicas with
-//! partitions, lost, duplicated and reordered messages and restarts must all
-//! converge to identical records.
+//! partitions, lost, duplicated and reordered messages and restarts, statuses,
+//! references, rejections, deletes and people's decisions must all converge to
+//! identical visible records and identical conflict lists.
 //!
 //! `FIELDSYNC_SIM_SCHEDULES=N` runs N schedules (default 1,000; the soak run uses
 //! 100,000); `FIELDSYNC_SIM_SEED=S` replays one seed; `FIELDSYNC_SIM_START=K`
@@ -35,6 +36,12 @@ fn seeded_schedules_converge() {
                 totals.restarts += s.restarts;
                 totals.synced += s.synced;
                 totals.purged += s.purged;
+                totals.conflicts += s.conflicts;
+                totals.open_conflicts += s.open_conflicts;
+                totals.decisions += s.decisions;
+                for (t, k) in totals.by_kind.iter_mut().zip(s.by_kind) {
+                    *t += k;
+                }
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -47,4 +54,14 @@ fn seeded_schedules_converge() {
     }
     eprintln!("{count} schedules from seed {start}: {totals:?}");
     assert!(failures.is_empty(), "diverging seeds: {failures:?}");
+    if count >= 100 {
+        // The schedules exercise what they claim to: entries appear, some stay
+        // open, people decide some.
+        assert!(totals.conflicts > 0 && totals.open_conflicts > 0 && totals.decisions > 0);
+        assert!(totals.open_conflicts < totals.conflicts);
+        assert!(
+            totals.by_kind.iter().all(|&k| k > 0),
+            "every kind occurs: {totals:?}"
+        );
+    }
 }

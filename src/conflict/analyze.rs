@@ -217,6 +217,8 @@ struct Candidate {
     kind: Kind,
     subject: usize,
     others: BTreeSet<usize>,
+    /// `others`, by time then hash.
+    order: Vec<usize>,
     fields: BTreeSet<String>,
 }
 
@@ -259,6 +261,7 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
             kind,
             subject,
             others: BTreeSet::new(),
+            order: Vec::new(),
             fields: BTreeSet::new(),
         });
         e.others.insert(other);
@@ -380,7 +383,7 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
             if ch.mark.kind == WriteKind::Delete {
                 sup.deletes.insert(ch.hash);
             }
-            if ch.deps.is_empty() {
+            if ch.deps.is_empty() && hidden.as_ref().is_none_or(|h: &String| id < *h) {
                 hidden = Some(id.clone());
             }
         }
@@ -428,7 +431,12 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
             parent: None,
         });
     }
-    for cand in cands.into_values() {
+    for mut cand in cands.into_values() {
+        // Changes in causal order differ between replicas; order the other
+        // side by time and hash, the same everywhere.
+        let mut ordered: Vec<usize> = cand.others.iter().copied().collect();
+        ordered.sort_by_key(|&o| (h.changes[o].time, h.changes[o].hash));
+        cand.order = ordered;
         let s = cand.subject;
         let sch = &h.changes[s];
         let id = entry_id(cand.kind, &c.name, cx.record, &sch.hash.0);
@@ -522,11 +530,11 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
         };
         let fields: Vec<String> = cand.fields.iter().cloned().collect();
         let others: Vec<ChangeRef> = cand
-            .others
+            .order
             .iter()
             .map(|&o| h.change_ref(o, cx.is_authority))
             .collect();
-        let message = describe(cand.kind, &h, s, &cand.others, &fields, winner, state);
+        let message = describe(cand.kind, &h, s, &cand.order, &fields, winner, state);
         entries.push(Entry {
             id,
             kind: cand.kind,
@@ -585,7 +593,7 @@ fn describe(
     kind: Kind,
     h: &History,
     s: usize,
-    others: &BTreeSet<usize>,
+    others: &[usize],
     fields: &[String],
     winner: Side,
     state: EntryState,

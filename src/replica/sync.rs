@@ -74,14 +74,26 @@ impl Inner {
             return Ok(());
         }
         let mut batch = Batch::new();
+        let schema = self.schema();
         for (key, tombstone) in records {
             let (c, id) = (&key.collection, &key.id);
-            let heads = self
-                .read_row(c, id)
-                .ok()
-                .flatten()
-                .map(|r| r.heads.concat())
-                .unwrap_or_default();
+            let row = self.read_row(c, id).ok().flatten();
+            let heads = row.as_ref().map(|r| r.heads.concat()).unwrap_or_default();
+            // Its conflict entries and the references it made go with it.
+            if let (Some(r), Ok(coll)) = (&row, schema.collection(c)) {
+                for (_, t, p) in super::tx::evaluate::refs_of(coll, &r.fields) {
+                    batch.delete(keys::referrer(&t, &p, c, id));
+                }
+            }
+            self.storage
+                .for_each_prefix(&keys::conflicts_of(c, id), &mut |k, _| {
+                    let entry = &k[keys::conflicts_of(c, id).len()..];
+                    batch.delete(k.to_vec());
+                    let mut ci = b"ci:".to_vec();
+                    ci.extend_from_slice(entry);
+                    batch.delete(ci);
+                    true
+                })?;
             batch.delete(keys::row(c, id));
             batch.delete(keys::snapshot(c, id));
             if let Some(t) = tombstone {
@@ -97,6 +109,14 @@ impl Inner {
             if let Some(index) = state.index.as_mut() {
                 index.upsert(&key.collection, &key.id, &[PURGED_HEAD]);
             }
+        }
+        // Records that referred to a purged one now wait for it as missing.
+        let mut tx = super::Tx::new(self, state);
+        for (key, _) in records {
+            tx.reevaluate_referrers(&key.collection, &key.id)?;
+        }
+        if tx.commit()?.is_some() {
+            self.storage.flush()?;
         }
         Ok(())
     }

@@ -112,7 +112,7 @@ fn standing(row: Option<&Row>) -> Standing {
     row.map(|r| (r.hidden.is_some(), r.deleted, r.insert_rejection.clone()))
 }
 
-fn refs_of(c: &Collection, f: &Fields) -> Vec<(String, String, String)> {
+pub(crate) fn refs_of(c: &Collection, f: &Fields) -> Vec<(String, String, String)> {
     c.fields
         .iter()
         .filter_map(|fd| match (&fd.ty, f.get(&fd.name)) {
@@ -235,6 +235,14 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Stage the records that refer to `collection/id` to be evaluated again.
+    pub(crate) fn reevaluate_referrers(&mut self, collection: &str, id: &str) -> Result<()> {
+        for j in self.referrers(collection, id)? {
+            self.mark_reeval(j);
+        }
+        Ok(())
+    }
+
     /// The staged entries of the records that refer to `collection/id`.
     fn referrers(&mut self, collection: &str, id: &str) -> Result<Vec<usize>> {
         let prefix = keys::referrers_of(collection, id);
@@ -348,11 +356,12 @@ impl Tx<'_> {
             human: &human,
         };
         let s = &self.staged[i];
-        let analysis = conflict::analyze(&s.doc, &cx).map_err(|e| Error::Corrupt {
-            collection: cname.clone(),
-            id: id.clone(),
-            reason: e.0,
-        })?;
+        let analysis = conflict::analyze(&s.doc, &cx).unwrap_or_else(|e| {
+            // The record was checked when it was applied; if its history
+            // cannot be analyzed, it shows automerge's merge as is.
+            tracing::warn!(collection = %cname, id, reason = %e.0, "conflict analysis failed");
+            None
+        });
         let (mut fields, mut deleted) = (s.row.fields.clone(), s.row.deleted);
         let (mut hidden, mut entries) = (None, Vec::new());
         let mut insert_rejection = None;
