@@ -512,3 +512,118 @@ fn a_store_that_is_not_a_member_is_told_so_and_nothing_moves() {
     ok(c, &["sync", "--peer", &addr, "--timeout", "30"]);
     assert!(ok(c, &["get", "customer", "a1"]).contains("Private"));
 }
+
+#[test]
+fn conflicts_list_show_assign_and_resolve_from_the_command_line() {
+    use fieldsync::schema::Schema;
+    use fieldsync::{Config, Replica, Role, Value, fields};
+    let schema = Schema::from_toml(
+        r#"
+[collections.expense]
+policy = "user_action"
+queue = "sync_errors"
+status = { field = "status", states = ["draft", "submitted", "approved"] }
+[collections.expense.fields]
+title = { type = "string", required = true }
+amount = { type = "float", required = true }
+status = { type = "string", default = "draft" }
+"#,
+    )
+    .unwrap();
+    let (hub_dir, dev_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    {
+        let open =
+            |d: &Path| Replica::open(d, Config::default().with_schema(schema.clone())).unwrap();
+        let (hub, dev) = (open(hub_dir.path()), open(dev_dir.path()));
+        for r in [&hub, &dev] {
+            r.add_member(&hub.actor().to_hex_string(), Role::Authority)
+                .unwrap();
+        }
+        hub.insert(
+            "expense",
+            "e1",
+            fields([
+                ("title", Value::from("taxi")),
+                ("amount", Value::Float(10.0)),
+            ]),
+        )
+        .unwrap();
+        let now = 1_800_000_000_000;
+        assert!(
+            fieldsync::sim::sync_pair(&hub, &dev, now, None)
+                .unwrap()
+                .synced
+        );
+        hub.update("expense", "e1", fields([("amount", Value::Float(12.0))]))
+            .unwrap();
+        dev.update("expense", "e1", fields([("amount", Value::Float(15.0))]))
+            .unwrap();
+        assert!(
+            fieldsync::sim::sync_pair(&dev, &hub, now, None)
+                .unwrap()
+                .synced
+        );
+    }
+    let s = hub_dir.path();
+    let schema_text = ok(s, &["schema"]);
+    assert!(schema_text.contains("policy user_action"), "{schema_text}");
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(s, &["--json", "conflicts", "list", "--open"])).unwrap();
+    let entries = list.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{list}");
+    assert_eq!(entries[0]["kind"], "concurrent_edit");
+    assert_eq!(entries[0]["queue"], "sync_errors");
+    let id = entries[0]["id"].as_str().unwrap().to_owned();
+    let shown = ok(s, &["conflicts", "show", &id[..10]]);
+    assert!(
+        shown.contains("authority") && shown.contains("device"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("amount") && shown.contains("15") && shown.contains("12"),
+        "{shown}"
+    );
+    let detail: serde_json::Value =
+        serde_json::from_str(&ok(s, &["--json", "conflicts", "show", &id])).unwrap();
+    assert_eq!(detail["device"]["amount"], 15.0);
+    assert_eq!(detail["authority"]["amount"], 12.0);
+    ok(s, &["conflicts", "assign", &id, "finance", "--to", "ana"]);
+    let mine: serde_json::Value = serde_json::from_str(&ok(
+        s,
+        &[
+            "--json",
+            "conflicts",
+            "list",
+            "--queue",
+            "finance",
+            "--assignee",
+            "ana",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    let err = fails(s, &["conflicts", "resolve", "ffff", "--keep", "device"]);
+    assert!(err.contains("no conflict entry"), "{err}");
+    let err = fails(s, &["conflicts", "resolve", &id]);
+    assert!(err.contains("exactly one of"), "{err}");
+    ok(
+        s,
+        &[
+            "conflicts",
+            "resolve",
+            &id,
+            "--keep",
+            "device",
+            "--note",
+            "receipt checked",
+        ],
+    );
+    let open: serde_json::Value =
+        serde_json::from_str(&ok(s, &["--json", "conflicts", "list", "--open"])).unwrap();
+    assert!(open.as_array().unwrap().is_empty());
+    let rec: serde_json::Value =
+        serde_json::from_str(&ok(s, &["--json", "get", "expense", "e1"])).unwrap();
+    assert_eq!(rec["fields"]["amount"], 15.0);
+    let listed = ok(s, &["conflicts", "list"]);
+    assert!(listed.contains("resolved (keep_device)"), "{listed}");
+}

@@ -3,6 +3,7 @@
 //! Human output by default, `--json` on every command; errors go to stderr with a
 //! non-zero exit status. See `fieldsync --help`.
 
+mod conflicts;
 mod control;
 mod output;
 mod parse;
@@ -143,6 +144,11 @@ enum Command {
         /// Seconds to wait before giving up.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+    },
+    /// The conflict list: list, show side by side, resolve, assign.
+    Conflicts {
+        #[command(subcommand)]
+        action: conflicts::Conflicts,
     },
     /// Manage the group's members (once there is one, only members may sync).
     Members {
@@ -510,6 +516,7 @@ pub(crate) fn run(ctx: &Ctx, command: &Command, out: &mut Vec<u8>) -> CliResult 
             serve(ctx, listen, peer, *mdns, *live)?
         }
         Command::Members { action } => members(ctx, action, out)?,
+        Command::Conflicts { action } => conflicts::run(ctx, action, out)?,
         Command::Secret { action } => secret(ctx, action, out)?,
         Command::Sync { peer, timeout } => sync(ctx, peer.as_deref(), *timeout, out)?,
     }

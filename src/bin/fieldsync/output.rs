@@ -26,6 +26,9 @@ fn record_json(r: &Record) -> J {
             "modified_ms": r.meta.modified.millis(),
             "author": r.meta.author.to_hex_string(),
             "deleted": r.meta.deleted,
+            "rejected": r.meta.rejected,
+            "unresolved": r.meta.unresolved,
+            "open_conflicts": r.meta.open_conflicts,
         },
     })
 }
@@ -40,7 +43,21 @@ pub(crate) fn record(out: &mut Vec<u8>, json: bool, r: &Record) {
         return;
     }
     let deleted = if r.meta.deleted { "  (deleted)" } else { "" };
-    outln!(out, "{}/{}{deleted}", r.collection, r.id);
+    let rejected = match &r.meta.rejected {
+        Some(e) => format!("  (rejected: see conflict {})", short(e)),
+        None => String::new(),
+    };
+    outln!(out, "{}/{}{deleted}{rejected}", r.collection, r.id);
+    if !r.meta.unresolved.is_empty() {
+        outln!(out, "  -- waiting for: {}", r.meta.unresolved.join(", "));
+    }
+    if r.meta.open_conflicts > 0 {
+        outln!(
+            out,
+            "  -- open conflicts: {} (fieldsync conflicts list)",
+            r.meta.open_conflicts
+        );
+    }
     for (k, v) in &r.fields {
         outln!(out, "  {k}: {v}");
     }
@@ -125,6 +142,16 @@ pub(crate) fn schema(out: &mut Vec<u8>, json: bool, s: &Schema) {
             .map(|c| {
                 json!({
                     "name": c.name,
+                    "policy": c.settings.policy.name(),
+                    "granularity": format!("{:?}", c.settings.granularity).to_lowercase(),
+                    "queue": c.queue_name(),
+                    "block_sync_on_conflict": c.settings.block_sync_on_conflict,
+                    "status": c.settings.lifecycle.as_ref().map(|l| json!({
+                        "field": l.field, "states": l.states, "transitions": l.transitions,
+                    })),
+                    "rules": c.settings.rules.iter().map(|r| json!({
+                        "field": r.field, "check": format!("{:?}", r.check), "code": r.code, "message": r.message,
+                    })).collect::<Vec<_>>(),
                     "fields": c.fields.iter().map(|f| json!({
                         "name": f.name,
                         "type": f.ty.to_string(),
@@ -138,7 +165,20 @@ pub(crate) fn schema(out: &mut Vec<u8>, json: bool, s: &Schema) {
         return;
     }
     for c in s.collections() {
-        outln!(out, "{}", c.name);
+        outln!(
+            out,
+            "{}  (policy {}, {:?} granularity, queue {})",
+            c.name,
+            c.settings.policy,
+            c.settings.granularity,
+            c.queue_name()
+        );
+        if let Some(l) = &c.settings.lifecycle {
+            outln!(out, "  status {}: {}", l.field, l.states.join(" < "));
+        }
+        for r in &c.settings.rules {
+            outln!(out, "  rule {}: {:?} ({})", r.field, r.check, r.code);
+        }
         for f in &c.fields {
             let req = if f.required { " required" } else { "" };
             let def = f

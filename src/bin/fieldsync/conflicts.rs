@@ -1,0 +1,353 @@
+//! `fieldsync conflicts ...`: the conflict list from the command line.
+
+use std::collections::BTreeMap;
+
+use clap::Subcommand;
+use fieldsync::conflict::{
+    Choice, ConflictFilter, Entry, EntryDetail, EntryState, Kind, Resolution, Side,
+};
+use fieldsync::{Fields, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as J, json};
+
+use super::output::outln;
+use super::{Ctx, Failure, parse};
+
+#[derive(Subcommand, Serialize, Deserialize)]
+pub(crate) enum Conflicts {
+    /// List entries (all filters must hold).
+    List {
+        /// Only this collection.
+        #[arg(long)]
+        collection: Option<String>,
+        /// Only this kind (status_regression, concurrent_edit, rejected,
+        /// rejected_fk, edit_of_deleted).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only open entries.
+        #[arg(long, conflicts_with = "resolved")]
+        open: bool,
+        /// Only resolved entries.
+        #[arg(long)]
+        resolved: bool,
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only entries assigned to this person.
+        #[arg(long)]
+        assignee: Option<String>,
+    },
+    /// Show an entry with the base, authority and device versions side by side.
+    Show {
+        /// The entry id (or a unique prefix of it).
+        id: String,
+    },
+    /// Resolve an entry: keep one side, pick per field, or set values.
+    Resolve {
+        /// The entry id (or a unique prefix of it).
+        id: String,
+        /// `authority` or `device`: that side's values for the entry's fields.
+        #[arg(long, value_name = "SIDE")]
+        keep: Option<String>,
+        /// Per field: `FIELD=authority` or `FIELD=device`.
+        #[arg(long = "field", value_name = "FIELD=SIDE")]
+        fields: Vec<String>,
+        /// Custom values: `FIELD=VALUE`.
+        #[arg(long = "set", value_name = "FIELD=VALUE")]
+        set: Vec<String>,
+        /// Move the status back to this state (a deliberate reopen).
+        #[arg(long, value_name = "STATE")]
+        reopen: Option<String>,
+        /// A note kept with the decision.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Route an entry to a queue, and optionally assign it to a person.
+    Assign {
+        /// The entry id (or a unique prefix of it).
+        id: String,
+        /// The queue.
+        queue: String,
+        /// The person.
+        #[arg(long = "to")]
+        assignee: Option<String>,
+    },
+}
+
+fn side(s: &str) -> Result<Side, Failure> {
+    match s {
+        "authority" | "other" => Ok(Side::Other),
+        "device" | "subject" => Ok(Side::Subject),
+        other => Err(Failure(format!(
+            "unknown side `{other}` (authority or device)"
+        ))),
+    }
+}
+
+/// The full id of the entry named by `id` or a unique prefix of it.
+fn find(r: &fieldsync::Replica, id: &str) -> Result<String, Failure> {
+    if r.conflict_entry(id)?.is_some() {
+        return Ok(id.to_owned());
+    }
+    let all = r.conflicts(&ConflictFilter::all())?;
+    let matching: Vec<&Entry> = all.iter().filter(|e| e.id.starts_with(id)).collect();
+    match matching.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => Err(Failure(format!("no conflict entry `{id}`"))),
+        _ => Err(Failure(format!(
+            "`{id}` names {} entries; give more of the id",
+            matching.len()
+        ))),
+    }
+}
+
+fn fields_json(f: &Fields) -> J {
+    J::Object(f.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+}
+
+fn opt_json(v: &Option<Value>) -> J {
+    v.as_ref().map_or(J::Null, Value::to_json)
+}
+
+fn entry_json(e: &Entry) -> J {
+    serde_json::to_value(e).unwrap_or(J::Null)
+}
+
+fn detail_json(d: &EntryDetail) -> J {
+    json!({
+        "entry": entry_json(&d.entry),
+        "base": fields_json(&d.base),
+        "authority": fields_json(&d.authority),
+        "device": fields_json(&d.device),
+        "visible": fields_json(&d.visible),
+        "diff": d.diff.iter().map(|f| json!({
+            "field": f.field,
+            "base": opt_json(&f.base),
+            "authority": opt_json(&f.authority),
+            "device": opt_json(&f.device),
+            "visible": opt_json(&f.visible),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn state(e: &Entry) -> String {
+    match (&e.state, &e.resolved_by) {
+        (EntryState::Open, _) => "open".into(),
+        (_, Some(fieldsync::conflict::ResolvedBy::Policy(p))) => format!("resolved ({p})"),
+        (_, Some(fieldsync::conflict::ResolvedBy::Person { decision, .. })) => {
+            format!("resolved ({decision})")
+        }
+        (_, Some(fieldsync::conflict::ResolvedBy::Accepted)) => "resolved (accepted)".into(),
+        (_, Some(fieldsync::conflict::ResolvedBy::ParentStands)) => {
+            "resolved (parent stands)".into()
+        }
+        _ => "resolved".into(),
+    }
+}
+
+fn show_value(v: &Option<Value>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+pub(crate) fn run(ctx: &Ctx, action: &Conflicts, out: &mut Vec<u8>) -> Result<(), Failure> {
+    let r = ctx.replica()?;
+    match action {
+        Conflicts::List {
+            collection,
+            kind,
+            open,
+            resolved,
+            queue,
+            assignee,
+        } => {
+            let mut f = ConflictFilter::all();
+            f.collection = collection.clone();
+            f.kind = kind
+                .as_deref()
+                .map(str::parse::<Kind>)
+                .transpose()
+                .map_err(Failure)?;
+            f.state = match (open, resolved) {
+                (true, _) => Some(EntryState::Open),
+                (_, true) => Some(EntryState::Resolved),
+                _ => None,
+            };
+            f.queue = queue.clone();
+            f.assignee = assignee.clone();
+            let entries = r.conflicts(&f)?;
+            if ctx.json {
+                outln!(
+                    out,
+                    "{}",
+                    J::Array(entries.iter().map(entry_json).collect())
+                );
+                return Ok(());
+            }
+            if entries.is_empty() {
+                outln!(out, "no conflict entries");
+            }
+            for e in &entries {
+                outln!(
+                    out,
+                    "{}  {:<17} {}/{}  {}  queue {}{}",
+                    &e.id[..12],
+                    e.kind.name(),
+                    e.collection,
+                    e.record,
+                    state(e),
+                    e.queue,
+                    e.assignee
+                        .as_ref()
+                        .map(|a| format!(", assigned to {a}"))
+                        .unwrap_or_default()
+                );
+                outln!(out, "    {}", e.message);
+            }
+        }
+        Conflicts::Show { id } => {
+            let id = find(&r, id)?;
+            let d = r
+                .conflict(&id)?
+                .ok_or_else(|| Failure(format!("no conflict entry `{id}`")))?;
+            if ctx.json {
+                outln!(out, "{}", detail_json(&d));
+                return Ok(());
+            }
+            let e = &d.entry;
+            outln!(
+                out,
+                "{} {} {}/{}",
+                e.id,
+                e.kind.name(),
+                e.collection,
+                e.record
+            );
+            outln!(out, "  state:   {}", state(e));
+            outln!(out, "  policy:  {}   queue: {}", e.policy, e.queue);
+            if let Some(a) = &e.assignee {
+                outln!(out, "  assigned to {a}");
+            }
+            outln!(out, "  origin:  {} at {}", e.subject.actor, e.subject.time);
+            outln!(out, "  message: {}", e.message);
+            for v in &e.violations {
+                outln!(out, "  error:   {} ({})", v.message, v.code);
+            }
+            if let Some(l) = &e.linked {
+                outln!(out, "  follows: {l}");
+            }
+            outln!(
+                out,
+                "  {:<14} {:<22} {:<22} {:<22} {:<22}",
+                "field",
+                "base",
+                "authority",
+                "device",
+                "shown"
+            );
+            for f in &d.diff {
+                outln!(
+                    out,
+                    "  {:<14} {:<22} {:<22} {:<22} {:<22}",
+                    f.field,
+                    show_value(&f.base),
+                    show_value(&f.authority),
+                    show_value(&f.device),
+                    show_value(&f.visible)
+                );
+            }
+        }
+        Conflicts::Resolve {
+            id,
+            keep,
+            fields,
+            set,
+            reopen,
+            note,
+        } => {
+            let id = find(&r, id)?;
+            let given = usize::from(keep.is_some())
+                + usize::from(!fields.is_empty())
+                + usize::from(!set.is_empty());
+            if given != 1 {
+                return Err(Failure(
+                    "give exactly one of --keep SIDE, --field FIELD=SIDE..., --set FIELD=VALUE..."
+                        .into(),
+                ));
+            }
+            let choice = if let Some(k) = keep {
+                match side(k)? {
+                    Side::Other => Choice::KeepAuthority,
+                    _ => Choice::KeepDevice,
+                }
+            } else if !fields.is_empty() {
+                let mut map = BTreeMap::new();
+                for kv in fields {
+                    let (f, s) = kv
+                        .split_once('=')
+                        .ok_or_else(|| Failure(format!("expected FIELD=SIDE, given `{kv}`")))?;
+                    map.insert(f.to_owned(), side(s)?);
+                }
+                Choice::Fields(map)
+            } else {
+                let entry = r
+                    .conflict_entry(&id)?
+                    .ok_or_else(|| Failure(format!("no conflict entry `{id}`")))?;
+                let schema = r.schema();
+                let c = schema.collection(&entry.collection)?;
+                let values: Fields = set
+                    .iter()
+                    .map(|kv| parse::assignment(c, kv))
+                    .collect::<Result<_, _>>()?;
+                Choice::Custom(values)
+            };
+            let mut res = Resolution::new(choice);
+            if let Some(s) = reopen {
+                res = res.reopen(s);
+            }
+            if let Some(n) = note {
+                res = res.note(n);
+            }
+            let w = r.resolve(&id, res)?;
+            if ctx.json {
+                outln!(
+                    out,
+                    "{}",
+                    json!({ "resolved": id, "collection": w.collection, "id": w.id })
+                );
+            } else {
+                outln!(out, "resolved {id} ({}/{})", w.collection, w.id);
+            }
+        }
+        Conflicts::Assign {
+            id,
+            queue,
+            assignee,
+        } => {
+            let id = find(&r, id)?;
+            r.route(&id, queue)?;
+            if let Some(a) = assignee {
+                r.assign(&id, a)?;
+            }
+            if ctx.json {
+                outln!(
+                    out,
+                    "{}",
+                    json!({ "id": id, "queue": queue, "assignee": assignee })
+                );
+            } else {
+                outln!(
+                    out,
+                    "{id} routed to {queue}{}",
+                    assignee
+                        .as_ref()
+                        .map(|a| format!(", assigned to {a}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
