@@ -7,10 +7,12 @@
 //! semantic conflicts will reach people.
 //!
 //! This release holds the foundation (the [`schema`], the durable record
-//! store and the [`Replica`] handle) and the [`sync`] protocol core with its
-//! deterministic simulator ([`sim`]), and the first part of the libp2p network
-//! ([`node`]). Conflicts, pending events and access rights build on it (see
-//! `docs/architecture.md`).
+//! store and the [`Replica`] handle), the [`sync`] protocol core with its
+//! deterministic simulator ([`sim`]), the libp2p network ([`node`]) and
+//! semantic [`conflict`]s: status lifecycles, references, validation by
+//! authorities, five resolution policies and a conflict list every peer
+//! computes identically (`docs/conflicts.md`). Pending events and access
+//! rights build on it (see `docs/architecture.md`).
 //!
 //! ## Tour
 //!

@@ -499,3 +499,46 @@ status = { type = "string", default = "draft" }
         assert!(Schema::from_toml(&wrong).is_err(), "{wrong}");
     }
 }
+
+#[test]
+fn only_an_authority_s_verdicts_count_and_apps_cannot_write_system_records() {
+    let c = Collection::builder("item")
+        .required("title", FieldType::String)
+        .build()
+        .unwrap();
+    let rs = group(3, c, true);
+    let (hub, rogue, dev) = (&rs[0], &rs[1], &rs[2]);
+    // The rogue counts itself an authority and rejects everything.
+    rogue
+        .add_member(&rogue.actor().to_hex_string(), Role::Authority)
+        .unwrap();
+    rogue
+        .add_validator("item", |_| {
+            vec![fieldsync::schema::Violation::new("no", "rogue says no")]
+        })
+        .unwrap();
+    dev.insert("item", "a", title("fine")).unwrap();
+    sync(dev, rogue);
+    assert_eq!(
+        rogue
+            .conflicts(&ConflictFilter::all().kind(Kind::Rejected))
+            .unwrap()
+            .len(),
+        1,
+        "the rogue wrote a verdict"
+    );
+    sync(rogue, hub);
+    sync(dev, hub);
+    for r in [hub, dev] {
+        assert!(r.conflicts(&ConflictFilter::all()).unwrap().is_empty());
+        assert_eq!(r.list("item").unwrap().len(), 1, "the record stands");
+    }
+    let err = dev
+        .insert(
+            "_verdict",
+            "x",
+            fields([("collection", Value::from("item"))]),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("system collection"), "{err}");
+}

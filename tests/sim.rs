@@ -13,6 +13,22 @@ fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// Seeds that once diverged (found by soak runs), replayed on every run.
+const REGRESSIONS: [(u64, &str); 1] = [(
+    16676,
+    "a child evaluated before its parent in one transaction kept the parent's unevaluated standing",
+)];
+
+#[test]
+fn seeds_that_once_diverged_converge() {
+    for (seed, what) in REGRESSIONS {
+        let n = 2 + (seed % 5) as usize;
+        if let Err(e) = run(&SimConfig::new(seed, n)) {
+            panic!("regression ({what}): {e}");
+        }
+    }
+}
+
 #[test]
 fn seeded_schedules_converge() {
     if let Some(seed) = env("FIELDSYNC_SIM_SEED") {

@@ -8,6 +8,7 @@
 //! returns.
 
 pub mod baseline;
+pub mod conflicts;
 pub mod net;
 pub mod sync;
 

@@ -38,6 +38,8 @@ pub(crate) struct Context<'a> {
     pub(crate) is_authority: &'a dyn Fn(&ActorId) -> bool,
     pub(crate) verdicts: &'a [Verdict],
     pub(crate) human: &'a dyn Fn(&str) -> Option<Human>,
+    /// Whether the history is one line of changes (see [`linear`]).
+    pub(crate) linear: bool,
 }
 
 /// The visible record and its entries.
@@ -189,7 +191,7 @@ fn foreign_mark(c: &Collection) -> Mark {
 }
 
 /// Whether the history is one line of changes (no concurrency at all).
-fn linear(doc: &Automerge) -> bool {
+pub(crate) fn linear(doc: &Automerge) -> bool {
     if doc.get_heads().len() > 1 {
         return false;
     }
@@ -225,7 +227,7 @@ struct Candidate {
 /// Analyze a record. `Ok(None)` when there is nothing to analyze (a linear
 /// history with no verdicts): the automerge fields are the visible record.
 pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analysis>, ShapeError> {
-    if cx.verdicts.is_empty() && linear(doc) {
+    if cx.verdicts.is_empty() && cx.linear {
         return Ok(None);
     }
     let c = cx.collection;

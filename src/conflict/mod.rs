@@ -23,7 +23,7 @@ use crate::hlc::HlcTime;
 pub use crate::schema::{Granularity, Policy, Violation};
 use crate::value::{Fields, Value};
 
-pub(crate) use analyze::{Context, Human, Verdict, analyze, change_time};
+pub(crate) use analyze::{Context, Human, Verdict, analyze, change_time, linear};
 
 /// What kind of conflict an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -205,7 +205,8 @@ impl Replica {
 
     /// Write fields of an entry's `_entry` record (created on first use).
     fn set_decision_fields(tx: &mut super::Tx<'_>, e: &Entry, set: Fields) -> Result<()> {
-        match tx.update(DECISIONS, &e.id, set.clone()) {
+        tx.system = true;
+        let done = match tx.update(DECISIONS, &e.id, set.clone()) {
             Err(Error::NotFound { .. }) => {
                 let mut all = set;
                 all.insert("collection".into(), Value::from(e.collection.as_str()));
@@ -213,7 +214,9 @@ impl Replica {
                 tx.insert(DECISIONS, &e.id, all).map(|_| ())
             }
             other => other.map(|_| ()),
-        }
+        };
+        tx.system = false;
+        done
     }
 
     /// Assign an entry to a person (replicated like any change).

@@ -62,6 +62,7 @@ pub struct Config {
     store_cache_bytes: u64,
     watch_capacity: usize,
     clock: Clock,
+    conflicts: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -73,6 +74,7 @@ impl std::fmt::Debug for Config {
             .field("durable_writes", &self.durable_writes)
             .field("store_cache_bytes", &self.store_cache_bytes)
             .field("watch_capacity", &self.watch_capacity)
+            .field("conflicts", &self.conflicts)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +89,7 @@ impl Default for Config {
             store_cache_bytes: 64 << 20,
             watch_capacity: 1024,
             clock: Arc::new(system_clock),
+            conflicts: true,
         }
     }
 }
@@ -132,6 +135,15 @@ impl Config {
     /// lagged (default 1024).
     pub fn with_watch_capacity(mut self, n: usize) -> Self {
         self.watch_capacity = n.max(1);
+        self
+    }
+
+    /// Whether conflict detection runs (default `true`). With `false`, records
+    /// show automerge's merge as is, no entry is listed and no authority
+    /// judges anything: plain CRDT semantics, and the baseline of the conflict
+    /// benchmark. Every replica of a group must use the same setting.
+    pub fn with_conflicts(mut self, on: bool) -> Self {
+        self.conflicts = on;
         self
     }
 

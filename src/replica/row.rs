@@ -76,6 +76,9 @@ pub(crate) struct Row {
     /// The rejection entry of the record's insert, standing or lifted (its
     /// children's RejectedFk entries follow it).
     pub(crate) insert_rejection: Option<String>,
+    /// Whether the history is known to be one line of changes (no
+    /// concurrency), so conflict analysis can be skipped without reading it.
+    pub(crate) linear: bool,
     /// The framed log (not part of the header; see the module docs).
     #[serde(skip)]
     pub(crate) log: Vec<u8>,

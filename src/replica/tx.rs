@@ -107,6 +107,9 @@ pub struct Tx<'r> {
     index: HashMap<(String, String), usize>,
     /// Records whose unreadable stored data an import replaces.
     purge_on_commit: Vec<(String, String)>,
+    /// Whether fieldsync itself is writing (system collections are writable
+    /// only then).
+    pub(crate) system: bool,
     /// The entry a resolution change resolves (set by `Replica::resolve`).
     pub(crate) resolving: Option<String>,
     /// Keys the conflict evaluation writes (`None` deletes) with the batch.
@@ -176,10 +179,24 @@ impl<'r> Tx<'r> {
             staged: Vec::new(),
             index: HashMap::new(),
             purge_on_commit: Vec::new(),
+            system: false,
             resolving: None,
             extra: Vec::new(),
             conflict_events: Vec::new(),
         }
+    }
+
+    /// Refuse the application's writes to fieldsync's own collections.
+    fn writable(&self, collection: &str) -> Result<()> {
+        if collection.starts_with('_') && !self.system {
+            return Err(crate::schema::SchemaError::InvalidName {
+                what: "collection",
+                name: collection.to_owned(),
+                reason: "it is a system collection, written by fieldsync only",
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// The staged entry for a record, loading it from cache or store; `None` if the
@@ -308,6 +325,7 @@ impl<'r> Tx<'r> {
     /// record), and with a [`SchemaError`](crate::schema::SchemaError) if the fields
     /// do not fit the collection.
     pub fn insert(&mut self, collection: &str, id: &str, fields: Fields) -> Result<Written> {
+        self.writable(collection)?;
         let schema = self.schema.clone();
         let c = schema.collection(collection)?;
         validate_id(id)?;
@@ -376,6 +394,7 @@ impl<'r> Tx<'r> {
     /// Change some fields of a record (a patch: fields not named keep their
     /// values; `Value::Null` removes an optional field).
     pub fn update(&mut self, collection: &str, id: &str, patch: Fields) -> Result<Written> {
+        self.writable(collection)?;
         let schema = self.schema.clone();
         let c = schema.collection(collection)?;
         let patch = c.check_patch(&patch)?;
@@ -399,6 +418,7 @@ impl<'r> Tx<'r> {
         id: &str,
         f: impl FnOnce(&mut Edit<'_, '_>) -> Result<()>,
     ) -> Result<Written> {
+        self.writable(collection)?;
         let schema = self.schema.clone();
         let c = schema.collection(collection)?;
         let i = self.live(collection, id)?;
@@ -441,6 +461,7 @@ impl<'r> Tx<'r> {
     /// readable with `meta.deleted` set, and its id stays taken. Deleting a deleted
     /// record changes nothing.
     pub fn delete(&mut self, collection: &str, id: &str) -> Result<Written> {
+        self.writable(collection)?;
         let schema = self.schema.clone();
         let c = schema.collection(collection)?;
         let i = self.existing(collection, id)?;
@@ -477,6 +498,7 @@ impl<'r> Tx<'r> {
         id: &str,
         mut incoming: Automerge,
     ) -> Result<Written> {
+        self.writable(&c.name)?;
         let import_err = |reason: String| Error::Import {
             collection: c.name.clone(),
             reason,

@@ -246,6 +246,20 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         initial: usize,
     },
+    /// Conflict detection: a merge of `records` records, `concurrent` of
+    /// them edited on both sides, with detection against the same merge with
+    /// detection off (see docs/benchmarks.md).
+    Conflicts {
+        /// Records in each store (the device changes all of them).
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+        /// Records the authority changes concurrently.
+        #[arg(long, default_value_t = 1_000)]
+        concurrent: usize,
+        /// Merges of each variant (alternated); the report gives medians.
+        #[arg(long, default_value_t = 7)]
+        samples: usize,
+    },
     /// Network: live propagation latency over 1 and 3 hops (four nodes on
     /// loopback), and initial sync throughput between two processes, each
     /// against its baseline (see docs/benchmarks.md).
@@ -926,6 +940,17 @@ fn bench(which: &Bench) -> CliResult {
                 },
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Bench::Conflicts {
+            records,
+            concurrent,
+            samples,
+        } => {
+            eprintln!(
+                "bench conflicts: {records} records, {concurrent} edited on both sides, {samples} samples"
+            );
+            let report = fieldsync::bench::conflicts::run(*records, *concurrent, *samples)?;
+            println!("{}", serde_json::to_string(&report)?);
         }
         Bench::RawSend { dir, port, records } => {
             fieldsync::bench::net::raw_send(dir, *port, *records).map_err(Failure::from)?;

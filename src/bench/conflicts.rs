@@ -1,0 +1,155 @@
+//! The conflict benchmark: a merge with conflict detection against the same
+//! merge with detection off (`Config::with_conflicts(false)`), in the same run,
+//! over the same stores.
+//!
+//! Two in-memory replicas share `n` benchmark records; the first is the
+//! authority. The device then changes every record (2 fields), and the
+//! authority changes `concurrent` of them (the same 2 fields: each is a
+//! concurrent edit). The timed step is one sync between them, which merges
+//! `n` records on the authority and `concurrent` on the device, and (with
+//! detection) analyzes every merged record and lists `concurrent` entries on
+//! each side.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::sync::{copy_of, filled};
+use super::{COLLECTION, collection, id, patch};
+use crate::sim::sync_pair;
+use crate::store::MemoryStore;
+use crate::{Config, Replica, Result, Role};
+
+const NOW: u64 = 1_800_000_000_000;
+
+/// Two prepared stores: the authority's and the device's, not yet synced.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    authority: MemoryStore,
+    device: MemoryStore,
+    /// Records in each store.
+    pub records: usize,
+    /// Records edited on both sides.
+    pub concurrent: usize,
+}
+
+fn open(store: MemoryStore, conflicts: bool) -> Result<Replica> {
+    let r = Replica::with_storage(
+        std::sync::Arc::new(store),
+        Config::default()
+            .with_durable_writes(false)
+            .with_cache_docs(256)
+            .with_conflicts(conflicts),
+    )?;
+    r.define_collection(collection()?)?;
+    Ok(r)
+}
+
+/// Fill, copy and edit the two stores (not timed).
+pub fn prepare(n: usize, concurrent: usize) -> Result<Prepared> {
+    let base = filled(n)?;
+    let (a, d) = (base.deep_copy()?, copy_of(&base)?);
+    let (ra, rd) = (open(a.clone(), true)?, open(d.clone(), true)?);
+    let authority = ra.actor().to_hex_string();
+    for r in [&ra, &rd] {
+        r.add_member(&authority, Role::Authority)?;
+    }
+    rd.transaction(|tx| {
+        for i in 0..n {
+            tx.update(COLLECTION, &id(i), patch(i, 1))?;
+        }
+        Ok(())
+    })?;
+    let step = (n / concurrent.max(1)).max(1);
+    ra.transaction(|tx| {
+        for k in 0..concurrent.min(n) {
+            let i = k * step;
+            tx.update(COLLECTION, &id(i), patch(i, 2))?;
+        }
+        Ok(())
+    })?;
+    Ok(Prepared {
+        authority: a,
+        device: d,
+        records: n,
+        concurrent: concurrent.min(n),
+    })
+}
+
+/// Fresh replicas on copies of the prepared stores, with their sync indexes
+/// built (once per process in real use, so not part of the merge).
+pub fn fresh(p: &Prepared, conflicts: bool) -> Result<(Replica, Replica)> {
+    let a = open(p.authority.deep_copy()?, conflicts)?;
+    let d = open(p.device.deep_copy()?, conflicts)?;
+    a.with_sync_index(|_| ())?;
+    d.with_sync_index(|_| ())?;
+    Ok((a, d))
+}
+
+/// Sync the device with the authority; returns the entries listed on the
+/// authority afterwards.
+pub fn merge(a: &Replica, d: &Replica) -> Result<usize> {
+    let s = sync_pair(d, a, NOW, None)?;
+    if !s.synced {
+        return Err(crate::Error::Import {
+            collection: COLLECTION.into(),
+            reason: "the benchmark sync did not finish".into(),
+        });
+    }
+    Ok(a.conflicts(&crate::conflict::ConflictFilter::all())?.len())
+}
+
+/// What `fieldsync bench conflicts` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Records in each store.
+    pub records: usize,
+    /// Records edited on both sides.
+    pub concurrent: usize,
+    /// Samples of each variant (alternated).
+    pub samples: usize,
+    /// Median milliseconds of the merge with detection.
+    pub detection_ms: f64,
+    /// Median milliseconds of the merge alone.
+    pub merge_alone_ms: f64,
+    /// `detection_ms / merge_alone_ms - 1`, in percent.
+    pub overhead_pct: f64,
+    /// Entries listed on the authority after the merge with detection.
+    pub entries: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Run `samples` merges of each variant, alternating, and report medians.
+pub fn run(n: usize, concurrent: usize, samples: usize) -> Result<Report> {
+    let p = prepare(n, concurrent)?;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let mut entries = 0;
+    for _ in 0..samples.max(1) {
+        for detect in [true, false] {
+            let (a, d) = fresh(&p, detect)?;
+            let t = Instant::now();
+            let listed = merge(&a, &d)?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            if detect {
+                entries = listed;
+                with.push(ms);
+            } else {
+                without.push(ms);
+            }
+        }
+    }
+    let (w, wo) = (median(with), median(without));
+    Ok(Report {
+        records: n,
+        concurrent: p.concurrent,
+        samples: samples.max(1),
+        detection_ms: w,
+        merge_alone_ms: wo,
+        overhead_pct: (w / wo - 1.0) * 100.0,
+        entries,
+    })
+}
