@@ -95,7 +95,7 @@ impl SimConfig {
             duplicate: 0.05,
             ids: 12,
             policy: Policy::ALL[(seed / 5 % 5) as usize],
-            granularity: if seed / 25 % 2 == 0 {
+            granularity: if (seed / 25).is_multiple_of(2) {
                 Granularity::Field
             } else {
                 Granularity::Record
@@ -182,6 +182,12 @@ pub fn folder_collection() -> Collection {
         Ok(c) => c,
         Err(e) => panic!("the simulator's folder collection is invalid: {e}"),
     }
+}
+
+/// The simulator's schema with the default policy and granularity (the
+/// folders and the items).
+pub fn default_schema() -> Schema {
+    schema(Policy::ServerWins, Granularity::Field)
 }
 
 /// The schema of the simulator's replicas.

@@ -73,7 +73,7 @@ proptest! {
         id in any::<u64>(),
         acks in proptest::collection::vec(any::<u64>(), 0..4),
     ) {
-        let schema = fieldsync::schema::Schema::new().with(sim::collection()).expect("schema");
+        let schema = sim::default_schema();
         let r = Replica::in_memory(Config::default().with_schema(schema)).expect("opens");
         for i in 0..20 {
             r.insert("item", &format!("r{i}"), fields([("title", Value::from("t"))])).expect("insert");

@@ -7,9 +7,7 @@ use fieldsync::{Config, Replica, Value, fields};
 use libp2p::identity::Keypair;
 
 fn replica(dir: &std::path::Path) -> Replica {
-    let schema = fieldsync::schema::Schema::new()
-        .with(fieldsync::sim::collection())
-        .expect("schema");
+    let schema = fieldsync::sim::default_schema();
     Replica::open(dir, Config::default().with_schema(schema)).expect("opens")
 }
 

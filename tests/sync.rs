@@ -9,9 +9,7 @@ use fieldsync::{Config, Replica, Scan, Value, WatchFilter, fields};
 const NOW: u64 = 1_800_000_000_000;
 
 fn schema() -> fieldsync::schema::Schema {
-    fieldsync::schema::Schema::new()
-        .with(sim::collection())
-        .expect("valid schema")
+    sim::default_schema()
 }
 
 fn memory() -> Replica {

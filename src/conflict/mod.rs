@@ -10,7 +10,7 @@
 //! parent ([`Kind::RejectedFk`], computed by the replica).
 //!
 //! Any two replicas holding the same changes compute the same entries with the
-//! same ids ([`entry_id`] hashes the kind, the record and the change the entry
+//! same ids (an entry id hashes the kind, the record and the change the entry
 //! is about), in any order of arrival. The exact rules are in
 //! `docs/conflicts.md`.
 

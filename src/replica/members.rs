@@ -168,7 +168,10 @@ pub(crate) fn actor_of_member(peer: &str) -> Option<automerge::ActorId> {
     if let Ok(id) = peer.parse::<libp2p::PeerId>() {
         return crate::node::identity::actor_of(&id);
     }
-    if peer.len() % 2 == 0 && !peer.is_empty() && peer.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if peer.len().is_multiple_of(2)
+        && !peer.is_empty()
+        && peer.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         let bytes: Option<Vec<u8>> = (0..peer.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&peer[i..i + 2], 16).ok())

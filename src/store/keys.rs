@@ -144,29 +144,6 @@ pub(crate) fn snapshot(collection: &str, id: &str) -> Vec<u8> {
     record_key(b"s:", collection, id)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn row_prefix_lists_one_collection_only() {
-        assert!(row("inv", "1").starts_with(&rows_of("inv")));
-        assert!(!row("invoice", "1").starts_with(&rows_of("inv")));
-        assert_eq!(id_of_row("inv", &row("inv", "a/b")), Some("a/b"));
-        assert_eq!(split_row(&row("inv", "a/b")), Some(("inv", "a/b")));
-        assert_eq!(split_row(&snapshot("inv", "a")), None);
-        assert_eq!(
-            split_tombstone(&tombstone(7, "inv", "a\u{1}b")),
-            Some((7, "inv", "a\u{1}b"))
-        );
-        assert!(
-            tombstone(1, "z", "z") < tombstone(2, "a", "a"),
-            "oldest first"
-        );
-        assert_eq!(split_purged(&purged("inv", "x")), Some(("inv", "x")));
-    }
-}
-
 /// `c:`: every conflict entry.
 pub(crate) const CONFLICTS: &[u8] = b"c:";
 
@@ -213,4 +190,27 @@ pub(crate) fn split_referrer<'k>(prefix: &[u8], key: &'k [u8]) -> Option<(&'k st
         std::str::from_utf8(&rest[..nul]).ok()?,
         std::str::from_utf8(&rest[nul + 1..]).ok()?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_prefix_lists_one_collection_only() {
+        assert!(row("inv", "1").starts_with(&rows_of("inv")));
+        assert!(!row("invoice", "1").starts_with(&rows_of("inv")));
+        assert_eq!(id_of_row("inv", &row("inv", "a/b")), Some("a/b"));
+        assert_eq!(split_row(&row("inv", "a/b")), Some(("inv", "a/b")));
+        assert_eq!(split_row(&snapshot("inv", "a")), None);
+        assert_eq!(
+            split_tombstone(&tombstone(7, "inv", "a\u{1}b")),
+            Some((7, "inv", "a\u{1}b"))
+        );
+        assert!(
+            tombstone(1, "z", "z") < tombstone(2, "a", "a"),
+            "oldest first"
+        );
+        assert_eq!(split_purged(&purged("inv", "x")), Some(("inv", "x")));
+    }
 }
