@@ -170,6 +170,9 @@ pub(crate) struct Inner {
     validators: RwLock<std::collections::HashMap<String, Vec<Validator>>>,
     /// Whether the store holds any purge marker (inserts check for one only then).
     pub(crate) has_purged: std::sync::atomic::AtomicBool,
+    /// Whether the store holds any verdict (records are looked up for theirs
+    /// only then).
+    pub(crate) has_verdicts: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -347,6 +350,11 @@ impl Replica {
         let (events, _) = broadcast::channel(config.watch_capacity);
         let (conflict_events, _) = broadcast::channel(config.watch_capacity);
         let authorities = members::authorities(&*storage)?;
+        let mut has_verdicts = false;
+        storage.for_each_prefix(&keys::rows_of(crate::schema::VERDICTS), &mut |_, _| {
+            has_verdicts = true;
+            false
+        })?;
         let mut has_purged = false;
         storage.for_each_prefix(keys::PURGED, &mut |_, _| {
             has_purged = true;
@@ -370,6 +378,7 @@ impl Replica {
                 authorities: RwLock::new(Arc::new(authorities)),
                 validators: RwLock::new(std::collections::HashMap::new()),
                 has_purged: std::sync::atomic::AtomicBool::new(has_purged),
+                has_verdicts: std::sync::atomic::AtomicBool::new(has_verdicts),
                 config,
             }),
         })

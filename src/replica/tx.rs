@@ -81,6 +81,9 @@ struct Staged {
     /// Staged only to recompute its visible state (its parent changed, or a
     /// verdict or decision about it arrived): the log is not touched.
     reeval: bool,
+    /// What the conflict step compares against: the stored state of a record
+    /// that existed when staged.
+    before: Option<evaluate::Before>,
 }
 
 impl Staged {
@@ -110,6 +113,8 @@ pub struct Tx<'r> {
     /// Whether fieldsync itself is writing (system collections are writable
     /// only then).
     pub(crate) system: bool,
+    /// Whether a verdict record is staged.
+    staged_verdicts: bool,
     /// The entry a resolution change resolves (set by `Replica::resolve`).
     pub(crate) resolving: Option<String>,
     /// Keys the conflict evaluation writes (`None` deletes) with the batch.
@@ -180,6 +185,7 @@ impl<'r> Tx<'r> {
             index: HashMap::new(),
             purge_on_commit: Vec::new(),
             system: false,
+            staged_verdicts: false,
             resolving: None,
             extra: Vec::new(),
             conflict_events: Vec::new(),
@@ -221,7 +227,13 @@ impl<'r> Tx<'r> {
         kind: ChangeKind,
     ) -> usize {
         let i = self.staged.len();
+        let before =
+            (kind == ChangeKind::Update).then(|| evaluate::Before::of(&self.schema, &key.0, &row));
+        if key.0 == crate::schema::VERDICTS {
+            self.staged_verdicts = true;
+        }
         self.staged.push(Staged {
+            before,
             collection: key.0.clone(),
             id: key.1.clone(),
             base_heads: row.heads(),
@@ -743,6 +755,11 @@ impl<'r> Tx<'r> {
             batch.put(keys::HLC.to_vec(), c.as_u64().to_be_bytes().to_vec());
         }
         self.inner.storage.apply(batch)?;
+        if self.staged_verdicts {
+            self.inner
+                .has_verdicts
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(c) = ceiling {
             self.state.hlc_ceiling = c;
         }

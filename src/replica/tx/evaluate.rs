@@ -112,6 +112,36 @@ fn standing(row: Option<&Row>) -> Standing {
     row.map(|r| (r.hidden.is_some(), r.deleted, r.insert_rejection.clone()))
 }
 
+/// The stored state of a staged record, as the conflict step needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Before {
+    standing: Standing,
+    entries: u32,
+    refs: Vec<(String, String, String)>,
+}
+
+impl Before {
+    pub(crate) fn of(schema: &crate::schema::Schema, collection: &str, row: &Row) -> Self {
+        Before {
+            standing: standing(Some(row)),
+            entries: row.entries,
+            refs: schema
+                .collection(collection)
+                .map(|c| refs_of(c, &row.fields))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether any collection has a reference to `collection`.
+fn referenced(schema: &crate::schema::Schema, collection: &str) -> bool {
+    schema.collections().any(|c| {
+        c.fields
+            .iter()
+            .any(|f| matches!(&f.ty, FieldType::Reference(t) if t == collection))
+    })
+}
+
 pub(crate) fn refs_of(c: &Collection, f: &Fields) -> Vec<(String, String, String)> {
     c.fields
         .iter()
@@ -139,6 +169,14 @@ impl Tx<'_> {
     }
 
     fn verdicts_for(&self, collection: &str, id: &str) -> Result<Vec<Verdict>> {
+        if !self.staged_verdicts
+            && !self
+                .inner
+                .has_verdicts
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(Vec::new());
+        }
         let prefix_id = format!("{}:", record_hash(collection, id));
         let mut found: BTreeMap<String, (Fields, Vec<u8>)> = BTreeMap::new();
         self.inner
@@ -224,13 +262,10 @@ impl Tx<'_> {
             {
                 queue.push_back(v);
             }
-            let old = match self.inner.read_row(&cname, &id) {
-                Err(Error::Corrupt { .. }) => None,
-                other => other?,
-            };
+            let old = self.staged[i].before.clone();
             // Children compare against the stored state, and those evaluated
             // earlier in this transaction read this record's staged state.
-            let before = standing(old.as_ref());
+            let before = old.as_ref().and_then(|b| b.standing.clone());
             let staged_before = standing(Some(&self.staged[i].row));
             self.evaluate_one(i, c, old.as_ref())?;
             let after = standing(Some(&self.staged[i].row));
@@ -256,6 +291,9 @@ impl Tx<'_> {
 
     /// The staged entries of the records that refer to `collection/id`.
     fn referrers(&mut self, collection: &str, id: &str) -> Result<Vec<usize>> {
+        if !referenced(&self.schema, collection) {
+            return Ok(Vec::new());
+        }
         let prefix = keys::referrers_of(collection, id);
         let mut kids: Vec<(String, String)> = Vec::new();
         self.inner.storage.for_each_prefix(&prefix, &mut |k, _| {
@@ -356,7 +394,7 @@ impl Tx<'_> {
 
     /// Recompute record `i`'s visible state and entries; queue the keys to
     /// write and the events to publish.
-    fn evaluate_one(&mut self, i: usize, c: &Collection, old: Option<&Row>) -> Result<()> {
+    fn evaluate_one(&mut self, i: usize, c: &Collection, old: Option<&Before>) -> Result<()> {
         let (cname, id) = (self.staged[i].collection.clone(), self.staged[i].id.clone());
         let verdicts = self.verdicts_for(&cname, &id)?;
         let authorities = self.inner.authorities();
@@ -477,7 +515,7 @@ impl Tx<'_> {
         entries.sort_by(|a, b| a.id.cmp(&b.id));
 
         // Reference index: which records refer to which.
-        let old_refs = old.map(|r| refs_of(c, &r.fields)).unwrap_or_default();
+        let old_refs = old.map(|b| b.refs.clone()).unwrap_or_default();
         for (_, t, p) in &old_refs {
             if !refs.iter().any(|(_, t2, p2)| t2 == t && p2 == p) {
                 self.extra.push((keys::referrer(t, p, &cname, &id), None));
@@ -491,7 +529,7 @@ impl Tx<'_> {
         }
 
         // Entries: replace the stored ones, publish what changed.
-        let had = old.map_or(0, |r| r.entries) > 0 || self.staged[i].row.entries > 0;
+        let had = old.map_or(0, |b| b.entries) > 0 || self.staged[i].row.entries > 0;
         if had || !entries.is_empty() {
             let mut before: BTreeMap<String, Entry> = BTreeMap::new();
             self.inner
