@@ -542,3 +542,39 @@ fn only_an_authority_s_verdicts_count_and_apps_cannot_write_system_records() {
         .unwrap_err();
     assert!(err.to_string().contains("system collection"), "{err}");
 }
+
+#[test]
+fn concurrent_status_writes_show_the_most_advanced_state_whatever_automerge_picks() {
+    let rs = group(2, case(Policy::LastWriterWins), false);
+    let (a, b) = (&rs[0], &rs[1]);
+    a.insert("case", "k", title("pump")).unwrap();
+    sync(a, b);
+    // b writes more operations first, so automerge's own winner for the
+    // status (highest op counter) is b's less advanced state.
+    for i in 0..5 {
+        b.update(
+            "case",
+            "k",
+            fields([("note", Value::from(format!("n{i}")))]),
+        )
+        .unwrap();
+    }
+    b.update("case", "k", fields([("status", Value::from("submitted"))]))
+        .unwrap();
+    a.update("case", "k", fields([("status", Value::from("approved"))]))
+        .unwrap();
+    sync(a, b);
+    let raw = a.concurrent_values("case", "k", "status").unwrap();
+    assert_eq!(raw.len(), 2, "both values are kept: {raw:?}");
+    assert_eq!(
+        raw[0],
+        Value::from("submitted"),
+        "automerge's winner is the older state"
+    );
+    for r in [a, b] {
+        assert_eq!(
+            r.get("case", "k").unwrap().unwrap().fields["status"],
+            Value::from("approved")
+        );
+    }
+}
