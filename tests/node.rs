@@ -586,3 +586,54 @@ async fn a_remembered_peer_that_refuses_is_redialed_with_growing_backoff() {
     assert!((2..=7).contains(&n), "{n} connections in 4 s");
     assert!(device.get("item", "anything").unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_over_libp2p_is_decided_the_same_on_both_peers() {
+    use fieldsync::Role;
+    use fieldsync::conflict::{ConflictFilter, Kind, ResolvedBy};
+    use fieldsync::node::identity;
+    let (dh, dd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (hub, dev) = (replica(dh.path()), replica(dd.path()));
+    let (kh, kd) = (
+        identity::load_or_create(dh.path()).unwrap(),
+        identity::load_or_create(dd.path()).unwrap(),
+    );
+    let (ph, pd) = (kh.public().to_peer_id(), kd.public().to_peer_id());
+    for r in [&hub, &dev] {
+        r.add_member(&ph.to_string(), Role::Authority).unwrap();
+        r.add_member(&pd.to_string(), Role::Device).unwrap();
+    }
+    hub.insert("item", "x", item("pump")).unwrap();
+    let (nh, nd) = (start(&hub, kh).await, start(&dev, kd).await);
+    let addr = nh.listen_addrs().await.unwrap().remove(0);
+    nd.dial(addr).await.unwrap();
+    nd.sync_now(ph).await.unwrap();
+    // Both nodes are in manual mode (the default): the edits below are
+    // concurrent until the next sync.
+    hub.update("item", "x", fields([("note", Value::from("hub"))]))
+        .unwrap();
+    dev.update("item", "x", fields([("note", Value::from("device"))]))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), nd.sync_now(ph))
+        .await
+        .expect("in time")
+        .unwrap();
+    let entries = hub.conflicts(&ConflictFilter::all()).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].kind, Kind::ConcurrentEdit);
+    assert_eq!(
+        entries[0].resolved_by,
+        Some(ResolvedBy::Policy(fieldsync::schema::Policy::ServerWins))
+    );
+    assert!(
+        entries[0].others[0].authority,
+        "the hub's change, by its peer id"
+    );
+    assert_eq!(dev.conflicts(&ConflictFilter::all()).unwrap(), entries);
+    for r in [&hub, &dev] {
+        assert_eq!(
+            r.get("item", "x").unwrap().unwrap().fields["note"],
+            Value::from("hub")
+        );
+    }
+}
