@@ -15,9 +15,12 @@
 //!
 //! `cargo run --example company_conflicts` exits 0 only if every step holds.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::error::Error;
 
+use common::{check, sync};
 use fieldsync::conflict::{Choice, ConflictFilter, EntryState, Kind, Resolution, Side};
 use fieldsync::schema::{Collection, FieldType, Granularity, Policy, Schema};
 use fieldsync::{Config, Replica, Role, Value, fields};
@@ -32,25 +35,6 @@ fn schema() -> Result<Schema, fieldsync::schema::SchemaError> {
             .granularity(Granularity::Record)
             .build()?,
     )
-}
-
-fn check(ok: bool, what: &str) -> Result<(), Box<dyn Error>> {
-    if ok {
-        println!("ok: {what}");
-        Ok(())
-    } else {
-        Err(format!("FAILED: {what}").into())
-    }
-}
-
-fn sync(a: &Replica, b: &Replica) -> Result<(), Box<dyn Error>> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
-    if !fieldsync::sim::sync_pair(a, b, now, None)?.synced {
-        return Err("a sync did not finish".into());
-    }
-    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -14,8 +14,11 @@
 //!
 //! `cargo run --example customer_invoice` exits 0 only if every step holds.
 
+mod common;
+
 use std::error::Error;
 
+use common::{check, sync};
 use fieldsync::conflict::{ConflictFilter, EntryState, Kind, ResolvedBy};
 use fieldsync::schema::{Collection, FieldType, Schema, Violation};
 use fieldsync::{Config, Replica, Role, Scan, Value, fields};
@@ -34,25 +37,6 @@ fn schema() -> Result<Schema, fieldsync::schema::SchemaError> {
                 .required("total", FieldType::Float)
                 .build()?,
         )
-}
-
-fn check(ok: bool, what: &str) -> Result<(), Box<dyn Error>> {
-    if ok {
-        println!("ok: {what}");
-        Ok(())
-    } else {
-        Err(format!("FAILED: {what}").into())
-    }
-}
-
-fn sync(a: &Replica, b: &Replica) -> Result<(), Box<dyn Error>> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
-    if !fieldsync::sim::sync_pair(a, b, now, None)?.synced {
-        return Err("a sync did not finish".into());
-    }
-    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -20,8 +20,11 @@
 //!
 //! `cargo run --example expense_approval` exits 0 only if every step holds.
 
+mod common;
+
 use std::error::Error;
 
+use common::{check, sync};
 use fieldsync::conflict::{Choice, ConflictFilter, EntryState, Kind, Resolution};
 use fieldsync::schema::{Collection, FieldType, Policy, Schema};
 use fieldsync::{Config, Replica, Role, Value, fields};
@@ -41,26 +44,6 @@ fn schema() -> Result<Schema, fieldsync::schema::SchemaError> {
             .queue("sync_errors")
             .build()?,
     )
-}
-
-fn check(ok: bool, what: &str) -> Result<(), Box<dyn Error>> {
-    if ok {
-        println!("ok: {what}");
-        Ok(())
-    } else {
-        Err(format!("FAILED: {what}").into())
-    }
-}
-
-fn sync(a: &Replica, b: &Replica) -> Result<(), Box<dyn Error>> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
-    let s = fieldsync::sim::sync_pair(a, b, now, None)?;
-    if !s.synced {
-        return Err("a sync did not finish".into());
-    }
-    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -9,8 +9,11 @@
 //! `cargo run --example resco_policies` exits 0 only if every row is as
 //! `docs/conflicts.md` specifies and both peers agree.
 
+mod common;
+
 use std::error::Error;
 
+use common::sync;
 use fieldsync::conflict::{ConflictFilter, EntryState};
 use fieldsync::schema::{Collection, FieldType, Policy, Schema};
 use fieldsync::{Config, Replica, Role, Value, fields};
@@ -25,16 +28,6 @@ fn schema(policy: Policy) -> Result<Schema, fieldsync::schema::SchemaError> {
             .policy(policy)
             .build()?,
     )
-}
-
-fn sync(a: &Replica, b: &Replica) -> Result<(), Box<dyn Error>> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as u64;
-    if !fieldsync::sim::sync_pair(a, b, now, None)?.synced {
-        return Err("a sync did not finish".into());
-    }
-    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

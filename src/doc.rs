@@ -206,19 +206,10 @@ pub(crate) fn read_concurrent<D: ReadDoc>(
     doc: &D,
     field: &crate::schema::Field,
 ) -> Result<Vec<Value>, ShapeError> {
-    let key = field.name.as_str();
-    let err = |e: automerge::AutomergeError| ShapeError(e.to_string());
-    let winner = doc.get(ROOT, key).map_err(err)?.map(|(_, id)| id);
-    let mut all = doc.get_all(ROOT, key).map_err(err)?;
-    if let Some(w) = winner
-        && let Some(i) = all.iter().position(|(_, id)| *id == w)
-    {
-        let first = all.remove(i);
-        all.insert(0, first);
-    }
-    all.into_iter()
-        .map(|found| convert(doc, field, found))
-        .collect()
+    Ok(read_frontier(doc, field)?
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect())
 }
 
 /// Read a record's fields as the schema declares them, and its deleted flag.

@@ -31,6 +31,19 @@ pub(crate) struct Human {
     pub(crate) decision: Option<(String, String, i64)>,
 }
 
+impl Human {
+    /// `ResolvedBy::Person` if a person decided.
+    pub(crate) fn person(&self) -> Option<ResolvedBy> {
+        self.decision
+            .as_ref()
+            .map(|(decision, by, at)| ResolvedBy::Person {
+                decision: decision.clone(),
+                by: by.clone(),
+                at: *at,
+            })
+    }
+}
+
 /// What the analysis needs besides the document.
 pub(crate) struct Context<'a> {
     pub(crate) collection: &'a Collection,
@@ -391,15 +404,8 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
         }
         let (state, resolved_by) = if lifted_now {
             (EntryState::Resolved, Some(ResolvedBy::Accepted))
-        } else if let Some((d, by, at)) = &human.decision {
-            (
-                EntryState::Resolved,
-                Some(ResolvedBy::Person {
-                    decision: d.clone(),
-                    by: by.clone(),
-                    at: *at,
-                }),
-            )
+        } else if let Some(p) = human.person() {
+            (EntryState::Resolved, Some(p))
         } else {
             (EntryState::Open, None)
         };
@@ -484,8 +490,7 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
                 }
             }
         };
-        let decided = human.decision.clone();
-        if decided.is_none() {
+        if human.decision.is_none() {
             match (winner, cand.kind) {
                 (Side::Other, _) => {
                     for f in &cand.fields {
@@ -518,15 +523,8 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
                 }
             }
         }
-        let (state, resolved_by) = match decided {
-            Some((d, by, at)) => (
-                EntryState::Resolved,
-                Some(ResolvedBy::Person {
-                    decision: d,
-                    by,
-                    at,
-                }),
-            ),
+        let (state, resolved_by) = match human.person() {
+            Some(p) => (EntryState::Resolved, Some(p)),
             None if effective == Policy::UserAction => (EntryState::Open, None),
             None => (EntryState::Resolved, Some(ResolvedBy::Policy(effective))),
         };

@@ -459,15 +459,8 @@ impl Tx<'_> {
             let about = format!("{field}\0{target}\0{pid}\0{cause}");
             let eid = entry_id(Kind::RejectedFk, &cname, &id, about.as_bytes());
             let h = human(&eid).unwrap_or_default();
-            let (state, resolved_by) = match (&h.decision, open) {
-                (Some((d, by, at)), _) => (
-                    EntryState::Resolved,
-                    Some(ResolvedBy::Person {
-                        decision: d.clone(),
-                        by: by.clone(),
-                        at: *at,
-                    }),
-                ),
+            let (state, resolved_by) = match (h.person(), open) {
+                (Some(p), _) => (EntryState::Resolved, Some(p)),
                 (None, true) => (EntryState::Open, None),
                 (None, false) => (EntryState::Resolved, Some(ResolvedBy::ParentStands)),
             };
