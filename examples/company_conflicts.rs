@@ -23,7 +23,7 @@ use std::error::Error;
 use common::{check, sync};
 use fieldsync::conflict::{Choice, ConflictFilter, EntryState, Kind, Resolution, Side};
 use fieldsync::schema::{Collection, FieldType, Granularity, Policy, Schema};
-use fieldsync::{Config, Replica, Role, Value, fields};
+use fieldsync::{Value, fields};
 
 fn schema() -> Result<Schema, fieldsync::schema::SchemaError> {
     Schema::new().with(
@@ -39,16 +39,10 @@ fn schema() -> Result<Schema, fieldsync::schema::SchemaError> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
-    let open = |name: &str| {
-        Replica::open(
-            dir.path().join(name),
-            Config::default().with_schema(schema()?),
-        )
+    let peers = common::group(dir.path(), &schema()?, &["hub", "device"])?;
+    let [hub, device] = peers.as_slice() else {
+        return Err("expected 2 peers".into());
     };
-    let (hub, device) = (open("hub")?, open("device")?);
-    for p in [&hub, &device] {
-        p.add_member(&hub.actor().to_hex_string(), Role::Authority)?;
-    }
     for (id, name) in [("c1", "Outsys Lda"), ("c2", "Braga Tiles")] {
         hub.insert(
             "company",

@@ -21,7 +21,7 @@ use std::error::Error;
 use common::{check, sync};
 use fieldsync::conflict::{ConflictFilter, EntryState, Kind, ResolvedBy};
 use fieldsync::schema::{Collection, FieldType, Schema, Violation};
-use fieldsync::{Config, Replica, Role, Scan, Value, fields};
+use fieldsync::{Scan, Value, fields};
 
 fn schema() -> Result<Schema, fieldsync::schema::SchemaError> {
     Schema::new()
@@ -41,17 +41,10 @@ fn schema() -> Result<Schema, fieldsync::schema::SchemaError> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
-    let open = |name: &str| {
-        Replica::open(
-            dir.path().join(name),
-            Config::default().with_schema(schema()?),
-        )
+    let peers = common::group(dir.path(), &schema()?, &["hub", "device"])?;
+    let [hub, device] = peers.as_slice() else {
+        return Err("expected 2 peers".into());
     };
-    let hub = open("hub")?;
-    let device = open("device")?;
-    for p in [&hub, &device] {
-        p.add_member(&hub.actor().to_hex_string(), Role::Authority)?;
-    }
     // The hub's business rule (the device does not know it).
     hub.add_validator("customer", |f| {
         match f.get("tax_id").and_then(Value::as_str) {

@@ -27,7 +27,7 @@ use std::error::Error;
 use common::{check, sync};
 use fieldsync::conflict::{Choice, ConflictFilter, EntryState, Kind, Resolution};
 use fieldsync::schema::{Collection, FieldType, Policy, Schema};
-use fieldsync::{Config, Replica, Role, Value, fields};
+use fieldsync::{Value, fields};
 
 fn schema() -> Result<Schema, fieldsync::schema::SchemaError> {
     Schema::new().with(
@@ -48,21 +48,16 @@ fn schema() -> Result<Schema, fieldsync::schema::SchemaError> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
-    let open = |name: &str| {
-        Replica::open(
-            dir.path().join(name),
-            Config::default().with_schema(schema()?),
-        )
+    // The hub is the authority, and every peer knows it.
+    let group = common::group(
+        dir.path(),
+        &schema()?,
+        &["hub", "employee", "manager", "admin"],
+    )?;
+    let [hub, employee, manager, admin] = group.as_slice() else {
+        return Err("expected 4 peers".into());
     };
-    let hub = open("hub")?;
-    let employee = open("employee")?;
-    let manager = open("manager")?;
-    let admin = open("admin")?;
-    let peers = [&hub, &employee, &manager, &admin];
-    // Every peer knows who the authority is.
-    for p in peers {
-        p.add_member(&hub.actor().to_hex_string(), Role::Authority)?;
-    }
+    let peers = [hub, employee, manager, admin];
 
     employee.insert(
         "expense",

@@ -28,3 +28,26 @@ pub fn sync(a: &Replica, b: &Replica) -> Result<(), Box<dyn Error>> {
     }
     Ok(())
 }
+
+/// Open one sled store per name under `dir`, each with `schema`; the first
+/// is the group's authority, and every peer knows it.
+pub fn group(
+    dir: &std::path::Path,
+    schema: &fieldsync::schema::Schema,
+    names: &[&str],
+) -> Result<Vec<Replica>, Box<dyn Error>> {
+    let peers = names
+        .iter()
+        .map(|n| {
+            Replica::open(
+                dir.join(n),
+                fieldsync::Config::default().with_schema(schema.clone()),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let authority = peers.first().ok_or("no peers")?.actor().to_hex_string();
+    for p in &peers {
+        p.add_member(&authority, fieldsync::Role::Authority)?;
+    }
+    Ok(peers)
+}
