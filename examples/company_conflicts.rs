@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             ]),
         )?;
     }
-    sync(&hub, &device)?;
+    sync(hub, device)?;
 
     hub.update(
         "company",
@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "c2",
         fields([("address", Value::from("Rua Nova 9"))]),
     )?;
-    sync(&device, &hub)?;
+    sync(device, hub)?;
 
     let open_h = hub.conflicts(&ConflictFilter::open())?;
     let open_d = device.conflicts(&ConflictFilter::open())?;
@@ -131,7 +131,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         Resolution::new(Choice::Fields(choice)),
     )?;
     device.resolve(&update_vs_delete.id, Resolution::new(Choice::KeepDevice))?;
-    sync(&device, &hub)?;
+    sync(device, hub)?;
 
     for (name, r) in [("hub", &hub), ("device", &device)] {
         let c1 = r.get("company", "c1")?.ok_or("lost")?;

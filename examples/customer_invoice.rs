@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             ("total", Value::Float(1250.0)),
         ]),
     )?;
-    sync(&device, &hub)?;
+    sync(device, hub)?;
 
     let customers = hub.scan(&Scan::new("customer"))?;
     check(
@@ -86,7 +86,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "the invoice is rejected_fk, linked to the customer's entry",
     )?;
 
-    sync(&device, &hub)?;
+    sync(device, hub)?;
     let mine = device.conflicts(&ConflictFilter::open())?;
     for e in &mine {
         println!(
@@ -130,8 +130,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         "c-1",
         fields([("tax_id", Value::from("PT509999990"))]),
     )?;
-    sync(&device, &hub)?;
-    sync(&device, &hub)?;
+    sync(device, hub)?;
+    sync(device, hub)?;
     for (name, r) in [("hub", &hub), ("device", &device)] {
         let cs = r.scan(&Scan::new("customer"))?;
         let is = r.scan(&Scan::new("invoice"))?;

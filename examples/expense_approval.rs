@@ -72,8 +72,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         "exp-17",
         fields([("status", Value::from("pending_approval"))]),
     )?;
-    sync(&employee, &hub)?;
-    sync(&manager, &hub)?;
+    sync(employee, hub)?;
+    sync(manager, hub)?;
 
     // Offline: the employee edits; the manager approves.
     employee.update(
@@ -89,8 +89,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         "exp-17",
         fields([("status", Value::from("resolved"))]),
     )?;
-    sync(&manager, &hub)?;
-    sync(&employee, &hub)?;
+    sync(manager, hub)?;
+    sync(employee, hub)?;
 
     let rec = hub
         .get("expense", "exp-17")?
@@ -117,7 +117,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("hub's entry {}: {}", queue[0].id, queue[0].message);
 
     // The admin, on a third device, finds and decides it.
-    sync(&admin, &hub)?;
+    sync(admin, hub)?;
     let open_here = admin.conflicts(&ConflictFilter::open().queue("sync_errors"))?;
     check(open_here == queue, "the admin sees the same entry, same id")?;
     let detail = admin.conflict(&open_here[0].id)?.ok_or("entry vanished")?;
@@ -140,7 +140,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     for _ in 0..2 {
         for p in [&employee, &manager, &admin] {
-            sync(p, &hub)?;
+            sync(p, hub)?;
         }
     }
     let first = hub.get("expense", "exp-17")?.ok_or("lost")?;
