@@ -14,10 +14,16 @@ fn env(name: &str) -> Option<u64> {
 }
 
 /// Seeds that once diverged (found by soak runs), replayed on every run.
-const REGRESSIONS: [(u64, &str); 1] = [(
-    16676,
-    "a child evaluated before its parent in one transaction kept the parent's unevaluated standing",
-)];
+const REGRESSIONS: [(u64, &str); 2] = [
+    (
+        16676,
+        "a child evaluated before its parent in one transaction kept the parent's unevaluated standing",
+    ),
+    (
+        43905,
+        "a record evaluated twice in one transaction kept the entry its first evaluation wrote",
+    ),
+];
 
 #[test]
 fn seeds_that_once_diverged_converge() {

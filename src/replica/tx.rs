@@ -121,6 +121,15 @@ pub struct Tx<'r> {
     pub(crate) extra: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Conflict list changes to publish after commit.
     pub(crate) conflict_events: Vec<crate::conflict::ConflictEvent>,
+    /// Per staged record, the writes and events of its latest evaluation.
+    #[allow(clippy::type_complexity)]
+    record_ops: HashMap<
+        usize,
+        (
+            Vec<(Vec<u8>, Option<Vec<u8>>)>,
+            Vec<crate::conflict::ConflictEvent>,
+        ),
+    >,
 }
 
 /// A snapshot at most this large stays inline in the record's row (4 KiB);
@@ -189,6 +198,7 @@ impl<'r> Tx<'r> {
             resolving: None,
             extra: Vec::new(),
             conflict_events: Vec::new(),
+            record_ops: HashMap::new(),
         }
     }
 

@@ -278,6 +278,13 @@ impl Tx<'_> {
                 }
             }
         }
+        // Each record's last evaluation is what the batch writes.
+        let mut done: Vec<_> = std::mem::take(&mut self.record_ops).into_iter().collect();
+        done.sort_by_key(|(i, _)| *i);
+        for (_, (ops, events)) in done {
+            self.extra.extend(ops);
+            self.conflict_events.extend(events);
+        }
         Ok(())
     }
 
@@ -507,17 +514,20 @@ impl Tx<'_> {
         }
         entries.sort_by(|a, b| a.id.cmp(&b.id));
 
+        // What this evaluation writes, relative to the stored state; a later
+        // evaluation of the same record in this transaction replaces it.
+        let mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut events = Vec::new();
         // Reference index: which records refer to which.
         let old_refs = old.map(|b| b.refs.clone()).unwrap_or_default();
         for (_, t, p) in &old_refs {
             if !refs.iter().any(|(_, t2, p2)| t2 == t && p2 == p) {
-                self.extra.push((keys::referrer(t, p, &cname, &id), None));
+                ops.push((keys::referrer(t, p, &cname, &id), None));
             }
         }
         for (_, t, p) in &refs {
             if !old_refs.iter().any(|(_, t2, p2)| t2 == t && p2 == p) {
-                self.extra
-                    .push((keys::referrer(t, p, &cname, &id), Some(Vec::new())));
+                ops.push((keys::referrer(t, p, &cname, &id), Some(Vec::new())));
             }
         }
 
@@ -537,20 +547,21 @@ impl Tx<'_> {
                 match before.remove(&e.id) {
                     Some(prev) if prev == *e => {}
                     Some(_) => {
-                        self.put_entry(e)?;
-                        self.conflict_events.push(ConflictEvent::Updated(e.clone()));
+                        put_entry(&mut ops, e)?;
+                        events.push(ConflictEvent::Updated(e.clone()));
                     }
                     None => {
-                        self.put_entry(e)?;
-                        self.conflict_events.push(ConflictEvent::New(e.clone()));
+                        put_entry(&mut ops, e)?;
+                        events.push(ConflictEvent::New(e.clone()));
                     }
                 }
             }
             for gone in before.keys() {
-                self.extra.push((keys::conflict(&cname, &id, gone), None));
-                self.extra.push((keys::conflict_index(gone), None));
+                ops.push((keys::conflict(&cname, &id, gone), None));
+                ops.push((keys::conflict_index(gone), None));
             }
         }
+        self.record_ops.insert(i, (ops, events));
         let s = &mut self.staged[i];
         s.row.fields = fields;
         s.row.deleted = deleted;
@@ -568,18 +579,19 @@ impl Tx<'_> {
         .unwrap_or(u32::MAX);
         Ok(())
     }
+}
 
-    fn put_entry(&mut self, e: &Entry) -> Result<()> {
-        self.extra.push((
-            keys::conflict(&e.collection, &e.record, &e.id),
-            Some(encode_entry(e)?),
-        ));
-        let mut at = e.collection.as_bytes().to_vec();
-        at.push(0);
-        at.extend_from_slice(e.record.as_bytes());
-        self.extra.push((keys::conflict_index(&e.id), Some(at)));
-        Ok(())
-    }
+/// The writes that store entry `e` (and its index key).
+fn put_entry(ops: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>, e: &Entry) -> Result<()> {
+    ops.push((
+        keys::conflict(&e.collection, &e.record, &e.id),
+        Some(encode_entry(e)?),
+    ));
+    let mut at = e.collection.as_bytes().to_vec();
+    at.push(0);
+    at.extend_from_slice(e.record.as_bytes());
+    ops.push((keys::conflict_index(&e.id), Some(at)));
+    Ok(())
 }
 
 /// The rejection entry of the record's first change (its insert), if any.
