@@ -679,11 +679,11 @@ impl Sim {
                 Some(f) if *f != entries => {
                     let a: Vec<_> = f
                         .iter()
-                        .map(|e| (&e.id[..8], e.kind, e.state, &e.record))
+                        .map(|e| (e.id.get(..8).unwrap_or(&e.id), e.kind, e.state, &e.record))
                         .collect();
                     let b: Vec<_> = entries
                         .iter()
-                        .map(|e| (&e.id[..8], e.kind, e.state, &e.record))
+                        .map(|e| (e.id.get(..8).unwrap_or(&e.id), e.kind, e.state, &e.record))
                         .collect();
                     let detail = f
                         .iter()

@@ -585,8 +585,13 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
     }))
 }
 
+/// The first 12 characters (of an actor in hex; `by` fields come from
+/// peers, so cut on a character boundary).
 fn short(actor_hex: &str) -> &str {
-    &actor_hex[..actor_hex.len().min(12)]
+    match actor_hex.char_indices().nth(12) {
+        Some((i, _)) => &actor_hex[..i],
+        None => actor_hex,
+    }
 }
 
 fn describe(
@@ -733,4 +738,17 @@ fn history_for_deletes(doc: &Automerge) -> History {
         settings: Default::default(),
     };
     History::build(doc, &c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn short_names_cut_on_character_boundaries() {
+        assert_eq!(short("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short("abc"), "abc");
+        // A `by` field written by a peer may hold any text.
+        assert_eq!(short("ééééééééééééééé"), "éééééééééééé");
+    }
 }

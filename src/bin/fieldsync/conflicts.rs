@@ -193,7 +193,7 @@ pub(crate) fn run(ctx: &Ctx, action: &Conflicts, out: &mut Vec<u8>) -> Result<()
                 outln!(
                     out,
                     "{}  {:<17} {}/{}  {}  queue {}{}",
-                    &e.id[..12],
+                    e.id.get(..12).unwrap_or(&e.id),
                     e.kind.name(),
                     e.collection,
                     e.record,
