@@ -123,6 +123,21 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// No listed pending event has this id (it was confirmed, dismissed, or
+    /// never existed).
+    #[error("no pending event {id}")]
+    NoEvent {
+        /// The id given.
+        id: u64,
+    },
+    /// A pending event cannot be cancelled (or dismissed) in its status.
+    #[error("cannot cancel or dismiss pending event {id}: {reason}")]
+    Cancel {
+        /// The event.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Shorthand for results of the replica API.

@@ -62,6 +62,7 @@ mod doc;
 mod error;
 mod hlc;
 pub mod node;
+pub mod pending;
 mod replica;
 pub mod schema;
 pub mod sim;
@@ -75,8 +76,8 @@ pub use doc::Edit;
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcTime};
 pub use replica::{
-    ChangeEvent, ChangeKind, Clock, Config, Meta, Record, Replica, Role, Scan, StorageInfo, Tx,
-    Validator, Watch, WatchError, WatchFilter, Written,
+    ChangeEvent, ChangeKind, Clock, Config, Meta, Reaction, ReactionWrite, Record, Replica, Role,
+    Scan, StorageInfo, Trigger, Tx, Validator, Watch, WatchError, WatchFilter, Written,
 };
 pub use value::{Fields, Value, fields};
 

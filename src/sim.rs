@@ -776,6 +776,9 @@ pub struct PairSync {
     pub cut: bool,
     /// The starting side's report, when it finished.
     pub report: Option<crate::sync::Report>,
+    /// When the starting side's sync ended blocked by its sync gate: the
+    /// records whose changes it held back.
+    pub blocked: Option<Vec<crate::sync::Key>>,
 }
 
 /// One side of [`sync_pair`]: its replica, its session, and what it was told.
@@ -786,6 +789,8 @@ struct Side<'r> {
     done: Option<crate::sync::Report>,
     /// The root it found equal to the peer's.
     equal: Option<crate::sync::Summary>,
+    /// Records it held back (a blocked sync).
+    blocked: Option<Vec<crate::sync::Key>>,
 }
 
 impl<'r> Side<'r> {
@@ -795,13 +800,19 @@ impl<'r> Side<'r> {
             session: Session::new(),
             done: None,
             equal: None,
+            blocked: None,
         }
     }
 
     /// Feed one input; returns the messages it sends.
     fn feed(&mut self, now: u64, input: Input) -> crate::Result<Vec<Vec<u8>>> {
         let outs = self.replica.drive(&mut self.session, now, input)?;
-        Ok(sends(outs, &mut self.done, &mut self.equal))
+        Ok(sends(
+            outs,
+            &mut self.done,
+            &mut self.equal,
+            &mut self.blocked,
+        ))
     }
 }
 
@@ -837,6 +848,7 @@ fn sends(
     outs: Vec<Output>,
     done: &mut Option<crate::sync::Report>,
     in_sync: &mut Option<crate::sync::Summary>,
+    blocked: &mut Option<Vec<crate::sync::Key>>,
 ) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for o in outs {
@@ -844,6 +856,11 @@ fn sends(
             Output::Send(b) => out.push(b),
             Output::Notify(Notification::Synced(r)) => *done = Some(r),
             Output::Notify(Notification::InSync { root }) => *in_sync = Some(root),
+            Output::Notify(Notification::Blocked { withheld, report }) => {
+                *blocked = Some(withheld);
+                *done = None;
+                let _ = report;
+            }
             _ => {}
         }
     }
@@ -884,5 +901,6 @@ pub fn sync_pair(
         b.note_synced(&a.actor().to_hex_string(), root)?;
     }
     stats.report = report;
+    stats.blocked = a_side.blocked;
     Ok(stats)
 }

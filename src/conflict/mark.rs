@@ -47,6 +47,13 @@ pub(crate) struct Mark {
     /// For a resolution: the entry it resolves.
     #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
     pub(crate) entry: Option<String>,
+    /// The author's pending-event number for this change (its authorities
+    /// acknowledge events by these numbers).
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) event: Option<u64>,
+    /// For a compensating change: the event it cancels.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cancels: Option<u64>,
 }
 
 impl Mark {
@@ -58,6 +65,8 @@ impl Mark {
             base_status: None,
             new_status: None,
             entry: None,
+            event: None,
+            cancels: None,
         }
     }
 

@@ -69,6 +69,9 @@ impl Replica {
             .put(&keys::member(peer), &[role.byte()])?;
         self.inner.storage.flush()?;
         self.inner.refresh_authorities()?;
+        self.inner
+            .pending_stale
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -79,6 +82,9 @@ impl Replica {
         self.inner.storage.delete(&key)?;
         self.inner.storage.flush()?;
         self.inner.refresh_authorities()?;
+        self.inner
+            .pending_stale
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(was)
     }
 

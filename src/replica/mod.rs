@@ -2,7 +2,10 @@
 
 mod conflicts;
 mod durability;
-mod members;
+mod gate;
+pub(crate) mod members;
+mod pending;
+mod reactions;
 mod row;
 mod scan;
 mod sync;
@@ -18,6 +21,7 @@ use tokio::sync::broadcast;
 
 pub use conflicts::Validator;
 pub use members::Role;
+pub use reactions::{Reaction, ReactionWrite, Trigger};
 pub use row::{Meta, Record};
 pub use scan::Scan;
 pub use tx::{Tx, Written};
@@ -63,6 +67,7 @@ pub struct Config {
     watch_capacity: usize,
     clock: Clock,
     conflicts: bool,
+    pending: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -75,6 +80,7 @@ impl std::fmt::Debug for Config {
             .field("store_cache_bytes", &self.store_cache_bytes)
             .field("watch_capacity", &self.watch_capacity)
             .field("conflicts", &self.conflicts)
+            .field("pending", &self.pending)
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +96,7 @@ impl Default for Config {
             watch_capacity: 1024,
             clock: Arc::new(system_clock),
             conflicts: true,
+            pending: true,
         }
     }
 }
@@ -147,6 +154,14 @@ impl Config {
         self
     }
 
+    /// Whether local writes are tracked as pending events and, on an
+    /// authority, acknowledged to their devices (default on; see
+    /// [`Replica::pending`]).
+    pub fn with_pending_events(mut self, on: bool) -> Self {
+        self.pending = on;
+        self
+    }
+
     /// The wall clock used for HLC times (default: the system clock). Tests pass a
     /// fixed or stepped clock.
     pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
@@ -173,6 +188,15 @@ pub(crate) struct Inner {
     /// Whether the store holds any verdict (records are looked up for theirs
     /// only then).
     pub(crate) has_verdicts: std::sync::atomic::AtomicBool,
+    /// Whether pending events' statuses may have moved since they were last
+    /// derived.
+    pub(crate) pending_stale: std::sync::atomic::AtomicBool,
+    pending_events: broadcast::Sender<crate::pending::StatusChange>,
+    /// Reactions by collection.
+    reactions: RwLock<std::collections::HashMap<String, Vec<reactions::Registered>>>,
+    /// The sync gate: collections whose local changes are held back, with
+    /// the open entries that hold them (`None`: to be computed again).
+    gate: RwLock<Option<gate::Gate>>,
 }
 
 impl Inner {
@@ -355,6 +379,19 @@ impl Replica {
             has_verdicts = true;
             false
         })?;
+        let next_event = match storage.get(keys::EVENT_SEQ)? {
+            Some(b) => {
+                u64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Metadata {
+                    key: "m:evseq",
+                    source: codec::CodecError::Malformed {
+                        what: "event number",
+                        message: format!("{} bytes, expected 8", b.len()),
+                    },
+                })?)
+            }
+            None => 1,
+        };
+        let (pending_events, _) = broadcast::channel(config.watch_capacity);
         let mut has_purged = false;
         storage.for_each_prefix(keys::PURGED, &mut |_, _| {
             has_purged = true;
@@ -365,6 +402,7 @@ impl Replica {
             hlc: Hlc::starting_after(last),
             hlc_ceiling: last,
             index: None,
+            next_event,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -379,6 +417,10 @@ impl Replica {
                 validators: RwLock::new(std::collections::HashMap::new()),
                 has_purged: std::sync::atomic::AtomicBool::new(has_purged),
                 has_verdicts: std::sync::atomic::AtomicBool::new(has_verdicts),
+                pending_stale: std::sync::atomic::AtomicBool::new(true),
+                pending_events,
+                reactions: RwLock::new(std::collections::HashMap::new()),
+                gate: RwLock::new(None),
                 config,
             }),
         })
@@ -415,6 +457,7 @@ impl Replica {
         if next.define(collection)? {
             Self::store_schema(&*self.inner.storage, &next)?;
             *guard = Arc::new(next);
+            self.inner.invalidate_gate();
         }
         Ok(())
     }
@@ -434,19 +477,28 @@ impl Replica {
             let ticket = written.is_some().then(|| self.inner.commits.applied());
             (out, written.unwrap_or_default(), ticket)
         };
-        let (events, conflict_events) = events;
         if let Some(ticket) = ticket
             && self.inner.config.durable_writes
         {
             self.inner.commits.wait(&*self.inner.storage, ticket)?;
         }
-        for e in events {
+        for e in events.changes {
             // No receiver is not an error: nobody is watching.
             let _ = self.inner.events.send(e);
         }
-        for e in conflict_events {
+        for e in events.conflicts {
             let _ = self.inner.conflict_events.send(e);
         }
+        for e in events.new_events {
+            let _ = self
+                .inner
+                .pending_events
+                .send(crate::pending::StatusChange {
+                    event: e,
+                    from: None,
+                });
+        }
+        self.refresh_pending_if_stale();
         Ok(out)
     }
 

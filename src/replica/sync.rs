@@ -207,7 +207,16 @@ fn have(doc: &Automerge) -> (Vec<[u8; 32]>, Vec<u64>) {
 /// this replica also holds, so only the changes after those are sent. When it
 /// named nothing this replica holds (histories that share nothing recent), all
 /// changes are sent.
-fn since(doc: &Automerge, theirs: &[[u8; 32]], recent: &[u64], ask_back: bool) -> Loaded {
+///
+/// With `hold` (the sync gate), changes by that actor, and every change after
+/// one of them, are held back (and the answer says so).
+fn since(
+    doc: &Automerge,
+    theirs: &[[u8; 32]],
+    recent: &[u64],
+    ask_back: bool,
+    hold: Option<&automerge::ActorId>,
+) -> Loaded {
     let theirs: Vec<ChangeHash> = theirs.iter().map(|h| ChangeHash(*h)).collect();
     let mut known: Vec<ChangeHash> = theirs
         .iter()
@@ -224,13 +233,26 @@ fn since(doc: &Automerge, theirs: &[[u8; 32]], recent: &[u64], ask_back: bool) -
         known.extend(mine.filter(|h| named.contains(&prefix(h))));
     }
     let mut data = None;
-    let changes = doc.get_changes(&known);
+    let mut changes = doc.get_changes(&known);
+    let mut withheld = false;
+    if let Some(me) = hold {
+        // Changes come in causal order: a change after a held one is held.
+        let mut held: std::collections::HashSet<ChangeHash> = std::collections::HashSet::new();
+        changes.retain(|c| {
+            let hold_it = c.actor_id() == me || c.deps().iter().any(|d| held.contains(d));
+            if hold_it {
+                held.insert(c.hash());
+            }
+            !hold_it
+        });
+        withheld = !held.is_empty();
+    }
     if !changes.is_empty() {
         let mut bytes: Vec<u8> = Vec::new();
         for c in &changes {
             bytes.extend_from_slice(c.raw_bytes());
         }
-        if bytes.len() > COMPARE_WITH_SAVE_ABOVE {
+        if bytes.len() > COMPARE_WITH_SAVE_ABOVE && !withheld {
             let saved = doc.save();
             if saved.len() < bytes.len() {
                 bytes = saved;
@@ -249,6 +271,7 @@ fn since(doc: &Automerge, theirs: &[[u8; 32]], recent: &[u64], ask_back: bool) -
         heads,
         recent,
         purged: false,
+        withheld,
     }
 }
 
@@ -291,6 +314,10 @@ impl Replica {
             .storage
             .put(&keys::peer(peer), &at.as_u64().to_be_bytes())?;
         self.inner.storage.flush()?;
+        drop(state);
+        // The peer holds every event made until now.
+        self.inner.pending_stale.store(true, Ordering::Relaxed);
+        self.refresh_pending_if_stale();
         Ok(true)
     }
 
@@ -392,10 +419,20 @@ impl Replica {
     /// Answer a session's [`LoadRequest`]s, one [`Loaded`] per request, in order.
     /// A record that cannot be read is logged and answered with nothing.
     pub fn sync_load(&self, requests: &[LoadRequest]) -> Vec<Loaded> {
+        self.sync_load_held(requests, &std::collections::BTreeSet::new())
+    }
+
+    /// [`Replica::sync_load`], holding back this replica's own changes to the
+    /// `held` collections (the sync gate; see [`Replica::sync_gate`]).
+    pub fn sync_load_held(
+        &self,
+        requests: &[LoadRequest],
+        held: &std::collections::BTreeSet<String>,
+    ) -> Vec<Loaded> {
         requests
             .iter()
             .map(|r| {
-                self.load_one(r).unwrap_or_else(|e| {
+                self.load_one(r, held).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "could not read a record for a peer");
                     Loaded::default()
                 })
@@ -403,7 +440,11 @@ impl Replica {
             .collect()
     }
 
-    fn load_one(&self, request: &LoadRequest) -> Result<Loaded> {
+    fn load_one(
+        &self,
+        request: &LoadRequest,
+        held: &std::collections::BTreeSet<String>,
+    ) -> Result<Loaded> {
         let key = match request {
             LoadRequest::Full(k) | LoadRequest::Heads(k) | LoadRequest::Since { key: k, .. } => k,
         };
@@ -412,6 +453,32 @@ impl Replica {
                 purged: true,
                 ..Loaded::default()
             });
+        }
+        // The sync gate: this replica's own changes to a collection with
+        // unresolved conflicts here are held back.
+        let hold = held
+            .contains(&key.collection)
+            .then(|| self.inner.actor.clone());
+        if let (Some(me), LoadRequest::Full(_) | LoadRequest::Since { .. }) = (&hold, request) {
+            let (theirs, recent, ask_back) = match request {
+                LoadRequest::Since {
+                    heads,
+                    recent,
+                    ask_back,
+                    ..
+                } => (heads.as_slice(), recent.as_slice(), *ask_back),
+                _ => (&[][..], &[][..], false),
+            };
+            let found = self.with_doc(&key.collection, &key.id, |doc| {
+                Ok(since(doc, theirs, recent, ask_back, Some(me)))
+            });
+            return match found {
+                Err(Error::NotFound { .. }) => Ok(Loaded {
+                    heads: ask_back.then(Vec::new),
+                    ..Loaded::default()
+                }),
+                other => other,
+            };
         }
         match request {
             LoadRequest::Full(key) => Ok(Loaded {
@@ -443,7 +510,7 @@ impl Replica {
                     });
                 }
                 let found = self.with_doc(&key.collection, &key.id, |doc| {
-                    Ok(since(doc, heads, recent, *ask_back))
+                    Ok(since(doc, heads, recent, *ask_back, None))
                 });
                 match found {
                     Err(Error::NotFound { .. }) => Ok(Loaded {
@@ -549,13 +616,19 @@ impl Replica {
     /// the remaining outputs: [`Output::Send`], [`Output::Notify`],
     /// [`Output::Close`].
     pub fn drive(&self, session: &mut Session, now: u64, input: Input) -> Result<Vec<Output>> {
+        // The sync gate as it stands when this side starts a sync (or, for a
+        // peer's sync, now).
+        if matches!(input, Input::Start) || !session.is_syncing() {
+            session.set_held(self.inner.gated_collections());
+        }
         let mut inputs = VecDeque::from([input]);
         let mut outputs = Vec::new();
         while let Some(input) = inputs.pop_front() {
             for o in self.with_sync_index(|index| session.handle(index, now, input))? {
                 match o {
                     Output::Load(requests) => {
-                        inputs.push_back(Input::Loaded(self.sync_load(&requests)));
+                        let loaded = self.sync_load_held(&requests, session.held());
+                        inputs.push_back(Input::Loaded(loaded));
                     }
                     Output::Apply(items) => {
                         let keys: Vec<Key> = items.iter().map(|i| i.key.clone()).collect();

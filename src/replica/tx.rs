@@ -19,7 +19,10 @@ use crate::schema::{Collection, Schema};
 use crate::store::{Batch, keys};
 use crate::value::{Fields, Value};
 
+pub(crate) mod ack;
+mod cancel;
 pub(crate) mod evaluate;
+mod react;
 
 /// The replica's mutable state, behind one mutex (writers serialize on it; the
 /// flush that makes their writes durable happens outside it, see `durability`).
@@ -31,6 +34,9 @@ pub(crate) struct State {
     pub(crate) hlc_ceiling: HlcTime,
     /// The sync index (built on first use, then kept up to date by commits).
     pub(crate) index: Option<crate::sync::SyncIndex>,
+    /// The next pending-event number (stored under `m:evseq` by each commit
+    /// that creates events).
+    pub(crate) next_event: u64,
 }
 
 /// How far ahead of the times it issues the stored HLC lease is set (10 s), so
@@ -84,6 +90,9 @@ struct Staged {
     /// What the conflict step compares against: the stored state of a record
     /// that existed when staged.
     before: Option<evaluate::Before>,
+    /// The visible fields when staged, kept only for collections with
+    /// reactions (which fire on a change of a watched field).
+    before_fields: Option<Fields>,
 }
 
 impl Staged {
@@ -130,6 +139,21 @@ pub struct Tx<'r> {
             Vec<crate::conflict::ConflictEvent>,
         ),
     >,
+    /// Per staged record, the entries of its latest evaluation (non-empty only).
+    pub(crate) entries_of: HashMap<usize, Vec<crate::conflict::Entry>>,
+    /// The pending events this transaction's changes create.
+    pub(crate) new_events: Vec<crate::pending::PendingEvent>,
+    /// Set while writing a compensating change: the event it cancels (such a
+    /// change creates no event of its own and may move a status back).
+    pub(crate) cancels: Option<u64>,
+}
+
+/// What a commit wrote, to publish once durable.
+#[derive(Default)]
+pub(crate) struct Committed {
+    pub(crate) changes: Vec<ChangeEvent>,
+    pub(crate) conflicts: Vec<crate::conflict::ConflictEvent>,
+    pub(crate) new_events: Vec<crate::pending::PendingEvent>,
 }
 
 /// A snapshot at most this large stays inline in the record's row (4 KiB);
@@ -199,6 +223,9 @@ impl<'r> Tx<'r> {
             extra: Vec::new(),
             conflict_events: Vec::new(),
             record_ops: HashMap::new(),
+            entries_of: HashMap::new(),
+            new_events: Vec::new(),
+            cancels: None,
         }
     }
 
@@ -242,8 +269,11 @@ impl<'r> Tx<'r> {
         if key.0 == crate::schema::VERDICTS {
             self.staged_verdicts = true;
         }
+        let before_fields = (kind == ChangeKind::Update && self.inner.has_reactions(&key.0))
+            .then(|| row.fields.clone());
         self.staged.push(Staged {
             before,
+            before_fields,
             collection: key.0.clone(),
             id: key.1.clone(),
             base_heads: row.heads(),
@@ -286,13 +316,14 @@ impl<'r> Tx<'r> {
             .and_then(|l| s.row.fields.get(&l.field).cloned());
         let mut mark = Mark::new(kind);
         mark.base_status = status.as_ref().and_then(|v| v.as_str().map(str::to_owned));
+        let compensating = self.cancels.is_some();
         let mut tx = s.doc.transaction();
         let mut edit = Edit {
             tx: &mut tx,
             collection: c,
             mark,
             status_before: match kind {
-                WriteKind::Update => Some(status),
+                WriteKind::Update if !compensating => Some(status),
                 _ => None,
             },
         };
@@ -326,11 +357,40 @@ impl<'r> Tx<'r> {
                 });
             }
         }
+        // Every local write of an application record is a pending event (an
+        // authority's own writes are confirmed as they are made).
+        let event =
+            (!compensating && !c.name.starts_with('_') && self.inner.events_on()).then(|| {
+                let n = self.state.next_event;
+                self.state.next_event += 1;
+                n
+            });
+        mark.event = event;
+        mark.cancels = self.cancels;
         let (hash, _) = tx.commit_with(
             CommitOptions::default()
                 .with_time(time.to_change_time())
                 .with_message(mark.encode()),
         );
+        if let (Some(h), Some(n)) = (hash, event) {
+            self.new_events.push(crate::pending::PendingEvent {
+                id: n,
+                collection: c.name.clone(),
+                record: s.id.clone(),
+                kind: match kind {
+                    WriteKind::Insert => crate::pending::EventKind::Insert,
+                    WriteKind::Delete => crate::pending::EventKind::Delete,
+                    WriteKind::Update | WriteKind::Resolve => crate::pending::EventKind::Update,
+                },
+                change: h.to_string(),
+                time,
+                status: crate::pending::EventStatus::Pending,
+                errors: Vec::new(),
+                parent: None,
+                linked: None,
+                decided_by: None,
+            });
+        }
         if hash.is_some() {
             s.dirty = true;
             s.changes += 1;
@@ -683,13 +743,26 @@ impl<'r> Tx<'r> {
     /// Returns `None` if the transaction changed nothing (nothing was written, no
     /// durability wait is needed), else the events to publish once durable (empty
     /// when nobody watches).
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn commit(
-        mut self,
-    ) -> Result<Option<(Vec<ChangeEvent>, Vec<crate::conflict::ConflictEvent>)>> {
-        self.evaluate()?;
+    pub(crate) fn commit(mut self) -> Result<Option<Committed>> {
+        self.evaluate(0)?;
+        if let Some(first) = self.react()? {
+            self.evaluate(first)?;
+        }
+        self.acknowledge()?;
         let mut batch = Batch::new();
+        let new_events = std::mem::take(&mut self.new_events);
+        for e in &new_events {
+            batch.put(keys::event(e.id), super::pending::encode_event(e)?);
+        }
+        if !new_events.is_empty() {
+            batch.put(
+                keys::EVENT_SEQ.to_vec(),
+                self.state.next_event.to_be_bytes().to_vec(),
+            );
+        }
+        let mut touches_entries = false;
         for (k, v) in std::mem::take(&mut self.extra) {
+            touches_entries |= k.starts_with(keys::CONFLICTS);
             match v {
                 Some(v) => batch.put(k, v),
                 None => batch.delete(k),
@@ -756,6 +829,20 @@ impl<'r> Tx<'r> {
             return Ok(None);
         }
         let conflict_events = std::mem::take(&mut self.conflict_events);
+        // Statuses may have moved: an acknowledgement arrived or entries
+        // changed (a new event is pending, nothing to derive).
+        let acks = self
+            .staged
+            .iter()
+            .any(|s| s.dirty && s.collection == crate::schema::ACKS);
+        if touches_entries {
+            self.inner.invalidate_gate();
+        }
+        if acks || !conflict_events.is_empty() {
+            self.inner
+                .pending_stale
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         // Extend the HLC lease in the same batch when this transaction's times
         // reached it, so a restart never reissues a time.
         let last = self.state.hlc.last();
@@ -773,7 +860,12 @@ impl<'r> Tx<'r> {
         if let Some(c) = ceiling {
             self.state.hlc_ceiling = c;
         }
-        Ok(Some((self.return_to_cache(true), conflict_events)))
+        let changes = self.return_to_cache(true);
+        Ok(Some(Committed {
+            changes,
+            conflicts: conflict_events,
+            new_events,
+        }))
     }
 
     fn return_to_cache(self, committed: bool) -> Vec<ChangeEvent> {

@@ -697,6 +697,10 @@ pub(crate) const VERDICTS: &str = "_verdict";
 /// The system collection of people's decisions about conflict entries (queue,
 /// assignee, resolution), one record per entry, keyed by the entry id.
 pub(crate) const DECISIONS: &str = "_entry";
+/// The system collection of authorities' acknowledgements: one record per
+/// authority and origin device (`<authority actor>.<origin actor>`), listing the
+/// origin's pending events the authority holds and the ones it refuses.
+pub(crate) const ACKS: &str = "_ack";
 
 /// fieldsync's own collections: replicated like any other, declared by every
 /// replica, never by the application.
@@ -735,6 +739,16 @@ pub(crate) fn system_collections() -> &'static [Collection] {
                     f("by", FieldType::String, false),
                     f("at", FieldType::Timestamp, false),
                     f("note", FieldType::String, false),
+                ],
+                settings: Settings::default(),
+            },
+            Collection {
+                name: ACKS.to_owned(),
+                fields: vec![
+                    f("authority", FieldType::String, true),
+                    f("origin", FieldType::String, true),
+                    f("seen", FieldType::String, false),
+                    f("held", FieldType::String, false),
                 ],
                 settings: Settings::default(),
             },

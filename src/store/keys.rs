@@ -31,6 +31,18 @@
 pub(crate) const ACTOR: &[u8] = b"m:actor";
 pub(crate) const HLC: &[u8] = b"m:hlc";
 pub(crate) const SCHEMA: &[u8] = b"m:schema";
+/// The next pending-event number (u64 BE).
+pub(crate) const EVENT_SEQ: &[u8] = b"m:evseq";
+
+/// `e:`: every listed pending event.
+pub(crate) const EVENTS: &[u8] = b"e:";
+
+/// `e:<event number, u64 BE>`: a pending event (so they list oldest first).
+pub(crate) fn event(n: u64) -> Vec<u8> {
+    let mut k = EVENTS.to_vec();
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
 
 fn record_key(tag: &[u8], collection: &str, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(tag.len() + collection.len() + id.len() + 1);

@@ -116,6 +116,9 @@ pub struct Loaded {
     pub recent: Vec<u64>,
     /// The record is purged here: tell the peer, whatever was asked.
     pub purged: bool,
+    /// Some of the record's changes were held back (the sync gate: this
+    /// replica's own changes to a collection with unresolved conflicts).
+    pub withheld: bool,
 }
 
 /// A record's data received from the peer.
@@ -156,6 +159,19 @@ pub enum Notification {
         /// The equal root.
         root: super::Summary,
     },
+    /// The sync stopped with records still different because this side holds
+    /// back its own changes to them (the sync gate: collections with
+    /// `block_sync_on_conflict` and unresolved conflicts here); everything
+    /// else was exchanged.
+    Blocked {
+        /// What moved.
+        report: Report,
+        /// The records whose changes were held back.
+        withheld: Vec<Key>,
+    },
+    /// How far a sync this side started has come (sent after each message
+    /// received while syncing).
+    Progress(Progress),
     /// A record was too large to send in one message and was skipped.
     RecordTooLarge {
         /// The record.
@@ -163,6 +179,20 @@ pub enum Notification {
         /// Its size in bytes.
         bytes: usize,
     },
+}
+
+/// A sync's progress: records moved so far and records known to be still
+/// to move (reconciliation discovers differences as it goes, so the total
+/// can grow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Record data items sent and received so far.
+    pub records_done: u64,
+    /// `records_done` plus the records this side has asked for or still has
+    /// to load and send.
+    pub records_total: u64,
+    /// Bytes sent and received so far.
+    pub bytes: u64,
 }
 
 /// What a sync moved.
@@ -225,6 +255,13 @@ pub struct Session {
     out_acks: Vec<u64>,
     closed: bool,
     in_sync: Option<super::Summary>,
+    /// Records whose changes this side held back during this sync.
+    withheld: BTreeSet<Key>,
+    /// Collections whose own changes this side holds back (the sync gate as
+    /// it stood when this side's sync started; see [`Session::set_held`]).
+    held: BTreeSet<String>,
+    /// Records asked of the peer and not received yet (for progress).
+    awaited: u64,
 }
 
 /// The encoded size of a record part entry, roughly (for chunking).
@@ -319,6 +356,18 @@ impl Session {
         self.live = live;
     }
 
+    /// Set the collections whose own changes this side holds back (the sync
+    /// gate). The shell sets it when a sync starts, so a conflict that
+    /// appears during a sync holds back changes from the next one on.
+    pub fn set_held(&mut self, collections: BTreeSet<String>) {
+        self.held = collections;
+    }
+
+    /// The collections whose own changes this side holds back.
+    pub fn held(&self) -> &BTreeSet<String> {
+        &self.held
+    }
+
     /// Whether a sync started by this side is under way.
     pub fn is_syncing(&self) -> bool {
         self.syncing
@@ -384,6 +433,8 @@ impl Session {
             self.report = Report::default();
             self.last_refused = None;
             self.stalled_rounds = 0;
+            self.withheld.clear();
+            self.awaited = 0;
         }
         self.confirm(index, now, out);
     }
@@ -395,7 +446,10 @@ impl Session {
         // A round after which this side's store is unchanged while it refused
         // records gained nothing here; two in a row and the sync gives up
         // (the peer got everything it could in the first of them).
-        if self.report.rounds > 0 && root == self.report.root && self.last_refused.is_some() {
+        if self.report.rounds > 0
+            && root == self.report.root
+            && (self.last_refused.is_some() || !self.withheld.is_empty())
+        {
             self.stalled_rounds += 1;
         } else {
             self.stalled_rounds = 0;
@@ -435,6 +489,13 @@ impl Session {
         self.syncing = false;
         self.confirm_id = None;
         self.report.elapsed_ms = now.saturating_sub(self.started_at);
+        if !self.withheld.is_empty() && self.last_refused.is_none() {
+            out.push(Output::Notify(Notification::Blocked {
+                report: self.report.clone(),
+                withheld: std::mem::take(&mut self.withheld).into_iter().collect(),
+            }));
+            return;
+        }
         let reason = match &self.last_refused {
             Some(last) => format!(
                 "{reason}; records were refused here {} times (the last: {last})",
@@ -521,6 +582,7 @@ impl Session {
                     records,
                 } => {
                     self.report.records_received += records.len() as u64;
+                    self.awaited = self.awaited.saturating_sub(records.len() as u64);
                     incoming.extend(records.into_iter().map(|r| Incoming {
                         key: Key::new(collection.clone(), r.id),
                         bytes: r.bytes,
@@ -529,6 +591,7 @@ impl Session {
             }
         }
         if !need.is_empty() {
+            self.awaited += need.len() as u64;
             self.push_part(Part::NeedHashes(need));
         }
         if !incoming.is_empty() {
@@ -545,7 +608,30 @@ impl Session {
         if m.id != 0 {
             self.queue.push_back(Work::Ack(m.id));
         }
+        if self.syncing {
+            out.push(Output::Notify(Notification::Progress(self.progress())));
+        }
         let _ = now;
+    }
+
+    /// How far the sync has come (see [`Progress`]).
+    pub fn progress(&self) -> Progress {
+        let done = self.report.records_sent + self.report.records_received;
+        let loads = self
+            .queue
+            .iter()
+            .filter(|w| {
+                matches!(
+                    w,
+                    Work::Load(LoadRequest::Full(_) | LoadRequest::Since { .. })
+                )
+            })
+            .count() as u64;
+        Progress {
+            records_done: done,
+            records_total: done + loads + self.awaited,
+            bytes: self.report.bytes_sent + self.report.bytes_received,
+        }
     }
 
     /// Answer a node whose sums differ: its items if few, else its children.
@@ -691,6 +777,12 @@ impl Session {
             return;
         };
         for (req, res) in requests.into_iter().zip(results) {
+            if res.withheld {
+                let (LoadRequest::Full(key)
+                | LoadRequest::Heads(key)
+                | LoadRequest::Since { key, .. }) = &req;
+                self.withheld.insert(key.clone());
+            }
             if res.purged {
                 let (LoadRequest::Full(key)
                 | LoadRequest::Heads(key)

@@ -218,12 +218,12 @@ impl Tx<'_> {
     }
 
     /// Run the conflict step over every changed record (see the module docs).
-    pub(super) fn evaluate(&mut self) -> Result<()> {
+    pub(super) fn evaluate(&mut self, from: usize) -> Result<()> {
         if !self.inner.config.conflicts {
             return Ok(());
         }
         let schema = self.schema.clone();
-        let mut queue: VecDeque<usize> = (0..self.staged.len())
+        let mut queue: VecDeque<usize> = (from..self.staged.len())
             .filter(|&i| self.staged[i].dirty && !self.staged[i].discard)
             .collect();
         let mut budget = self.staged.len() * 8 + 10_000;
@@ -562,6 +562,11 @@ impl Tx<'_> {
             }
         }
         self.record_ops.insert(i, (ops, events));
+        if entries.is_empty() {
+            self.entries_of.remove(&i);
+        } else {
+            self.entries_of.insert(i, entries.clone());
+        }
         let s = &mut self.staged[i];
         s.row.fields = fields;
         s.row.deleted = deleted;

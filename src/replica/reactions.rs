@@ -1,0 +1,178 @@
+//! Reactions (Creatio's business processes on the main node): when a record
+//! of a collection changes a watched field and a predicate holds, a closure
+//! writes other records, in the same transaction as the change that
+//! triggered it. Each written record's id derives from the reaction, the
+//! record, the operation that set the watched field and a key the closure
+//! chooses, so two peers that run the same reaction for the same triggering
+//! change write the same record, which merges into one.
+
+use std::sync::Arc;
+
+use super::Replica;
+use crate::error::Result;
+use crate::value::Fields;
+
+/// What a reaction is shown: the record whose watched field changed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Trigger<'a> {
+    /// The record's collection.
+    pub collection: &'a str,
+    /// The record's id.
+    pub id: &'a str,
+    /// Its visible fields before the change (`None` for a new record).
+    pub before: Option<&'a Fields>,
+    /// Its visible fields after.
+    pub after: &'a Fields,
+    /// The operation that set the watched field's value (`counter@actor`), the
+    /// same on every peer: written records' ids derive from it.
+    pub cause: &'a str,
+}
+
+/// A record a reaction writes: inserted into `collection` with an id derived
+/// from the trigger and `key` (unless it exists already).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ReactionWrite {
+    /// The collection.
+    pub collection: String,
+    /// Distinguishes the records one trigger writes (any short text).
+    pub key: String,
+    /// The fields.
+    pub fields: Fields,
+}
+
+impl ReactionWrite {
+    /// A record to insert.
+    pub fn insert(collection: &str, key: &str, fields: Fields) -> Self {
+        Self {
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            fields,
+        }
+    }
+}
+
+type When = Arc<dyn Fn(&Trigger<'_>) -> bool + Send + Sync>;
+type Then = Arc<dyn Fn(&Trigger<'_>) -> Vec<ReactionWrite> + Send + Sync>;
+
+/// A reaction: a name (part of every written id, so keep it stable), the
+/// collection and field it watches, a predicate and an action.
+///
+/// ```
+/// use fieldsync::{Reaction, ReactionWrite, Value, fields};
+/// let r = Reaction::new("negotiation_call", "opportunity", "stage")
+///     .when(|t| t.after.get("stage") == Some(&Value::from("negotiation")))
+///     .then(|t| {
+///         vec![ReactionWrite::insert(
+///             "activity",
+///             "call",
+///             fields([("opportunity", Value::from(t.id)), ("title", Value::from("Call the customer"))]),
+///         )]
+///     });
+/// # let _ = r;
+/// ```
+#[derive(Clone)]
+pub struct Reaction {
+    pub(crate) name: String,
+    pub(crate) collection: String,
+    pub(crate) field: String,
+    pub(crate) when: When,
+    pub(crate) then: Then,
+}
+
+impl std::fmt::Debug for Reaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reaction")
+            .field("name", &self.name)
+            .field("collection", &self.collection)
+            .field("field", &self.field)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reaction {
+    /// A reaction named `name` to changes of `collection.field` (it fires on
+    /// every change of the field until [`when`](Self::when) narrows it, and
+    /// writes nothing until [`then`](Self::then) says what).
+    pub fn new(name: &str, collection: &str, field: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            collection: collection.to_owned(),
+            field: field.to_owned(),
+            when: Arc::new(|_| true),
+            then: Arc::new(|_| Vec::new()),
+        }
+    }
+
+    /// Fire only when `f` holds for the changed record.
+    pub fn when(mut self, f: impl Fn(&Trigger<'_>) -> bool + Send + Sync + 'static) -> Self {
+        self.when = Arc::new(f);
+        self
+    }
+
+    /// The records to write when it fires.
+    pub fn then(
+        mut self,
+        f: impl Fn(&Trigger<'_>) -> Vec<ReactionWrite> + Send + Sync + 'static,
+    ) -> Self {
+        self.then = Arc::new(f);
+        self
+    }
+}
+
+pub(crate) type Registered = Reaction;
+
+/// The id of the record a reaction writes for a trigger.
+pub(crate) fn written_id(r: &Reaction, t: &Trigger<'_>, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [&r.name, t.collection, t.id, t.cause, key] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    let hex: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("rx{hex}")
+}
+
+impl super::Inner {
+    pub(crate) fn reactions_of(&self, collection: &str) -> Vec<Reaction> {
+        self.reactions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(collection)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn has_reactions(&self, collection: &str) -> bool {
+        self.reactions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(collection)
+    }
+}
+
+impl Replica {
+    /// Register a reaction on this replica (typically an authority's): from
+    /// now on, every transaction that changes the watched field of a record
+    /// (a local write or changes received from a peer) runs it, and its
+    /// writes commit with that transaction and replicate like any change. Not
+    /// stored: register reactions each time the replica opens. Fails if the
+    /// collection or field is unknown.
+    pub fn add_reaction(&self, reaction: Reaction) -> Result<()> {
+        let schema = self.schema();
+        schema
+            .collection(&reaction.collection)?
+            .field(&reaction.field)?;
+        self.inner
+            .reactions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reaction.collection.clone())
+            .or_default()
+            .push(reaction);
+        Ok(())
+    }
+}
