@@ -627,3 +627,56 @@ status = { type = "string", default = "draft" }
     let listed = ok(s, &["conflicts", "list"]);
     assert!(listed.contains("resolved (keep_device)"), "{listed}");
 }
+
+#[test]
+fn pending_events_are_listed_cancelled_and_confirmed_by_a_sync() {
+    let [a, b] = stores_with_schema::<2>();
+    ok(
+        a.path(),
+        &["put", "customer", "c1", "name=Acme", "tax_id=T-1"],
+    );
+    ok(a.path(), &["put", "customer", "c1", "name=Acme Inc"]);
+    let list = ok(a.path(), &["pending"]);
+    assert!(
+        list.contains("pending") && list.contains("insert") && list.contains("customer/c1"),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(a.path(), &["--json", "pending", "list"])).unwrap();
+    let events = json.as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1]["kind"], "update");
+    assert_eq!(events[1]["status"], "pending");
+    // Cancel the update: the name goes back.
+    let id = events[1]["id"].as_u64().unwrap().to_string();
+    assert!(ok(a.path(), &["pending", "cancel", &id]).contains("cancelled event"));
+    let rec: serde_json::Value =
+        serde_json::from_str(&ok(a.path(), &["--json", "get", "customer", "c1"])).unwrap();
+    assert_eq!(rec["fields"]["name"], "Acme", "{rec}");
+    let cancelled = ok(a.path(), &["pending", "list", "--status", "cancelled"]);
+    assert!(cancelled.contains(&format!("{id:>5}")), "{cancelled}");
+    assert!(fails(a.path(), &["pending", "cancel", &id]).contains("cannot cancel"));
+    assert!(
+        fails(a.path(), &["pending", "list", "--status", "nope"]).contains("unknown event status")
+    );
+    let status = ok(a.path(), &["status"]);
+    assert!(
+        status.contains("pending events: 2 (1 pending, 1 cancelled)"),
+        "{status}"
+    );
+    assert!(status.contains("open conflicts: 0"), "{status}");
+    // A sync with a peer (no members, no authority): the insert is confirmed.
+    let (server, addr) = serve(b.path(), &[]);
+    ok(a.path(), &["sync", "--peer", &addr, "--timeout", "30"]);
+    drop(server);
+    let left: serde_json::Value =
+        serde_json::from_str(&ok(a.path(), &["--json", "pending"])).unwrap();
+    let left = left.as_array().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["status"], "cancelled");
+    let st: serde_json::Value = serde_json::from_str(&ok(a.path(), &["--json", "status"])).unwrap();
+    assert_eq!(st["pending"]["cancelled"], 1, "{st}");
+    assert_eq!(st["peers"].as_array().unwrap().len(), 1, "{st}");
+    ok(a.path(), &["pending", "dismiss", &id]);
+    assert!(ok(a.path(), &["pending"]).contains("no pending events"));
+}

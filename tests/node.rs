@@ -637,3 +637,152 @@ async fn a_conflict_over_libp2p_is_decided_the_same_on_both_peers() {
         );
     }
 }
+
+/// Three sled stores with node identities: a hub (authority), a relay and a
+/// device; every peer lists all three as members.
+fn trio_with_identities() -> (Vec<tempfile::TempDir>, Vec<Replica>, Vec<Keypair>) {
+    use fieldsync::Role;
+    use fieldsync::node::identity;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let rs: Vec<Replica> = dirs.iter().map(|d| replica(d.path())).collect();
+    let keys: Vec<Keypair> = dirs
+        .iter()
+        .map(|d| identity::load_or_create(d.path()).unwrap())
+        .collect();
+    for r in &rs {
+        for (i, k) in keys.iter().enumerate() {
+            let role = if i == 0 {
+                Role::Authority
+            } else {
+                Role::Device
+            };
+            r.add_member(&k.public().to_peer_id().to_string(), role)
+                .unwrap();
+        }
+    }
+    (dirs, rs, keys)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_reaches_the_origin_over_libp2p_through_a_relay() {
+    use fieldsync::pending::{EventStatus, PendingFilter};
+    let (_dirs, rs, keys) = trio_with_identities();
+    let (hub, dev) = (&rs[0], &rs[2]);
+    hub.add_validator("item", |f| match f.get("note").and_then(Value::as_str) {
+        Some(n) if n.ends_with('9') => {
+            vec![
+                fieldsync::schema::Violation::new("note_ends_in_9", "a note may not end in 9")
+                    .on("note"),
+            ]
+        }
+        _ => Vec::new(),
+    })
+    .unwrap();
+    let ids: Vec<_> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+    let mut nodes = Vec::new();
+    for (r, k) in rs.iter().zip(keys) {
+        nodes.push(start(r, k).await);
+    }
+    let (nh, nr, nd) = (&nodes[0], &nodes[1], &nodes[2]);
+    let relay_addr = nr.listen_addrs().await.unwrap().remove(0);
+    let hub_addr = nh.listen_addrs().await.unwrap().remove(0);
+    nd.dial(relay_addr).await.unwrap();
+    nr.dial(hub_addr).await.unwrap();
+    dev.insert("item", "ok", fields([("title", "fine".into())]))
+        .unwrap();
+    dev.insert(
+        "item",
+        "bad",
+        fields([("title", "pump".into()), ("note", "lot 19".into())]),
+    )
+    .unwrap();
+    let limit = Duration::from_secs(30);
+    let run = |f| tokio::time::timeout(limit, f);
+    run(nd.sync_now(ids[1])).await.unwrap().unwrap();
+    let list = dev.pending(&PendingFilter::all()).unwrap();
+    assert!(
+        list.len() == 2 && list.iter().all(|e| e.status == EventStatus::Processing),
+        "{list:?}"
+    );
+    run(nr.sync_now(ids[0])).await.unwrap().unwrap();
+    run(nd.sync_now(ids[1])).await.unwrap().unwrap();
+    let list = dev.pending(&PendingFilter::all()).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (list[0].record.as_str(), list[0].status),
+        ("bad", EventStatus::Rejected)
+    );
+    assert_eq!(list[0].errors[0].code, "note_ends_in_9");
+    assert_eq!(list[0].errors[0].message, "a note may not end in 9");
+    // The node's status shows it, and the relay as last synced.
+    let st = nd.status().await.unwrap();
+    assert_eq!(st.pending.get(&EventStatus::Rejected), Some(&1));
+    let p = st.peers.iter().find(|p| p.peer == ids[1]).unwrap();
+    assert!(p.connected && p.last_synced.is_some());
+    assert_eq!(p.last_outcome.as_deref(), Some("synced"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_now_reports_a_blocked_collection_and_still_syncs_the_others() {
+    use fieldsync::conflict::{Choice, ConflictFilter, Resolution};
+    use fieldsync::node::NodeError;
+    use fieldsync::schema::{Collection, FieldType, Policy};
+    let (_dirs, rs, keys) = trio_with_identities();
+    let (hub, dev) = (&rs[0], &rs[2]);
+    let company = Collection::builder("company")
+        .required("name", FieldType::String)
+        .field("phone", FieldType::String)
+        .policy(Policy::UserAction)
+        .block_sync_on_conflict(true)
+        .build()
+        .unwrap();
+    for r in [hub, dev] {
+        r.define_collection(company.clone()).unwrap();
+    }
+    let ids: Vec<_> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+    let mut keys = keys.into_iter();
+    let kh = keys.next().unwrap();
+    let kd = keys.nth(1).unwrap();
+    let (nh, nd) = (start(hub, kh).await, start(dev, kd).await);
+    nd.dial(nh.listen_addrs().await.unwrap().remove(0))
+        .await
+        .unwrap();
+    dev.insert("company", "k1", fields([("name", "Kay".into())]))
+        .unwrap();
+    nd.sync_now(ids[0]).await.unwrap();
+    hub.update("company", "k1", fields([("phone", "1".into())]))
+        .unwrap();
+    dev.update("company", "k1", fields([("phone", "2".into())]))
+        .unwrap();
+    nd.sync_now(ids[0]).await.unwrap();
+    let open = dev.conflicts(&ConflictFilter::open()).unwrap();
+    assert_eq!(open.len(), 1);
+    dev.update("company", "k1", fields([("name", "Kay 2".into())]))
+        .unwrap();
+    dev.insert("item", "i1", item("other collection")).unwrap();
+    match nd.sync_now(ids[0]).await {
+        Err(NodeError::Blocked { blocked, .. }) => {
+            assert_eq!(blocked.len(), 1);
+            assert_eq!(blocked[0].collection, "company");
+            assert_eq!(blocked[0].conflicts, vec![open[0].id.clone()]);
+        }
+        other => panic!("expected a blocked sync, got {other:?}"),
+    }
+    assert!(
+        hub.get("item", "i1").unwrap().is_some(),
+        "other collections sync"
+    );
+    assert_eq!(
+        hub.get("company", "k1").unwrap().unwrap().fields["name"],
+        Value::from("Kay"),
+        "the blocked change stayed on the device"
+    );
+    assert_eq!(nd.status().await.unwrap().blocked.len(), 1);
+    dev.resolve(&open[0].id, Resolution::new(Choice::KeepDevice))
+        .unwrap();
+    nd.sync_now(ids[0]).await.unwrap();
+    assert_eq!(
+        hub.get("company", "k1").unwrap().unwrap().fields["name"],
+        Value::from("Kay 2")
+    );
+}

@@ -13,6 +13,43 @@ use fieldsync::{Config, Reaction, ReactionWrite, Replica, Role, Value, fields};
 
 const NOW: u64 = 1_800_000_000_000;
 
+fn run_example(name: &str, expect: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the whole suite with `cargo test`",
+        path.display()
+    );
+    let out = std::process::Command::new(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(expect), "{stdout}");
+}
+
+#[test]
+fn the_offline_outbox_story_confirms_rejects_and_cancels() {
+    run_example("offline_outbox", "offline_outbox: done");
+}
+
+#[test]
+fn the_opportunity_story_writes_one_activity_on_every_peer() {
+    run_example(
+        "opportunity_activity",
+        "opportunity_activity: one activity on every peer",
+    );
+}
+
 fn schema() -> Schema {
     Schema::new()
         .with(

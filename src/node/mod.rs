@@ -243,6 +243,18 @@ pub enum NodeError {
         /// Its reason.
         reason: String,
     },
+    /// The sync exchanged everything it could, but this replica held back its
+    /// own changes to collections with unresolved conflicts (the sync gate;
+    /// see `docs/pending.md`). Other collections were synced.
+    #[error("sync with {peer} is blocked: {}", blocked.iter().map(|b| format!("`{}` has {} unresolved conflict(s)", b.collection, b.conflicts.len())).collect::<Vec<_>>().join(", "))]
+    Blocked {
+        /// The peer.
+        peer: String,
+        /// The blocked collections and the open entries that block them.
+        blocked: Vec<crate::pending::Blocked>,
+        /// What moved.
+        report: Box<Report>,
+    },
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -279,6 +291,64 @@ enum Command {
     Addrs(oneshot::Sender<Vec<Multiaddr>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Forget(PeerId),
+    Status(oneshot::Sender<NodeStatus>),
+}
+
+/// A sync's progress with one peer, from [`Node::progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncProgress {
+    /// The peer.
+    pub peer: PeerId,
+    /// How far the sync has come.
+    pub progress: crate::sync::Progress,
+}
+
+/// One peer as [`Node::status`] sees it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PeerStatus {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Whether a connection to it is open (and passed the membership check).
+    pub connected: bool,
+    /// Whether a sync this node started with it is running.
+    pub syncing: bool,
+    /// The local time of the last sync with it that ended with both sides
+    /// equal (`None`: never).
+    pub last_synced: Option<crate::HlcTime>,
+    /// The running (or last) sync's progress.
+    pub progress: Option<crate::sync::Progress>,
+    /// The last sync's report, if one finished since this node started.
+    pub last_report: Option<Report>,
+    /// How the last sync ended (`synced`, `blocked`, `incomplete: …`).
+    pub last_outcome: Option<String>,
+    /// Records with local events newer than the last equal sync with this
+    /// peer: what it is still waiting for from here (an estimate from the
+    /// pending events; records confirmed by an authority are not counted).
+    pub records_out: usize,
+    /// Bytes of sync messages queued for it now.
+    pub bytes_out: usize,
+    /// Records asked of it in the running sync and not received yet.
+    pub records_in: u64,
+}
+
+/// The node's and its replica's sync state, from [`Node::status`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// This node's peer id.
+    pub peer_id: PeerId,
+    /// Live (true) or manual mode.
+    pub live: bool,
+    /// Known peers: connected or remembered.
+    pub peers: Vec<PeerStatus>,
+    /// Pending events by status.
+    pub pending: std::collections::BTreeMap<crate::pending::EventStatus, usize>,
+    /// Open conflict entries.
+    pub open_conflicts: usize,
+    /// Collections the sync gate holds back, with their open entries.
+    pub blocked: Vec<crate::pending::Blocked>,
 }
 
 /// Sync messages sent to one peer and not yet acknowledged at most (libp2p's
@@ -332,6 +402,7 @@ impl Redial {
 pub struct Node {
     peer_id: PeerId,
     commands: mpsc::UnboundedSender<Command>,
+    progress: tokio::sync::broadcast::Sender<SyncProgress>,
 }
 
 fn now_ms() -> u64 {
@@ -410,7 +481,10 @@ impl Node {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let (progress, _) = tokio::sync::broadcast::channel(256);
         let mut worker = Worker {
+            progress: progress.clone(),
+            last: HashMap::new(),
             swarm,
             watch: replica.watch(crate::WatchFilter::All),
             live: config.live,
@@ -442,6 +516,7 @@ impl Node {
         Ok(Self {
             peer_id,
             commands: tx,
+            progress,
         })
     }
 
@@ -514,6 +589,21 @@ impl Node {
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 
+    /// Subscribe to the progress of syncs this node starts (one event per
+    /// message received while syncing; see [`crate::sync::Progress`]).
+    pub fn progress(&self) -> tokio::sync::broadcast::Receiver<SyncProgress> {
+        self.progress.subscribe()
+    }
+
+    /// The sync state: per peer (connected, last equal sync, the running
+    /// sync's progress, what waits each way) and for the replica (pending
+    /// events by status, open conflicts, blocked collections).
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Status(tx))?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
     /// Sync with every connected member at once; one result per peer.
     pub async fn sync_all(&self) -> Result<Vec<(PeerId, Result<Report, NodeError>)>, NodeError> {
         let (tx, rx) = oneshot::channel();
@@ -527,7 +617,17 @@ impl Node {
     }
 }
 
+/// What the node remembers of a peer's syncs since it started.
+#[derive(Default)]
+struct PeerSyncs {
+    progress: Option<crate::sync::Progress>,
+    report: Option<Report>,
+    outcome: Option<String>,
+}
+
 struct Worker {
+    progress: tokio::sync::broadcast::Sender<SyncProgress>,
+    last: HashMap<PeerId, PeerSyncs>,
     swarm: Swarm<Behaviour>,
     replica: Replica,
     watch: crate::Watch,
@@ -564,6 +664,87 @@ struct PendingDial {
 }
 
 impl Worker {
+    /// The node's status (see [`Node::status`]); store errors leave parts
+    /// empty (and are logged).
+    fn status(&self) -> NodeStatus {
+        let r = &self.replica;
+        let log = |e: &dyn std::fmt::Display| tracing::warn!(error = %e, "status: could not read the store");
+        let remembered: HashMap<String, crate::HlcTime> = r
+            .remembered_peers()
+            .inspect_err(|e| log(e))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let events = r
+            .pending(&crate::pending::PendingFilter::all())
+            .inspect_err(|e| log(e))
+            .unwrap_or_default();
+        let mut pending = std::collections::BTreeMap::new();
+        for e in &events {
+            *pending.entry(e.status).or_insert(0) += 1;
+        }
+        let mut peers: Vec<PeerId> = self
+            .admitted
+            .iter()
+            .chain(self.redials.keys())
+            .chain(self.last.keys())
+            .copied()
+            .collect();
+        peers.sort();
+        peers.dedup();
+        let peers = peers
+            .into_iter()
+            .map(|peer| {
+                let last_synced = remembered.get(&peer.to_string()).copied();
+                let waiting: std::collections::BTreeSet<(&str, &str)> = events
+                    .iter()
+                    .filter(|e| {
+                        matches!(
+                            e.status,
+                            crate::pending::EventStatus::Pending
+                                | crate::pending::EventStatus::Processing
+                        ) && last_synced.is_none_or(|t| e.time > t)
+                    })
+                    .map(|e| (e.collection.as_str(), e.record.as_str()))
+                    .collect();
+                let last = self.last.get(&peer);
+                let progress = last.and_then(|l| l.progress);
+                let syncing = self.sessions.get(&peer).is_some_and(Session::is_syncing);
+                PeerStatus {
+                    peer,
+                    connected: self.admitted.contains(&peer) && self.swarm.is_connected(&peer),
+                    syncing,
+                    last_synced,
+                    progress,
+                    last_report: last.and_then(|l| l.report.clone()),
+                    last_outcome: last.and_then(|l| l.outcome.clone()),
+                    records_out: waiting.len(),
+                    bytes_out: self
+                        .outbox
+                        .get(&peer)
+                        .map_or(0, |o| o.queue.iter().map(Vec::len).sum()),
+                    records_in: if syncing {
+                        progress.map_or(0, |p| p.records_total - p.records_done)
+                    } else {
+                        0
+                    },
+                }
+            })
+            .collect();
+        NodeStatus {
+            peer_id: *self.swarm.local_peer_id(),
+            live: self.live,
+            peers,
+            pending,
+            open_conflicts: r
+                .conflicts(&crate::conflict::ConflictFilter::open())
+                .inspect_err(|e| log(e))
+                .map(|v| v.len())
+                .unwrap_or(0),
+            blocked: r.sync_gate().inspect_err(|e| log(e)).unwrap_or_default(),
+        }
+    }
+
     /// Whether `peer` may exchange data with this replica: any peer while the
     /// group has no members (an open group), else members only.
     fn is_member(&self, peer: &PeerId) -> bool {
@@ -777,6 +958,10 @@ impl Worker {
                 } else {
                     let _ = reply.send(self.addrs.clone());
                 }
+            }
+            Command::Status(reply) => {
+                let status = tokio::task::block_in_place(|| self.status());
+                let _ = reply.send(status);
             }
             Command::Peers(reply) => {
                 let mut peers: Vec<PeerId> = self
@@ -1084,7 +1269,28 @@ impl Worker {
                     self.outbox.entry(peer).or_default().queue.push_back(bytes);
                     self.pump(peer);
                 }
+                Output::Notify(Notification::Progress(p)) => {
+                    self.last.entry(peer).or_default().progress = Some(p);
+                    let _ = self.progress.send(SyncProgress { peer, progress: p });
+                }
+                Output::Notify(Notification::Blocked { report, withheld }) => {
+                    tracing::info!(%peer, records = withheld.len(), "sync blocked by unresolved conflicts");
+                    let blocked = self.replica.sync_gate().unwrap_or_default();
+                    let last = self.last.entry(peer).or_default();
+                    last.report = Some(report.clone());
+                    last.outcome = Some("blocked".into());
+                    for reply in self.syncs.remove(&peer).unwrap_or_default() {
+                        let _ = reply.send(Err(NodeError::Blocked {
+                            peer: peer.to_string(),
+                            blocked: blocked.clone(),
+                            report: Box::new(report.clone()),
+                        }));
+                    }
+                }
                 Output::Notify(Notification::Synced(report)) => {
+                    let last = self.last.entry(peer).or_default();
+                    last.report = Some(report.clone());
+                    last.outcome = Some("synced".into());
                     if let Err(e) = self.replica.note_synced(&peer.to_string(), report.root) {
                         tracing::warn!(%peer, error = %e, "could not remember the peer");
                     }
@@ -1109,6 +1315,8 @@ impl Worker {
                 }
                 Output::Notify(Notification::Incomplete { reason, .. })
                 | Output::Notify(Notification::ProtocolError { reason }) => {
+                    self.last.entry(peer).or_default().outcome =
+                        Some(format!("incomplete: {reason}"));
                     for reply in self.syncs.remove(&peer).unwrap_or_default() {
                         let _ = reply.send(Err(NodeError::Sync {
                             peer: peer.to_string(),

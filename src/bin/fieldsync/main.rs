@@ -7,6 +7,7 @@ mod conflicts;
 mod control;
 mod output;
 mod parse;
+mod pending;
 
 use output::outln;
 
@@ -150,6 +151,15 @@ enum Command {
         #[command(subcommand)]
         action: conflicts::Conflicts,
     },
+    /// Pending events: every local write not yet confirmed (list, cancel,
+    /// dismiss).
+    Pending {
+        #[command(subcommand)]
+        action: Option<pending::Pending>,
+    },
+    /// The sync state: pending events by status, open conflicts, blocked
+    /// collections, and (while `serve` runs) each peer's connection and sync.
+    Status,
     /// Manage the group's members (once there is one, only members may sync).
     Members {
         #[command(subcommand)]
@@ -531,6 +541,8 @@ pub(crate) fn run(ctx: &Ctx, command: &Command, out: &mut Vec<u8>) -> CliResult 
         }
         Command::Members { action } => members(ctx, action, out)?,
         Command::Conflicts { action } => conflicts::run(ctx, action, out)?,
+        Command::Pending { action } => pending::run(ctx, action.as_ref(), out)?,
+        Command::Status => pending::status(ctx, out)?,
         Command::Secret { action } => secret(ctx, action, out)?,
         Command::Sync { peer, timeout } => sync(ctx, peer.as_deref(), *timeout, out)?,
     }
@@ -770,9 +782,35 @@ fn sync(ctx: &Ctx, peer: Option<&str>, timeout: u64, out: &mut Vec<u8>) -> CliRe
             }
         }
     };
+    // A progress bar on a terminal (not with --json).
+    let bar = (!ctx.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} syncing: {pos}/{len} records, {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let draw = |node: &Node| {
+        let bar = bar.clone();
+        let mut rx = node.progress();
+        async move {
+            let Some(bar) = bar else { return };
+            while let Ok(p) = rx.recv().await {
+                bar.set_length(p.progress.records_total);
+                bar.set_position(p.progress.records_done);
+                bar.set_message(format!("{} bytes", p.progress.bytes));
+            }
+        }
+    };
     let results = match ctx.served {
         Some(s) => s.rt.block_on(async {
-            tokio::time::timeout(limit, work(s.node.clone(), Vec::new())).await
+            let drawing = tokio::spawn(draw(&s.node));
+            let r = tokio::time::timeout(limit, work(s.node.clone(), Vec::new())).await;
+            drawing.abort();
+            r
         }),
         None => {
             let dir = ctx.dir()?;
@@ -789,10 +827,16 @@ fn sync(ctx: &Ctx, peer: Option<&str>, timeout: u64, out: &mut Vec<u8>) -> CliRe
                 .with_group_secret(identity::load_secret(dir)?);
             runtime()?.block_on(async {
                 let node = Node::start(replica, key, config).await?;
-                Ok::<_, Failure>(tokio::time::timeout(limit, work(node, remembered)).await)
+                let drawing = tokio::spawn(draw(&node));
+                let r = tokio::time::timeout(limit, work(node, remembered)).await;
+                drawing.abort();
+                Ok::<_, Failure>(r)
             })?
         }
     };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
     let what = peer.unwrap_or("the peers");
     let results = results
         .map_err(|_| Failure(format!("sync with {what} did not finish in {timeout} s")))??;
