@@ -358,6 +358,10 @@ pub(crate) struct Local {
     pub(crate) rejected: Option<(Vec<Violation>, String)>,
     /// An open RejectedFk entry on the record: its parent.
     pub(crate) rejected_fk: Option<(String, String)>,
+    /// The record was purged here (deleted and purged everywhere before this
+    /// change reached an authority or every member): the change can never
+    /// be applied.
+    pub(crate) purged: bool,
 }
 
 /// Everything [`derive`] weighs, besides the event.
@@ -412,6 +416,17 @@ pub(crate) fn derive(e: &PendingEvent, local: &Local, k: &Knowledge<'_>) -> Deri
         if let Some(by) = seen_by {
             return (EventStatus::Confirmed, Vec::new(), None, Some(by));
         }
+    }
+    if local.purged {
+        return (
+            EventStatus::Rejected,
+            vec![Violation::new(
+                "purged",
+                "the record was deleted and purged on every peer before this change reached them; the change cannot be applied",
+            )],
+            None,
+            None,
+        );
     }
     if let Some((errors, by)) = &local.rejected {
         return (

@@ -132,6 +132,12 @@ pub struct SimStats {
     /// Entries at the end by kind: status regression, concurrent edit,
     /// rejected, rejected FK, edit of deleted.
     pub by_kind: [usize; 5],
+    /// Pending events still listed at the end, over the devices: rejected,
+    /// rejected FK, cancelled (none may be pending or processing once the
+    /// authority's acknowledgements have reached everyone).
+    pub events_left: [usize; 3],
+    /// Pending events cancelled by a simulated person.
+    pub cancels: u64,
 }
 
 /// A schedule that did not converge, or failed.
@@ -439,6 +445,21 @@ impl Sim {
                     return;
                 };
                 if entries.is_empty() {
+                    // Nothing to decide: the person cancels one of their
+                    // pending events instead (picked without the generator,
+                    // so schedules without events replay as before).
+                    let Ok(events) = r.pending(&crate::pending::PendingFilter::all()) else {
+                        return;
+                    };
+                    let open: Vec<u64> = events
+                        .iter()
+                        .filter(|e| e.status.cancellable())
+                        .map(|e| e.id)
+                        .collect();
+                    if !open.is_empty() && r.cancel_event(open[v % open.len()]).is_ok() {
+                        self.stats.cancels += 1;
+                        self.stats.edits += 1;
+                    }
                     return;
                 }
                 let e = &entries[self.rng.below(entries.len())];
@@ -651,6 +672,50 @@ impl Sim {
     /// Check that every replica holds the same records: ids, values, deleted
     /// flags and heads.
     pub fn check_identical(&mut self) -> Result<(), SimError> {
+        // At quiescence the authority (replica 0) holds every change and its
+        // acknowledgements reached every device: no event is still waiting.
+        self.stats.events_left = [0; 3];
+        for (i, p) in self.peers.iter().enumerate().skip(1) {
+            let events = p
+                .replica
+                .pending(&crate::pending::PendingFilter::all())
+                .map_err(|e| self.fail(e.to_string()))?;
+            for e in events {
+                use crate::pending::EventStatus as S;
+                let slot = match e.status {
+                    S::Rejected => 0,
+                    S::RejectedFk => 1,
+                    S::Cancelled => 2,
+                    other => {
+                        let auth = &self.peers[0].replica;
+                        let has = e.change.parse::<automerge::ChangeHash>().ok().map(|h| {
+                            auth.with_doc(&e.collection, &e.record, |d| {
+                                Ok(d.get_change_meta_by_hash(&h)
+                                    .map(|m| m.message.map(|x| x.into_owned())))
+                            })
+                        });
+                        let acks = auth.list(crate::schema::ACKS).map(|v| {
+                            v.into_iter()
+                                .map(|r| {
+                                    (
+                                        r.id.get(..6).map(str::to_owned),
+                                        r.fields.get("seen").cloned(),
+                                        r.fields.get("held").cloned(),
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                        });
+                        return Err(self.fail(format!(
+                            "replica {i}'s event {} on {}/{} is still {other} at quiescence (authority holds it: {has:?}; purged there: {:?}; acks {acks:?}; device actor {})",
+                            e.id, e.collection, e.record,
+                            auth.is_purged(&e.collection, &e.record),
+                            p.replica.actor().to_hex_string().get(..6).unwrap_or("")
+                        )));
+                    }
+                };
+                self.stats.events_left[slot] += 1;
+            }
+        }
         let mut first_entries: Option<Vec<crate::conflict::Entry>> = None;
         for (i, p) in self.peers.iter().enumerate() {
             let entries = p

@@ -61,7 +61,11 @@ fn seeded_schedules_converge() {
                 totals.conflicts += s.conflicts;
                 totals.open_conflicts += s.open_conflicts;
                 totals.decisions += s.decisions;
+                totals.cancels += s.cancels;
                 for (t, k) in totals.by_kind.iter_mut().zip(s.by_kind) {
+                    *t += k;
+                }
+                for (t, k) in totals.events_left.iter_mut().zip(s.events_left) {
                     *t += k;
                 }
             }
@@ -84,6 +88,12 @@ fn seeded_schedules_converge() {
         assert!(
             totals.by_kind.iter().all(|&k| k > 0),
             "every kind occurs: {totals:?}"
+        );
+        // Pending events end rejected, rejected FK or cancelled, never
+        // waiting (checked per schedule); cancels happen.
+        assert!(
+            totals.cancels > 0 && totals.events_left[0] > 0,
+            "{totals:?}"
         );
     }
 }

@@ -177,6 +177,9 @@ impl Replica {
                         .iter()
                         .find(|x| x.kind == Kind::RejectedFk)
                         .and_then(|x| x.parent.clone()),
+                    purged: self
+                        .inner
+                        .is_purged(&crate::sync::Key::new(&e.collection, &e.record))?,
                 };
                 let mut next = e.clone();
                 if i_am_authority && e.status != EventStatus::Cancelled {

@@ -58,7 +58,7 @@ impl Inner {
         Ok(index)
     }
 
-    fn is_purged(&self, key: &Key) -> Result<bool> {
+    pub(crate) fn is_purged(&self, key: &Key) -> Result<bool> {
         Ok(self.has_purged.load(Ordering::Relaxed)
             && self
                 .storage
@@ -102,6 +102,8 @@ impl Inner {
             batch.put(keys::purged(c, id), heads);
         }
         self.has_purged.store(true, Ordering::Relaxed);
+        // Events on purged records can never be applied anywhere.
+        self.pending_stale.store(true, Ordering::Relaxed);
         self.storage.apply(batch)?;
         self.storage.flush()?;
         for (key, _) in records {
