@@ -1,7 +1,9 @@
 //! Semantic conflicts: the four seed stories (the examples, run as programs)
 //! and the rules behind them, one test per rule.
 
-use std::process::Command;
+mod common;
+
+use common::run_example;
 
 use fieldsync::conflict::{
     Choice, ConflictEvent, ConflictFilter, EntryState, Kind, Resolution, ResolvedBy,
@@ -11,30 +13,6 @@ use fieldsync::sim::sync_pair;
 use fieldsync::{Config, Error, Replica, Role, Scan, Value, fields};
 
 const NOW: u64 = 1_800_000_000_000;
-
-fn run_example(name: &str, expect: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run the whole suite with `cargo test`",
-        path.display()
-    );
-    let out = Command::new(&path).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{name} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains(expect), "{stdout}");
-}
 
 #[test]
 fn the_pega_expense_story_converges_after_a_reopen() {

@@ -786,3 +786,66 @@ async fn sync_now_reports_a_blocked_collection_and_still_syncs_the_others() {
         Value::from("Kay 2")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_reports_progress_and_status_shows_the_peer() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(da.path()), replica(db.path()));
+    a.transaction(|tx| {
+        for i in 0..300 {
+            tx.insert("item", &format!("i{i}"), item("bulk"))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let (na, nb) = (
+        start(&a, Keypair::generate_ed25519()).await,
+        start(&b, Keypair::generate_ed25519()).await,
+    );
+    let peer = nb
+        .dial(na.listen_addrs().await.unwrap().remove(0))
+        .await
+        .unwrap();
+    let mut progress = nb.progress();
+    let report = tokio::time::timeout(Duration::from_secs(30), nb.sync_now(peer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.records_received, 300);
+    let mut seen = Vec::new();
+    while let Ok(p) = progress.try_recv() {
+        assert_eq!(p.peer, peer);
+        seen.push(p.progress);
+    }
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].records_done <= w[1].records_done && w[0].bytes <= w[1].bytes)
+    );
+    assert!(seen.iter().all(|p| p.records_done <= p.records_total));
+    let last = seen.last().unwrap();
+    assert_eq!(
+        last.records_done,
+        report.records_sent + report.records_received
+    );
+    // b's pending events: none of its own; a's 300 inserts are confirmed
+    // for b (no members: the peers synced with confirm).
+    let st = nb.status().await.unwrap();
+    let p = st.peers.iter().find(|p| p.peer == peer).unwrap();
+    assert!(p.connected && !p.syncing && p.last_synced.is_some());
+    assert_eq!(
+        p.last_report.as_ref().map(|r| r.records_received),
+        Some(300)
+    );
+    assert_eq!(p.records_out, 0);
+    assert!(!st.live && st.blocked.is_empty() && st.open_conflicts == 0);
+    // a learns b holds its records only from its own equal sync (InSync).
+    assert!(
+        eventually(|| a
+            .pending(&fieldsync::pending::PendingFilter::all())
+            .unwrap()
+            .is_empty())
+        .await,
+        "a's events are confirmed by b"
+    );
+}

@@ -2,6 +2,9 @@
 //! sync gate, and reactions; in-memory replicas synced with the real sync
 //! protocol (`sim::sync_pair`). The same over libp2p is in tests/node.rs.
 
+mod common;
+
+use common::run_example;
 use std::sync::Arc;
 
 use fieldsync::conflict::{Choice, ConflictFilter, Resolution};
@@ -12,30 +15,6 @@ use fieldsync::store::MemoryStore;
 use fieldsync::{Config, Reaction, ReactionWrite, Replica, Role, Value, fields};
 
 const NOW: u64 = 1_800_000_000_000;
-
-fn run_example(name: &str, expect: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run the whole suite with `cargo test`",
-        path.display()
-    );
-    let out = std::process::Command::new(&path).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{name} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains(expect), "{stdout}");
-}
 
 #[test]
 fn the_offline_outbox_story_confirms_rejects_and_cancels() {

@@ -143,37 +143,16 @@ fn local_updates(n: usize, conflicts: bool) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1000.0)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 /// Run `samples` merges of each variant, alternating, and report medians.
 pub fn run(n: usize, concurrent: usize, samples: usize) -> Result<Report> {
     let p = prepare(n, concurrent)?;
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    let mut entries = 0;
-    for _ in 0..samples.max(1) {
-        for detect in [true, false] {
-            let (a, d) = fresh(&p, detect)?;
-            let t = Instant::now();
-            let listed = merge(&a, &d)?;
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
-            if detect {
-                entries = listed;
-                with.push(ms);
-            } else {
-                without.push(ms);
-            }
-        }
-    }
-    let (mut lw, mut lwo) = (Vec::new(), Vec::new());
-    for _ in 0..samples.max(1) {
-        lw.push(local_updates(n, true)?);
-        lwo.push(local_updates(n, false)?);
-    }
-    let (lw, lwo) = (median(lw), median(lwo));
-    let (w, wo) = (median(with), median(without));
+    let (w, wo, entries) = super::alternate(samples, |detect| {
+        let (a, d) = fresh(&p, detect)?;
+        let t = Instant::now();
+        let listed = merge(&a, &d)?;
+        Ok((t.elapsed().as_secs_f64() * 1000.0, listed))
+    })?;
+    let (lw, lwo, _) = super::alternate(samples, |detect| Ok((local_updates(n, detect)?, 0)))?;
     Ok(Report {
         records: n,
         concurrent: p.concurrent,

@@ -10,6 +10,7 @@
 pub mod baseline;
 pub mod conflicts;
 pub mod net;
+pub mod pending;
 pub mod sync;
 
 use std::path::Path;
@@ -124,7 +125,28 @@ pub struct Comparison {
     pub round_ratios: Vec<f64>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Time `f(true)` and `f(false)` alternately, `samples` times each; returns
+/// the medians (ms) and the last `true` run's count.
+pub(crate) fn alternate(
+    samples: usize,
+    mut f: impl FnMut(bool) -> Result<(f64, usize)>,
+) -> Result<(f64, f64, usize)> {
+    let (mut on, mut off, mut count) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..samples.max(1) {
+        for variant in [true, false] {
+            let (ms, n) = f(variant)?;
+            if variant {
+                count = n;
+                on.push(ms);
+            } else {
+                off.push(ms);
+            }
+        }
+    }
+    Ok((median(on), median(off), count))
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => f64::NAN,

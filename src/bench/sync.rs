@@ -84,6 +84,15 @@ pub fn filled(n: usize) -> Result<MemoryStore> {
 pub fn copy_of(store: &MemoryStore) -> Result<MemoryStore> {
     let copy = store.deep_copy()?;
     copy.delete(b"m:actor")?;
+    // Pending events are the original replica's own writes, not the copy's.
+    let mut events = Vec::new();
+    copy.for_each_prefix(b"e:", &mut |k, _| {
+        events.push(k.to_vec());
+        true
+    })?;
+    for k in events {
+        copy.delete(&k)?;
+    }
     Ok(copy)
 }
 

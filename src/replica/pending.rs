@@ -114,7 +114,8 @@ impl Replica {
     /// Derive every listed event's status again if something it depends on
     /// changed; errors are logged (statuses are derived again next time).
     pub(crate) fn refresh_pending_if_stale(&self) {
-        if self.inner.pending_stale.swap(false, Ordering::Relaxed)
+        if self.inner.config.pending
+            && self.inner.pending_stale.swap(false, Ordering::Relaxed)
             && let Err(e) = self.refresh_pending()
         {
             self.inner.pending_stale.store(true, Ordering::Relaxed);

@@ -57,3 +57,28 @@ pub fn open(dir: &std::path::Path) -> fieldsync::Replica {
     fieldsync::Replica::open(dir, fieldsync::Config::default().with_schema(schema()))
         .expect("open replica")
 }
+
+/// Run a built example program and check it succeeded and printed `expect`.
+pub fn run_example(name: &str, expect: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the whole suite with `cargo test`",
+        path.display()
+    );
+    let out = std::process::Command::new(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(expect), "{stdout}");
+}

@@ -270,6 +270,17 @@ enum Bench {
         #[arg(long, default_value_t = 7)]
         samples: usize,
     },
+    /// Pending events: a sync of offline updates with an authority, and
+    /// local writes, each with events against events off (see
+    /// docs/benchmarks.md).
+    Pending {
+        /// Records changed offline on the device.
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+        /// Runs of each variant (alternated); the report gives medians.
+        #[arg(long, default_value_t = 7)]
+        samples: usize,
+    },
     /// Network: live propagation latency over 1 and 3 hops (four nodes on
     /// loopback), and initial sync throughput between two processes, each
     /// against its baseline (see docs/benchmarks.md).
@@ -994,6 +1005,11 @@ fn bench(which: &Bench) -> CliResult {
                 "bench conflicts: {records} records, {concurrent} edited on both sides, {samples} samples"
             );
             let report = fieldsync::bench::conflicts::run(*records, *concurrent, *samples)?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Bench::Pending { records, samples } => {
+            eprintln!("bench pending: {records} records, {samples} samples");
+            let report = fieldsync::bench::pending::run(*records, *samples)?;
             println!("{}", serde_json::to_string(&report)?);
         }
         Bench::RawSend { dir, port, records } => {
