@@ -11,8 +11,11 @@
 //! deterministic simulator ([`sim`]), the libp2p network ([`node`]) and
 //! semantic [`conflict`]s: status lifecycles, references, validation by
 //! authorities, five resolution policies and a conflict list every peer
-//! computes identically (`docs/conflicts.md`). Pending events and access
-//! rights build on it (see `docs/architecture.md`).
+//! computes identically (`docs/conflicts.md`), and [`pending`] events:
+//! every local write with its status until an authority acknowledges it,
+//! cancel, the sync gate and reactions ([`Reaction`]; `docs/pending.md`).
+//! Access rights and signed changes build on it (see
+//! `docs/architecture.md`).
 //!
 //! ## Tour
 //!
