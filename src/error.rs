@@ -16,6 +16,11 @@ pub enum Error {
     /// The storage backend failed; the operation did not take effect.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A change from a peer is not signed by its author (missing or wrong
+    /// signature, or an actor that is not a signing key): nothing of that
+    /// record's data was applied.
+    #[error("refused a peer's change: {0}")]
+    Unsigned(#[from] crate::sign::SignError),
     /// No record with this id exists in the collection.
     #[error("no record `{id}` in collection `{collection}`")]
     NotFound {

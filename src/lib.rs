@@ -68,6 +68,7 @@ pub mod node;
 pub mod pending;
 mod replica;
 pub mod schema;
+pub mod sign;
 pub mod sim;
 pub mod store;
 pub mod sync;

@@ -273,11 +273,16 @@ impl Sim {
             let store = MemoryStore::new();
             // Actor ids from the seed too, so that a seed replays exactly
             // (hashes, ties broken by actor, entry ids).
-            let mut actor = [0u8; 16];
-            for chunk in actor.chunks_mut(8) {
+            // The actor is the public key of a signing key made from the seed.
+            let mut secret = [0u8; 32];
+            for chunk in secret.chunks_mut(8) {
                 chunk.copy_from_slice(&sim.rng.next_u64().to_be_bytes());
             }
-            crate::store::Storage::put(&store, crate::store::keys::ACTOR, &actor)
+            let signer = crate::sign::Signer::from_secret(&secret);
+            crate::store::Storage::put(&store, crate::store::keys::SIGNING_KEY, &secret)
+                .and_then(|()| {
+                    crate::store::Storage::put(&store, crate::store::keys::ACTOR, &signer.public())
+                })
                 .map_err(|e| sim.fail(format!("store: {e}")))?;
             let replica = sim.open(&store, at)?;
             sim.peers.push(Peer {

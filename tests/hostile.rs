@@ -55,11 +55,12 @@ fn part() -> impl Strategy<Value = Part> {
         (
             name(),
             name(),
-            proptest::collection::vec(any::<u8>(), 0..64)
+            proptest::collection::vec(any::<u8>(), 0..64),
+            proptest::collection::vec(any::<u8>(), 0..2).prop_map(|n| vec![7u8; 96 * n.len()])
         )
-            .prop_map(|(collection, id, bytes)| Part::Records {
+            .prop_map(|(collection, id, bytes, sigs)| Part::Records {
                 collection,
-                records: vec![RecordData { id, bytes }]
+                records: vec![RecordData { id, bytes, sigs }]
             }),
     ]
 }

@@ -296,8 +296,12 @@ fn a_peer_of_another_protocol_version_is_refused_with_the_reason() {
     let outs = a.drive(&mut sa, NOW, Input::Received(refusal)).unwrap();
     match notifications(&outs).as_slice() {
         [Notification::Refused { reason }] => {
-            assert!(reason.contains("protocol version 2"), "{reason}");
-            assert!(reason.contains("version 1"), "{reason}");
+            let (theirs, ours) = (PROTOCOL_VERSION + 1, PROTOCOL_VERSION);
+            assert!(
+                reason.contains(&format!("protocol version {theirs}")),
+                "{reason}"
+            );
+            assert!(reason.contains(&format!("version {ours}")), "{reason}");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -332,29 +336,46 @@ fn records_that_do_not_fit_the_schema_are_refused_and_the_rest_applied() {
     let (a, b) = (memory(), memory());
     a.insert("item", "good", item("ok")).unwrap();
     let good = a.export("item", "good").unwrap();
-    // A document whose `qty` is a string.
-    let mut doc = fieldsync::automerge::AutoCommit::new();
-    use fieldsync::automerge::transaction::Transactable;
-    doc.put(fieldsync::automerge::ROOT, "title", "t").unwrap();
-    doc.put(fieldsync::automerge::ROOT, "qty", "three").unwrap();
-    let bad = doc.save();
+    let good_sigs = a.signatures("item", "good").unwrap();
+    // A member whose schema says `qty` is a string writes one (signed).
+    let other = Replica::in_memory(Config::default()).unwrap();
+    other
+        .define_collection(
+            fieldsync::schema::Collection::builder("item")
+                .required("title", fieldsync::schema::FieldType::String)
+                .field("qty", fieldsync::schema::FieldType::String)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    other
+        .insert(
+            "item",
+            "bad",
+            fields([("title", Value::from("t")), ("qty", Value::from("three"))]),
+        )
+        .unwrap();
     let failures = b
         .sync_apply(vec![
             Incoming {
                 key: Key::new("item", "bad"),
-                bytes: bad,
+                bytes: other.export("item", "bad").unwrap(),
+                sigs: other.signatures("item", "bad").unwrap(),
             },
             Incoming {
                 key: Key::new("nope", "x"),
                 bytes: good.clone(),
+                sigs: good_sigs.clone(),
             },
             Incoming {
                 key: Key::new("item", "junk"),
                 bytes: vec![1, 2, 3],
+                sigs: Vec::new(),
             },
             Incoming {
                 key: Key::new("item", "good"),
                 bytes: good,
+                sigs: good_sigs,
             },
         ])
         .unwrap();

@@ -84,6 +84,7 @@ pub fn filled(n: usize) -> Result<MemoryStore> {
 pub fn copy_of(store: &MemoryStore) -> Result<MemoryStore> {
     let copy = store.deep_copy()?;
     copy.delete(b"m:actor")?;
+    copy.delete(b"m:sign")?;
     // Pending events are the original replica's own writes, not the copy's.
     let mut events = Vec::new();
     copy.for_each_prefix(b"e:", &mut |k, _| {

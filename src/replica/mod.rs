@@ -32,6 +32,7 @@ use crate::doc::Edit;
 use crate::error::{Error, Result};
 use crate::hlc::{Hlc, HlcTime};
 use crate::schema::{Collection, Schema};
+use crate::sign::Signer;
 use crate::store::{MemoryStore, SledStore, Storage, keys};
 use crate::value::{Fields, Value};
 use durability::GroupCommit;
@@ -197,6 +198,10 @@ pub(crate) struct Inner {
     /// The sync gate: collections whose local changes are held back, with
     /// the open entries that hold them (`None`: to be computed again).
     gate: RwLock<Option<gate::Gate>>,
+    /// Signs this replica's changes (its public key is `actor`).
+    pub(crate) signer: Signer,
+    /// Verifies peers' changes.
+    pub(crate) verifier: crate::sign::Verifier,
 }
 
 impl Inner {
@@ -309,17 +314,34 @@ impl Replica {
         std::fs::create_dir_all(dir)
             .map_err(|e| crate::store::StoreError::Backend(format!("{}: {e}", dir.display())))?;
         let store = SledStore::open(&dir.join("db"), config.store_cache_bytes)?;
-        if store.get(keys::ACTOR)?.is_none() {
-            // A new store: its automerge actor is its identity's public key, so
-            // every change can be traced to the member that made it.
-            let key = crate::node::identity::load_or_create(dir)
-                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
-            let actor = crate::node::identity::actor_of_key(&key.public())
-                .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
-            store.put(keys::ACTOR, actor.to_bytes())?;
-            store.flush()?;
+        // The store's automerge actor is its identity's public key, so every
+        // change can be traced to (and is signed by) the member that made it.
+        let key = crate::node::identity::load_or_create(dir)
+            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
+        let ed = key.try_into_ed25519().map_err(|e| {
+            crate::store::StoreError::Backend(format!("the identity is not an ed25519 key: {e}"))
+        })?;
+        let signer = Signer::from_keypair(&ed);
+        match store.get(keys::ACTOR)? {
+            None => {
+                store.put(keys::ACTOR, &signer.public())?;
+                store.flush()?;
+            }
+            Some(actor) if actor.as_slice() != signer.public().as_slice() => {
+                return Err(Error::Metadata {
+                    key: "m:actor",
+                    source: codec::CodecError::Malformed {
+                        what: "actor",
+                        message: format!(
+                            "the store's actor is not the public key of {}",
+                            dir.join(crate::node::identity::FILE).display()
+                        ),
+                    },
+                });
+            }
+            Some(_) => {}
         }
-        Self::with_storage(Arc::new(store), config)
+        Self::open_with(Arc::new(store), config, Some(signer))
     }
 
     /// A replica in memory (for tests and simulations).
@@ -329,14 +351,58 @@ impl Replica {
 
     /// A replica on any [`Storage`] (a clone of a [`MemoryStore`] reopens the same
     /// data). Opening reads only the replica's metadata, never its records.
+    ///
+    /// Its signing key is kept in the store (`m:sign`), made with the store;
+    /// [`Replica::open`] keeps it in the identity file instead.
     pub fn with_storage(storage: Arc<dyn Storage>, config: Config) -> Result<Self> {
+        Self::open_with(storage, config, None)
+    }
+
+    fn open_with(
+        storage: Arc<dyn Storage>,
+        config: Config,
+        signer: Option<Signer>,
+    ) -> Result<Self> {
+        let bad_key = |message: String| Error::Metadata {
+            key: "m:sign",
+            source: codec::CodecError::Malformed {
+                what: "signing key",
+                message,
+            },
+        };
+        let signer = match signer {
+            Some(s) => s,
+            None => match (storage.get(keys::SIGNING_KEY)?, storage.get(keys::ACTOR)?) {
+                (Some(secret), _) => {
+                    let secret: [u8; 32] = secret
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| bad_key(format!("{} bytes, expected 32", secret.len())))?;
+                    Signer::from_secret(&secret)
+                }
+                (None, None) => {
+                    let s = Signer::generate();
+                    storage.put(keys::SIGNING_KEY, &s.secret())?;
+                    storage.put(keys::ACTOR, &s.public())?;
+                    storage.flush()?;
+                    s
+                }
+                (None, Some(_)) => {
+                    return Err(bad_key(
+                        "the store has an actor but no signing key (made before changes were signed)"
+                            .into(),
+                    ));
+                }
+            },
+        };
         let actor = match storage.get(keys::ACTOR)? {
-            Some(bytes) if !bytes.is_empty() => ActorId::from(bytes.as_slice()),
+            Some(bytes) if bytes.as_slice() == signer.public().as_slice() => {
+                ActorId::from(bytes.as_slice())
+            }
             _ => {
-                let actor = ActorId::random();
-                storage.put(keys::ACTOR, actor.to_bytes())?;
-                storage.flush()?;
-                actor
+                return Err(bad_key(
+                    "the store's actor is not its signing key's public key".into(),
+                ));
             }
         };
         let last = match storage.get(keys::HLC)? {
@@ -421,6 +487,8 @@ impl Replica {
                 pending_events,
                 reactions: RwLock::new(std::collections::HashMap::new()),
                 gate: RwLock::new(None),
+                signer,
+                verifier: crate::sign::Verifier::default(),
                 config,
             }),
         })
@@ -623,6 +691,16 @@ impl Replica {
         self.with_doc(collection, id, |doc| Ok(doc.save()))
     }
 
+    /// The signatures of a record's changes, as a signature list (entries of
+    /// the change hash, 32 bytes, and its author's ed25519 signature, 64; see
+    /// [`crate::sign`]): what a peer needs, beside [`Replica::export`]'s bytes,
+    /// to accept them ([`crate::sync::Incoming::sigs`]).
+    pub fn signatures(&self, collection: &str, id: &str) -> Result<Vec<u8>> {
+        self.schema().collection(collection)?;
+        validate_id(id)?;
+        self.inner.signatures(collection, id, None)
+    }
+
     /// Run `f` on a record's document, from the cache or loaded into it.
     pub(crate) fn with_doc<R>(
         &self,
@@ -649,8 +727,14 @@ impl Replica {
     }
 
     /// Import automerge bytes (a saved document, or saved changes) as the record
-    /// `id`: a new record, or merged into the existing one. Its root keys must be
+    /// `id`: a new record, or an update of the existing one. Its root keys must be
     /// fields of the collection with the declared types.
+    ///
+    /// Imported changes carry no member's signature, so the document's
+    /// *content* is written as this replica's own signed change: an insert, or
+    /// an update to the values of the record merged with the document when it
+    /// shares history with the record (an export edited elsewhere), else to the
+    /// document's values. Its history is not kept (see docs/security.md).
     pub fn import(&self, collection: &str, id: &str, bytes: &[u8]) -> Result<Written> {
         let schema = self.schema();
         let c = schema.collection(collection)?;

@@ -96,6 +96,11 @@ impl Inner {
                 })?;
             batch.delete(keys::row(c, id));
             batch.delete(keys::snapshot(c, id));
+            self.storage
+                .for_each_prefix(&keys::signatures_of(c, id), &mut |k, _| {
+                    batch.delete(k.to_vec());
+                    true
+                })?;
             if let Some(t) = tombstone {
                 batch.delete(t.clone());
             }
@@ -125,6 +130,30 @@ impl Inner {
 
     /// The record's stored automerge data (snapshot and appended changes), or
     /// its saved form if that is smaller.
+    /// The stored signatures of a record's changes (only those in `only`, if
+    /// given), as a signature list.
+    pub(crate) fn signatures(
+        &self,
+        collection: &str,
+        id: &str,
+        only: Option<&[[u8; 32]]>,
+    ) -> Result<Vec<u8>> {
+        let prefix = keys::signatures_of(collection, id);
+        let wanted: Option<std::collections::HashSet<&[u8; 32]>> = only.map(|o| o.iter().collect());
+        let mut out = Vec::new();
+        self.storage.for_each_prefix(&prefix, &mut |k, v| {
+            if let (Ok(h), Ok(sig)) = (
+                <&[u8; 32]>::try_from(&k[prefix.len()..]),
+                <&[u8; 64]>::try_from(v),
+            ) && wanted.as_ref().is_none_or(|w| w.contains(h))
+            {
+                crate::sign::push(&mut out, h, sig);
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
     fn full_data(&self, key: &Key) -> Result<Option<Vec<u8>>> {
         let (c, id) = (&key.collection, &key.id);
         let Some(bytes) = self.storage.get(&keys::row(c, id))? else {
@@ -218,7 +247,7 @@ fn since(
     recent: &[u64],
     ask_back: bool,
     hold: Option<&automerge::ActorId>,
-) -> Loaded {
+) -> (Loaded, Option<Vec<[u8; 32]>>) {
     let theirs: Vec<ChangeHash> = theirs.iter().map(|h| ChangeHash(*h)).collect();
     let mut known: Vec<ChangeHash> = theirs
         .iter()
@@ -249,15 +278,19 @@ fn since(
         });
         withheld = !held.is_empty();
     }
+    // The hashes of the changes sent (`None`: all of the document's).
+    let mut sent = None;
     if !changes.is_empty() {
         let mut bytes: Vec<u8> = Vec::new();
         for c in &changes {
             bytes.extend_from_slice(c.raw_bytes());
         }
+        sent = Some(changes.iter().map(|c| c.hash().0).collect());
         if bytes.len() > COMPARE_WITH_SAVE_ABOVE && !withheld {
             let saved = doc.save();
             if saved.len() < bytes.len() {
                 bytes = saved;
+                sent = None;
             }
         }
         data = Some(bytes);
@@ -268,13 +301,17 @@ fn since(
     } else {
         (None, Vec::new())
     };
-    Loaded {
-        data,
-        heads,
-        recent,
-        purged: false,
-        withheld,
-    }
+    (
+        Loaded {
+            data,
+            heads,
+            recent,
+            purged: false,
+            withheld,
+            sigs: Vec::new(),
+        },
+        sent,
+    )
 }
 
 impl Replica {
@@ -442,19 +479,42 @@ impl Replica {
             .collect()
     }
 
+    /// [`Self::load_inner`], with the signatures of the changes it sends.
     fn load_one(
         &self,
         request: &LoadRequest,
         held: &std::collections::BTreeSet<String>,
     ) -> Result<Loaded> {
+        let (mut loaded, sent) = self.load_inner(request, held)?;
+        if loaded.data.is_some() {
+            let key = match request {
+                LoadRequest::Full(k)
+                | LoadRequest::Heads(k)
+                | LoadRequest::Since { key: k, .. } => k,
+            };
+            loaded.sigs = self
+                .inner
+                .signatures(&key.collection, &key.id, sent.as_deref())?;
+        }
+        Ok(loaded)
+    }
+
+    fn load_inner(
+        &self,
+        request: &LoadRequest,
+        held: &std::collections::BTreeSet<String>,
+    ) -> Result<(Loaded, Option<Vec<[u8; 32]>>)> {
         let key = match request {
             LoadRequest::Full(k) | LoadRequest::Heads(k) | LoadRequest::Since { key: k, .. } => k,
         };
         if self.inner.is_purged(key)? {
-            return Ok(Loaded {
-                purged: true,
-                ..Loaded::default()
-            });
+            return Ok((
+                Loaded {
+                    purged: true,
+                    ..Loaded::default()
+                },
+                None,
+            ));
         }
         // The sync gate: this replica's own changes to a collection with
         // unresolved conflicts here are held back.
@@ -475,29 +535,38 @@ impl Replica {
                 Ok(since(doc, theirs, recent, ask_back, Some(me)))
             });
             return match found {
-                Err(Error::NotFound { .. }) => Ok(Loaded {
-                    heads: ask_back.then(Vec::new),
-                    ..Loaded::default()
-                }),
+                Err(Error::NotFound { .. }) => Ok((
+                    Loaded {
+                        heads: ask_back.then(Vec::new),
+                        ..Loaded::default()
+                    },
+                    None,
+                )),
                 other => other,
             };
         }
         match request {
-            LoadRequest::Full(key) => Ok(Loaded {
-                data: self.inner.full_data(key)?,
-                ..Loaded::default()
-            }),
+            LoadRequest::Full(key) => Ok((
+                Loaded {
+                    data: self.inner.full_data(key)?,
+                    ..Loaded::default()
+                },
+                None,
+            )),
             LoadRequest::Heads(key) => {
                 let found = self.with_doc(&key.collection, &key.id, |doc| Ok(have(doc)));
                 let (heads, recent) = match found {
                     Err(Error::NotFound { .. }) => (Vec::new(), Vec::new()),
                     other => other?,
                 };
-                Ok(Loaded {
-                    heads: Some(heads),
-                    recent,
-                    ..Loaded::default()
-                })
+                Ok((
+                    Loaded {
+                        heads: Some(heads),
+                        recent,
+                        ..Loaded::default()
+                    },
+                    None,
+                ))
             }
             LoadRequest::Since {
                 key,
@@ -506,19 +575,25 @@ impl Replica {
                 ask_back,
             } => {
                 if heads.is_empty() {
-                    return Ok(Loaded {
-                        data: self.inner.full_data(key)?,
-                        ..Loaded::default()
-                    });
+                    return Ok((
+                        Loaded {
+                            data: self.inner.full_data(key)?,
+                            ..Loaded::default()
+                        },
+                        None,
+                    ));
                 }
                 let found = self.with_doc(&key.collection, &key.id, |doc| {
                     Ok(since(doc, heads, recent, *ask_back, None))
                 });
                 match found {
-                    Err(Error::NotFound { .. }) => Ok(Loaded {
-                        heads: ask_back.then(Vec::new),
-                        ..Loaded::default()
-                    }),
+                    Err(Error::NotFound { .. }) => Ok((
+                        Loaded {
+                            heads: ask_back.then(Vec::new),
+                            ..Loaded::default()
+                        },
+                        None,
+                    )),
                     other => other,
                 }
             }
@@ -541,7 +616,7 @@ impl Replica {
                     .map_err(Error::from)
                     .and_then(|c| {
                         super::tx::validate_id(&item.key.id)?;
-                        tx.apply_remote(c, &item.key.id, &item.bytes, pre)
+                        tx.apply_remote(c, &item.key.id, &item.bytes, &item.sigs, pre)
                     });
                 match result {
                     Ok(_) => {}
@@ -573,7 +648,7 @@ impl Replica {
         schema: &crate::schema::Schema,
         incoming: &[Incoming],
     ) -> Result<Vec<Option<std::result::Result<super::tx::Decoded, String>>>> {
-        let mut work: Vec<(usize, &crate::schema::Collection, &[u8])> = Vec::new();
+        let mut work: Vec<(usize, &crate::schema::Collection, &[u8], &[u8])> = Vec::new();
         for (i, item) in incoming.iter().enumerate() {
             let Ok(c) = schema.collection(&item.key.collection) else {
                 continue;
@@ -582,7 +657,7 @@ impl Replica {
             // microsecond, against ~42 µs for a decode done for nothing.
             let row = keys::row(&item.key.collection, &item.key.id);
             if self.inner.storage.get(&row)?.is_none() {
-                work.push((i, c, &item.bytes));
+                work.push((i, c, &item.bytes, &item.sigs));
             }
         }
         let mut out: Vec<Option<_>> = (0..incoming.len()).map(|_| None).collect();
@@ -591,6 +666,7 @@ impl Replica {
             return Ok(out);
         }
         let per = work.len().div_ceil(threads);
+        let verifier = &self.inner.verifier;
         let results: Vec<Vec<(usize, _)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = work
                 .chunks(per)
@@ -598,7 +674,9 @@ impl Replica {
                     scope.spawn(move || {
                         chunk
                             .iter()
-                            .map(|&(i, c, bytes)| (i, super::tx::decode_new(c, bytes)))
+                            .map(|&(i, c, bytes, sigs)| {
+                                (i, super::tx::decode_new(c, bytes, sigs, verifier))
+                            })
                             .collect::<Vec<_>>()
                     })
                 })

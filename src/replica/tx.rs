@@ -93,6 +93,9 @@ struct Staged {
     /// The visible fields when staged, kept only for collections with
     /// reactions (which fire on a change of a watched field).
     before_fields: Option<Fields>,
+    /// Signatures to store with the record: of this transaction's own
+    /// changes and of verified changes from peers (a signature list).
+    sigs: Vec<u8>,
 }
 
 impl Staged {
@@ -288,6 +291,7 @@ impl<'r> Tx<'r> {
             verbatim: None,
             uncached: false,
             reeval: false,
+            sigs: Vec::new(),
         });
         self.index.insert(key, i);
         i
@@ -391,7 +395,9 @@ impl<'r> Tx<'r> {
                 decided_by: None,
             });
         }
-        if hash.is_some() {
+        if let Some(h) = hash {
+            let sig = self.inner.signer.sign(&h.0);
+            crate::sign::push(&mut s.sigs, &h.0, &sig);
             s.dirty = true;
             s.changes += 1;
             s.row.modified = time;
@@ -418,6 +424,13 @@ impl<'r> Tx<'r> {
                 id: id.to_owned(),
             });
         }
+        self.insert_fresh(c, id, fields)
+    }
+
+    /// Insert checked `fields` as a new document, replacing whatever is
+    /// stored for the id (nothing, or an unreadable record).
+    fn insert_fresh(&mut self, c: &Collection, id: &str, fields: Fields) -> Result<Written> {
+        let collection = c.name.as_str();
         self.refuse_purged(collection, id)?;
         let doc = Automerge::new().with_actor(self.inner.actor.clone());
         let row = Row::default();
@@ -573,12 +586,17 @@ impl<'r> Tx<'r> {
         }
     }
 
-    /// Merge an automerge document (already loaded and checked) into a record.
+    /// Import a document made elsewhere (an export, plain automerge, automerge
+    /// JS). Its changes are not signed by members, so peers would refuse them:
+    /// its content is taken instead, as this replica's own signed change (an
+    /// insert, or an update to the values of the record merged with it when
+    /// it shares history with the record, else to the document's values; a
+    /// deletion if it is deleted). Its history is not kept.
     pub(crate) fn import_doc(
         &mut self,
         c: &Collection,
         id: &str,
-        mut incoming: Automerge,
+        incoming: Automerge,
     ) -> Result<Written> {
         self.writable(&c.name)?;
         let import_err = |reason: String| Error::Import {
@@ -586,38 +604,58 @@ impl<'r> Tx<'r> {
             reason,
         };
         let existing = self.entry_or_replace(c, id)?;
-        let i = match existing {
-            Some(i) => {
-                self.staged[i]
-                    .doc
-                    .merge(&mut incoming)
+        let mut target = incoming;
+        let mut current = None;
+        if let Some(i) = existing {
+            let s = &self.staged[i];
+            current = Some((s.row.fields.clone(), s.row.deleted));
+            // A later version of this record (an export edited elsewhere)
+            // merges with it; an unrelated document's values win.
+            let shares = target
+                .get_changes_meta(&[])
+                .iter()
+                .any(|m| s.doc.get_change_meta_by_hash(&m.hash).is_some());
+            if shares {
+                let mut merged = s.doc.fork();
+                merged
+                    .merge(&mut target)
                     .map_err(|e| import_err(e.to_string()))?;
-                i
+                target = merged;
             }
+        }
+        let (fields, deleted) = doc::read_fields(&target, c).map_err(|e| import_err(e.0))?;
+        match current {
             None => {
-                let row = Row::default();
-                incoming.set_actor(self.inner.actor.clone());
-                self.stage(
-                    (c.name.clone(), id.to_owned()),
-                    incoming,
-                    row,
-                    ChangeKind::Import,
-                )
+                let fields = c.check_insert(&fields)?;
+                let w = self.insert_fresh(c, id, fields)?;
+                if deleted {
+                    self.delete(&c.name, id)
+                } else {
+                    Ok(w)
+                }
             }
-        };
-        let wall = (self.inner.config.clock)();
-        let s = &mut self.staged[i];
-        let (fields, deleted) = doc::read_fields(&s.doc, c).map_err(|e| import_err(e.0))?;
-        s.row.fields = fields;
-        s.row.deleted = deleted;
-        s.row.set_meta_from(&s.doc);
-        s.rewrite = true;
-        s.dirty = true;
-        s.kind = ChangeKind::Import;
-        self.state
-            .hlc
-            .observe_bounded(s.row.modified, wall, super::MAX_CLOCK_DRIFT_MS);
-        Ok(s.written())
+            Some((_, true)) if !deleted => Err(Error::Deleted {
+                collection: c.name.clone(),
+                id: id.to_owned(),
+            }),
+            Some((_, true)) => self.existing(&c.name, id).map(|i| self.staged[i].written()),
+            Some((_, false)) if deleted => self.delete(&c.name, id),
+            Some((now, false)) => {
+                let mut patch: Fields = fields
+                    .iter()
+                    .filter(|(k, v)| now.get(*k) != Some(*v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                for k in now.keys().filter(|k| !fields.contains_key(*k)) {
+                    patch.insert(k.clone(), Value::Null);
+                }
+                if patch.is_empty() {
+                    let i = self.existing(&c.name, id)?;
+                    return Ok(self.staged[i].written());
+                }
+                self.update(&c.name, id, patch)
+            }
+        }
     }
 
     /// Fail with [`Error::Purged`] if the record was purged (checked only when
@@ -649,6 +687,7 @@ impl<'r> Tx<'r> {
         c: &Collection,
         id: &str,
         bytes: &[u8],
+        sigs: &[u8],
         decoded: Option<std::result::Result<Decoded, String>>,
     ) -> Result<bool> {
         let refuse = |reason: String| Error::Import {
@@ -667,6 +706,22 @@ impl<'r> Tx<'r> {
                 if s.doc.get_heads() == before {
                     return Ok(false);
                 }
+                // Every change new here must be signed by its author.
+                let storage = &*self.inner.storage;
+                let stored = |h: &[u8; 32]| {
+                    storage
+                        .get(&keys::signature(&c.name, id, h))
+                        .ok()
+                        .flatten()
+                        .and_then(|v| <[u8; 64]>::try_from(v.as_slice()).ok())
+                };
+                match verify_changes(&self.inner.verifier, &s.doc, &before, sigs, &stored) {
+                    Ok(verified) => s.sigs.extend_from_slice(&verified),
+                    Err(e) => {
+                        s.discard = true;
+                        return Err(Error::Unsigned(e));
+                    }
+                }
                 s.verbatim = None;
                 s.uncached = false;
                 // Appended as the changes after the heads the row had.
@@ -680,8 +735,9 @@ impl<'r> Tx<'r> {
                     fields,
                     deleted,
                     complete,
+                    sigs,
                 } = decoded
-                    .unwrap_or_else(|| decode_new(c, bytes))
+                    .unwrap_or_else(|| decode_new(c, bytes, sigs, &self.inner.verifier))
                     .map_err(refuse)?;
                 doc.set_actor(self.inner.actor.clone());
                 // A complete document is stored as received: it loads to the
@@ -702,6 +758,7 @@ impl<'r> Tx<'r> {
                 s.rewrite = true;
                 s.verbatim = verbatim;
                 s.uncached = true;
+                s.sigs = sigs;
                 // New here: if it arrives deleted, it became deleted here now.
                 s.was_deleted = false;
                 i
@@ -817,6 +874,11 @@ impl<'r> Tx<'r> {
                 let changes = one.unwrap_or_else(|| s.doc.save_after(&s.base_heads));
                 s.row.push_frame(&changes);
             }
+            for e in s.sigs.chunks_exact(crate::sign::ENTRY) {
+                if let Ok(h) = <&[u8; 32]>::try_from(&e[..32]) {
+                    batch.put(keys::signature(c, id, h), e[32..].to_vec());
+                }
+            }
             let row = s.row.encode().map_err(|e| Error::Corrupt {
                 collection: c.clone(),
                 id: id.clone(),
@@ -926,16 +988,26 @@ pub(crate) struct Decoded {
     deleted: bool,
     /// Whether the bytes hold the whole history (no missing dependency).
     complete: bool,
+    /// The verified signatures of its changes (a signature list).
+    sigs: Vec<u8>,
 }
 
-/// Decode the bytes of a record this replica does not have yet.
-pub(crate) fn decode_new(c: &Collection, bytes: &[u8]) -> std::result::Result<Decoded, String> {
+/// Decode the bytes of a record this replica does not have yet, and verify
+/// that each of its changes is signed by its author (`sigs`, as received).
+pub(crate) fn decode_new(
+    c: &Collection,
+    bytes: &[u8],
+    sigs: &[u8],
+    verifier: &crate::sign::Verifier,
+) -> std::result::Result<Decoded, String> {
     let mut doc = Automerge::new();
     doc.load_incremental(bytes)
         .map_err(|e| format!("not automerge data: {e}"))?;
     if doc.get_heads().is_empty() {
         return Err("no complete change (its dependencies are missing)".into());
     }
+    let sigs = verify_changes(verifier, &doc, &[], sigs, &|_| None)
+        .map_err(|e| Error::Unsigned(e).to_string())?;
     let (fields, deleted) = importable_fields(c, &doc)?;
     let complete = doc.get_missing_deps(&[]).is_empty();
     Ok(Decoded {
@@ -943,7 +1015,31 @@ pub(crate) fn decode_new(c: &Collection, bytes: &[u8]) -> std::result::Result<De
         fields,
         deleted,
         complete,
+        sigs,
     })
+}
+
+/// Verify every change of `doc` that follows `before`: each must carry its
+/// actor's signature (from `received`, a signature list, else `stored`).
+/// Returns the signatures to store (a signature list).
+pub(crate) fn verify_changes(
+    verifier: &crate::sign::Verifier,
+    doc: &Automerge,
+    before: &[automerge::ChangeHash],
+    received: &[u8],
+    stored: &dyn Fn(&[u8; 32]) -> Option<[u8; 64]>,
+) -> std::result::Result<Vec<u8>, crate::sign::SignError> {
+    let received = crate::sign::parse(received)?;
+    let mut out = Vec::new();
+    for m in doc.get_changes_meta(before) {
+        let hash = m.hash.0;
+        let sig = received.get(&hash).copied().or_else(|| stored(&hash));
+        verifier.verify(m.actor.to_bytes(), &hash, sig.as_ref())?;
+        if let Some(sig) = sig {
+            crate::sign::push(&mut out, &hash, &sig);
+        }
+    }
+    Ok(out)
 }
 
 fn importable_fields(

@@ -1,9 +1,13 @@
 //! The storage layout: how records, their changes and replica metadata map to keys.
 //!
 //! ```text
-//! m:actor                          this replica's automerge actor id (16 bytes)
+//! m:actor                          this replica's automerge actor id: its ed25519
+//!                                  public key (32 bytes)
 //! m:hlc                            HLC lease: every time issued is below it (u64 BE)
 //! m:schema                         the schema (codec-encoded)
+//! m:sign                           the ed25519 secret key (stores without an
+//!                                  identity file only)
+//! x:<collection>\0<id>\0<hash>     a change's signature (64 bytes)
 //! r:<collection>\0<id>             the record's row: a header (metadata and
 //!                                  materialized fields) followed by its change
 //!                                  log (see `replica::row`)
@@ -31,6 +35,26 @@
 pub(crate) const ACTOR: &[u8] = b"m:actor";
 pub(crate) const HLC: &[u8] = b"m:hlc";
 pub(crate) const SCHEMA: &[u8] = b"m:schema";
+/// This replica's ed25519 secret key, for stores without an identity file
+/// (in memory, or opened with `Replica::with_storage`).
+pub(crate) const SIGNING_KEY: &[u8] = b"m:sign";
+
+/// `x:`: every stored change signature.
+pub(crate) const SIGNATURES: &[u8] = b"x:";
+
+/// `x:<collection>\0<id>\0`: the signatures of one record's changes.
+pub(crate) fn signatures_of(collection: &str, id: &str) -> Vec<u8> {
+    let mut k = record_key(SIGNATURES, collection, id);
+    k.push(0);
+    k
+}
+
+/// `x:<collection>\0<id>\0<change hash>`: the signature of one change.
+pub(crate) fn signature(collection: &str, id: &str, hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = signatures_of(collection, id);
+    k.extend_from_slice(hash);
+    k
+}
 /// The next pending-event number (u64 BE).
 pub(crate) const EVENT_SEQ: &[u8] = b"m:evseq";
 

@@ -13,7 +13,7 @@ use super::index::Node;
 use crate::codec::{self, CodecError};
 
 /// The sync protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 const MSG_TAG: u8 = b'Y';
 const REFUSAL_TAG: u8 = b'Z';
@@ -142,6 +142,10 @@ pub struct RecordData {
     /// A saved document, or changes, loadable with automerge's `load_incremental`.
     #[serde(with = "serde_bytes_vec")]
     pub bytes: Vec<u8>,
+    /// The signatures of the changes in `bytes` (see [`crate::sign`]): entries
+    /// of the change hash (32 bytes) and its author's ed25519 signature (64).
+    #[serde(with = "serde_bytes_vec")]
+    pub sigs: Vec<u8>,
 }
 
 /// Encode byte vectors as one length-prefixed run (bincode's serde path would
@@ -331,6 +335,9 @@ fn check(msg: &Msg) -> Result<(), MsgError> {
                 }
                 for r in records {
                     check_name(collection, &r.id)?;
+                    if !r.sigs.len().is_multiple_of(crate::sign::ENTRY) {
+                        return oob(format!("a signature list of {} bytes", r.sigs.len()));
+                    }
                 }
             }
             _ => {}
@@ -359,6 +366,7 @@ mod tests {
                     records: vec![RecordData {
                         id: "j1".into(),
                         bytes: vec![1, 2, 3],
+                        sigs: vec![9; crate::sign::ENTRY],
                     }],
                 },
             ],

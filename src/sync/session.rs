@@ -119,6 +119,8 @@ pub struct Loaded {
     /// Some of the record's changes were held back (the sync gate: this
     /// replica's own changes to a collection with unresolved conflicts).
     pub withheld: bool,
+    /// With `data`: the signatures of its changes (see [`crate::sign`]).
+    pub sigs: Vec<u8>,
 }
 
 /// A record's data received from the peer.
@@ -128,6 +130,8 @@ pub struct Incoming {
     pub key: Key,
     /// A saved document or changes.
     pub bytes: Vec<u8>,
+    /// The signatures of its changes, as received (see [`crate::sign`]).
+    pub sigs: Vec<u8>,
 }
 
 /// What a session tells the application.
@@ -265,8 +269,8 @@ pub struct Session {
 }
 
 /// The encoded size of a record part entry, roughly (for chunking).
-fn record_size(id: &str, bytes: &[u8]) -> usize {
-    id.len() + bytes.len() + 10
+fn record_size(id: &str, bytes: &[u8], sigs: &[u8]) -> usize {
+    id.len() + bytes.len() + sigs.len() + 15
 }
 
 /// The encoded size of a part, roughly (an upper bound for all but records,
@@ -288,7 +292,7 @@ fn part_size(part: &Part) -> usize {
             8 + collection.len()
                 + records
                     .iter()
-                    .map(|r| record_size(&r.id, &r.bytes))
+                    .map(|r| record_size(&r.id, &r.bytes, &r.sigs))
                     .sum::<usize>()
         }
     }
@@ -314,7 +318,7 @@ fn chunk(parts: Vec<Part>) -> Vec<Vec<Part>> {
         {
             let mut group = Vec::new();
             for r in records {
-                let s = record_size(&r.id, &r.bytes);
+                let s = record_size(&r.id, &r.bytes, &r.sigs);
                 if size > 0 && size + s > CHUNK_BYTES && !group.is_empty() {
                     let records = std::mem::take(&mut group);
                     if let Some(c) = chunks.last_mut() {
@@ -586,6 +590,7 @@ impl Session {
                     incoming.extend(records.into_iter().map(|r| Incoming {
                         key: Key::new(collection.clone(), r.id),
                         bytes: r.bytes,
+                        sigs: r.sigs,
                     }));
                 }
             }
@@ -745,8 +750,8 @@ impl Session {
         self.out_parts.push(part);
     }
 
-    fn push_record(&mut self, key: Key, bytes: Vec<u8>, out: &mut Vec<Output>) {
-        let size = record_size(&key.id, &bytes);
+    fn push_record(&mut self, key: Key, bytes: Vec<u8>, sigs: Vec<u8>, out: &mut Vec<Output>) {
+        let size = record_size(&key.id, &bytes, &sigs);
         if size + 1024 > MAX_MESSAGE {
             out.push(Output::Notify(Notification::RecordTooLarge {
                 key,
@@ -756,7 +761,11 @@ impl Session {
         }
         self.report.records_sent += 1;
         self.out_bytes += size;
-        let record = RecordData { id: key.id, bytes };
+        let record = RecordData {
+            id: key.id,
+            bytes,
+            sigs,
+        };
         if let Some(Part::Records {
             collection,
             records,
@@ -796,7 +805,7 @@ impl Session {
             match req {
                 LoadRequest::Full(key) => {
                     if let Some(data) = res.data {
-                        self.push_record(key, data, out);
+                        self.push_record(key, data, res.sigs, out);
                     }
                 }
                 LoadRequest::Since { key, .. } => {
@@ -810,7 +819,7 @@ impl Session {
                         });
                     }
                     if let Some(data) = res.data {
-                        self.push_record(key, data, out);
+                        self.push_record(key, data, res.sigs, out);
                     }
                 }
                 LoadRequest::Heads(key) => {
