@@ -21,6 +21,17 @@ pub enum Error {
     /// record's data was applied.
     #[error("refused a peer's change: {0}")]
     Unsigned(#[from] crate::sign::SignError),
+    /// A change from a peer was refused by the group's membership (its
+    /// author is not a member, was revoked before making it, or changed
+    /// members or roles without being an admin).
+    #[error("refused a peer's change: {0}")]
+    Refused(#[from] crate::rights::Refusal),
+    /// This replica's member may not make this write (see [`crate::rights`]).
+    #[error("forbidden: {reason}")]
+    Forbidden {
+        /// Why.
+        reason: String,
+    },
     /// No record with this id exists in the collection.
     #[error("no record `{id}` in collection `{collection}`")]
     NotFound {

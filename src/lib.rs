@@ -67,6 +67,7 @@ mod hlc;
 pub mod node;
 pub mod pending;
 mod replica;
+pub mod rights;
 pub mod schema;
 pub mod sign;
 pub mod sim;

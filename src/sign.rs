@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 
 /// What a signature covers, before the change hash: signatures made for other
 /// purposes with the same key can never pass for a change's.
@@ -98,11 +98,27 @@ impl Signer {
 
     /// The signature of the change with this hash.
     pub(crate) fn sign(&self, hash: &[u8; 32]) -> [u8; 64] {
-        let mut msg = [0u8; DOMAIN.len() + 32];
-        msg[..DOMAIN.len()].copy_from_slice(DOMAIN);
-        msg[DOMAIN.len()..].copy_from_slice(hash);
-        self.key.sign(&msg).to_bytes()
+        self.key.sign(&message(hash)).to_bytes()
     }
+}
+
+/// What is signed for the change `hash`.
+fn message(hash: &[u8; 32]) -> [u8; DOMAIN.len() + 32] {
+    let mut msg = [0u8; DOMAIN.len() + 32];
+    msg[..DOMAIN.len()].copy_from_slice(DOMAIN);
+    msg[DOMAIN.len()..].copy_from_slice(hash);
+    msg
+}
+
+/// One signature to check.
+#[derive(Debug, Clone)]
+pub(crate) struct Check {
+    /// The change's actor (its author's public key).
+    pub(crate) actor: Vec<u8>,
+    /// The change hash.
+    pub(crate) hash: [u8; 32],
+    /// The signature that came with it.
+    pub(crate) sig: [u8; 64],
 }
 
 /// Verifies changes, keeping each actor's decoded key (decoding a point costs
@@ -133,6 +149,27 @@ impl Verifier {
         key
     }
 
+    /// Check, in one batch, that every signature is its actor's of its
+    /// change (about twice as fast per signature as one by one). `false` if
+    /// any is not (or an actor is not a key): check them one by one to learn
+    /// which.
+    pub(crate) fn verify_batch(&self, checks: &[Check]) -> bool {
+        let mut keys = Vec::with_capacity(checks.len());
+        for c in checks {
+            match self.key(&c.actor) {
+                Some(k) => keys.push(k),
+                None => return false,
+            }
+        }
+        let msgs: Vec<[u8; DOMAIN.len() + 32]> = checks.iter().map(|c| message(&c.hash)).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+        let sigs: Vec<Signature> = checks
+            .iter()
+            .map(|c| Signature::from_bytes(&c.sig))
+            .collect();
+        ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok()
+    }
+
     /// Check that `sig` is `actor`'s signature of the change `hash`.
     pub(crate) fn verify(
         &self,
@@ -149,10 +186,7 @@ impl Verifier {
             let (hash, actor) = names();
             return Err(SignError::Missing { hash, actor });
         };
-        let mut msg = [0u8; DOMAIN.len() + 32];
-        msg[..DOMAIN.len()].copy_from_slice(DOMAIN);
-        msg[DOMAIN.len()..].copy_from_slice(hash);
-        key.verify_strict(&msg, &Signature::from_bytes(sig))
+        key.verify(&message(hash), &Signature::from_bytes(sig))
             .map_err(|_| {
                 let (hash, actor) = names();
                 SignError::Invalid { hash, actor }

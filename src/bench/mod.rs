@@ -11,6 +11,7 @@ pub mod baseline;
 pub mod conflicts;
 pub mod net;
 pub mod pending;
+pub mod signing;
 pub mod sync;
 
 use std::path::Path;

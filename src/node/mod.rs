@@ -748,12 +748,31 @@ impl Worker {
     /// Whether `peer` may exchange data with this replica: any peer while the
     /// group has no members (an open group), else members only.
     fn is_member(&self, peer: &PeerId) -> bool {
+        if !self.in_good_standing(peer) {
+            return false;
+        }
         match self.replica.members() {
             Ok(members) => {
                 members.is_empty() || members.iter().any(|(m, _)| *m == peer.to_string())
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the members; refusing the peer");
+                false
+            }
+        }
+    }
+
+    /// With group rights: whether `peer` is an admin or an unrevoked member
+    /// (always, in a group without rights). Cheap: the rights are cached.
+    fn in_good_standing(&self, peer: &PeerId) -> bool {
+        match self.replica.rights() {
+            Ok(r) if r.enforced() => identity::actor_of(peer).is_some_and(|a| {
+                let a = a.to_bytes();
+                r.is_admin(a) || r.member(a).is_some_and(|m| m.revoked_at.is_none())
+            }),
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the rights; refusing the peer");
                 false
             }
         }
@@ -1180,6 +1199,10 @@ impl Worker {
             } => {
                 // Membership was read once, when the connection came up: a
                 // message costs no store read.
+                // A member revoked since it connected is cut off.
+                if self.admitted.contains(&peer) && !self.in_good_standing(&peer) {
+                    self.refuse(peer);
+                }
                 if !self.admitted.contains(&peer) {
                     // Nothing of a non-member's message is read into a session.
                     drop(channel);
@@ -1252,6 +1275,7 @@ impl Worker {
         let session = self.sessions.entry(peer).or_insert_with(|| {
             let mut s = Session::new();
             s.set_live(live);
+            s.set_remote(identity::actor_of(&peer).map(|a| a.to_bytes().to_vec()));
             s
         });
         let replica = &self.replica;

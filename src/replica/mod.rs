@@ -3,6 +3,7 @@
 mod conflicts;
 mod durability;
 mod gate;
+mod group;
 pub(crate) mod members;
 mod pending;
 mod reactions;
@@ -69,6 +70,7 @@ pub struct Config {
     clock: Clock,
     conflicts: bool,
     pending: bool,
+    signed: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -82,6 +84,7 @@ impl std::fmt::Debug for Config {
             .field("watch_capacity", &self.watch_capacity)
             .field("conflicts", &self.conflicts)
             .field("pending", &self.pending)
+            .field("signed", &self.signed)
             .finish_non_exhaustive()
     }
 }
@@ -98,6 +101,7 @@ impl Default for Config {
             clock: Arc::new(system_clock),
             conflicts: true,
             pending: true,
+            signed: true,
         }
     }
 }
@@ -163,6 +167,16 @@ impl Config {
         self
     }
 
+    /// Whether changes are signed and peers' changes verified (default on;
+    /// see [`crate::sign`]). Off exists only to measure what signing costs
+    /// (the baseline of `fieldsync bench signing`): such a replica signs
+    /// nothing, so every signing peer refuses its changes, and it accepts
+    /// anything, forged changes included.
+    pub fn with_signed_changes(mut self, on: bool) -> Self {
+        self.signed = on;
+        self
+    }
+
     /// The wall clock used for HLC times (default: the system clock). Tests pass a
     /// fixed or stepped clock.
     pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
@@ -202,6 +216,15 @@ pub(crate) struct Inner {
     pub(crate) signer: Signer,
     /// Verifies peers' changes.
     pub(crate) verifier: crate::sign::Verifier,
+    /// The group's rights (`None`: to be read again).
+    rights: RwLock<Option<Arc<crate::rights::Rights>>>,
+}
+
+impl Inner {
+    /// The verifier, unless signatures are off (the benchmark's baseline).
+    pub(crate) fn verifier(&self) -> Option<&crate::sign::Verifier> {
+        self.config.signed.then_some(&self.verifier)
+    }
 }
 
 impl Inner {
@@ -469,6 +492,7 @@ impl Replica {
             hlc_ceiling: last,
             index: None,
             next_event,
+            scoped: std::collections::HashMap::new(),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -489,6 +513,7 @@ impl Replica {
                 gate: RwLock::new(None),
                 signer,
                 verifier: crate::sign::Verifier::default(),
+                rights: RwLock::new(None),
                 config,
             }),
         })

@@ -58,6 +58,67 @@ impl Inner {
         Ok(index)
     }
 
+    /// Whether both this replica and `peer` may read the record `key` (a
+    /// purged or absent record: whether both read its collection unscoped).
+    fn both_read(&self, peer: &[u8], rights: &crate::rights::Rights, key: &Key) -> Result<bool> {
+        let fields = match self.read_row(&key.collection, &key.id) {
+            Ok(Some(row)) => row.fields,
+            Ok(None) => crate::Fields::new(),
+            Err(_) => return Ok(false),
+        };
+        let me = self.actor.to_bytes();
+        Ok(rights.offers(me, &key.collection, &fields)
+            && rights.can_read(peer, &key.collection, &fields))
+    }
+
+    /// Answer nothing for the requests of records `peer` may not read.
+    fn hide_unreadable(
+        &self,
+        peer: &[u8],
+        rights: &crate::rights::Rights,
+        requests: &[LoadRequest],
+        loaded: &mut [Loaded],
+    ) -> Result<()> {
+        for (r, l) in requests.iter().zip(loaded.iter_mut()) {
+            let (LoadRequest::Full(key) | LoadRequest::Heads(key) | LoadRequest::Since { key, .. }) =
+                r;
+            if !self.both_read(peer, rights, key)? {
+                *l = Loaded::default();
+            }
+        }
+        Ok(())
+    }
+
+    /// Scan every row into a sync index of the records both this replica and
+    /// `peer` may read.
+    fn build_scoped_index(&self, peer: &[u8], rights: &crate::rights::Rights) -> Result<SyncIndex> {
+        let mut index = SyncIndex::new();
+        let me = self.actor.to_bytes();
+        self.storage.for_each_prefix(keys::ROWS, &mut |k, v| {
+            let Some((c, id)) = keys::split_row(k) else {
+                return true;
+            };
+            if let Ok(row) = Row::decode(v)
+                && rights.offers(me, c, &row.fields)
+                && rights.can_read(peer, c, &row.fields)
+            {
+                index.upsert(c, id, &row.heads);
+            }
+            true
+        })?;
+        let none = crate::Fields::new();
+        self.storage.for_each_prefix(keys::PURGED, &mut |k, _| {
+            if let Some((c, id)) = keys::split_purged(k)
+                && rights.offers(me, c, &none)
+                && rights.can_read(peer, c, &none)
+            {
+                index.upsert(c, id, &[PURGED_HEAD]);
+            }
+            true
+        })?;
+        Ok(index)
+    }
+
     pub(crate) fn is_purged(&self, key: &Key) -> Result<bool> {
         Ok(self.has_purged.load(Ordering::Relaxed)
             && self
@@ -73,6 +134,7 @@ impl Inner {
         if records.is_empty() {
             return Ok(());
         }
+        state.scoped.clear();
         let mut batch = Batch::new();
         let schema = self.schema();
         for (key, tombstone) in records {
@@ -186,6 +248,38 @@ impl Inner {
             saved
         }))
     }
+}
+
+type Unverified = std::result::Result<(super::tx::Decoded, Vec<crate::sign::Check>), String>;
+
+/// Verify the signatures of decoded records: all in one batch, and one by one
+/// only when the batch fails (to refuse just the records at fault).
+fn verify_decoded(
+    verifier: Option<&crate::sign::Verifier>,
+    decoded: Vec<(usize, Unverified)>,
+) -> Vec<(usize, std::result::Result<super::tx::Decoded, String>)> {
+    let all: Vec<crate::sign::Check> = decoded
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flat_map(|(_, checks)| checks.iter().cloned())
+        .collect();
+    let batch_ok = verifier.is_none_or(|v| all.is_empty() || v.verify_batch(&all));
+    decoded
+        .into_iter()
+        .map(|(i, r)| {
+            let r = r.and_then(|(mut d, checks)| {
+                if let (false, Some(v)) = (batch_ok, verifier) {
+                    for c in &checks {
+                        v.verify(&c.actor, &c.hash, Some(&c.sig))
+                            .map_err(|e| crate::Error::Unsigned(e).to_string())?;
+                    }
+                }
+                d.sigs = super::tx::signature_list(&checks);
+                Ok(d)
+            });
+            (i, r)
+        })
+        .collect()
 }
 
 /// How many recent changes (behind the heads) a `Have` names.
@@ -315,6 +409,28 @@ fn since(
 }
 
 impl Replica {
+    /// Run `f` on the sync index narrowed to what this replica and `peer`
+    /// may both read (built on first use, then kept up to date by commits).
+    fn with_scoped_index<R>(
+        &self,
+        peer: &[u8],
+        rights: &crate::rights::Rights,
+        f: impl FnOnce(&SyncIndex) -> R,
+    ) -> Result<R> {
+        let mut state = self.inner.state();
+        if !state.scoped.contains_key(peer) {
+            let index = self.inner.build_scoped_index(peer, rights)?;
+            state.scoped.insert(peer.to_vec(), index);
+        }
+        match state.scoped.get(peer) {
+            Some(index) => Ok(f(index)),
+            None => Err(Error::Import {
+                collection: String::new(),
+                reason: "the scoped sync index is missing".into(),
+            }),
+        }
+    }
+
     /// Run `f` on the sync index, building it first if this is its first use
     /// (one scan of every record's row header; later commits keep it current).
     pub fn with_sync_index<R>(&self, f: impl FnOnce(&SyncIndex) -> R) -> Result<R> {
@@ -666,18 +782,27 @@ impl Replica {
             return Ok(out);
         }
         let per = work.len().div_ceil(threads);
-        let verifier = &self.inner.verifier;
+        let verifier = self.inner.verifier();
         let results: Vec<Vec<(usize, _)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = work
                 .chunks(per)
                 .map(|chunk| {
                     scope.spawn(move || {
-                        chunk
+                        let decoded: Vec<_> = chunk
                             .iter()
                             .map(|&(i, c, bytes, sigs)| {
-                                (i, super::tx::decode_new(c, bytes, sigs, verifier))
+                                (
+                                    i,
+                                    super::tx::decode_unverified(
+                                        c,
+                                        bytes,
+                                        sigs,
+                                        verifier.is_some(),
+                                    ),
+                                )
                             })
-                            .collect::<Vec<_>>()
+                            .collect();
+                        verify_decoded(verifier, decoded)
                     })
                 })
                 .collect();
@@ -703,11 +828,26 @@ impl Replica {
         }
         let mut inputs = VecDeque::from([input]);
         let mut outputs = Vec::new();
+        // With rights, a named peer sees only what both sides may read.
+        let rights = self.inner.rights()?;
+        let scope = session
+            .remote()
+            .filter(|_| rights.enforced())
+            .map(<[u8]>::to_vec);
         while let Some(input) = inputs.pop_front() {
-            for o in self.with_sync_index(|index| session.handle(index, now, input))? {
+            let outs = match &scope {
+                None => self.with_sync_index(|index| session.handle(index, now, input))?,
+                Some(peer) => self
+                    .with_scoped_index(peer, &rights, |index| session.handle(index, now, input))?,
+            };
+            for o in outs {
                 match o {
                     Output::Load(requests) => {
-                        let loaded = self.sync_load_held(&requests, session.held());
+                        let mut loaded = self.sync_load_held(&requests, session.held());
+                        if let Some(peer) = &scope {
+                            self.inner
+                                .hide_unreadable(peer, &rights, &requests, &mut loaded)?;
+                        }
                         inputs.push_back(Input::Loaded(loaded));
                     }
                     Output::Apply(items) => {

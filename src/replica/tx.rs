@@ -37,6 +37,10 @@ pub(crate) struct State {
     /// The next pending-event number (stored under `m:evseq` by each commit
     /// that creates events).
     pub(crate) next_event: u64,
+    /// Sync indexes narrowed to what both this replica and one peer (by
+    /// actor) may read (built on first use; kept up to date by commits;
+    /// dropped when the rights change).
+    pub(crate) scoped: HashMap<Vec<u8>, crate::sync::SyncIndex>,
 }
 
 /// How far ahead of the times it issues the stored HLC lease is set (10 s), so
@@ -336,6 +340,28 @@ impl<'r> Tx<'r> {
             return Err(e);
         }
         let mut mark = edit.mark;
+        // A member that knows its rights may not write beyond them (one that
+        // does not know them yet writes, and an authority judges).
+        if !self.system {
+            let rights = self.inner.rights()?;
+            let me = self.inner.actor.to_bytes();
+            if rights.enforced() && rights.member(me).is_some() {
+                let (fields, _) = doc::read_fields(&tx, c).map_err(|e| Error::Corrupt {
+                    collection: c.name.clone(),
+                    id: s.id.clone(),
+                    reason: e.0,
+                })?;
+                if !rights.can_write(me, &c.name, &fields) {
+                    tx.rollback();
+                    return Err(Error::Forbidden {
+                        reason: format!(
+                            "this member may not write this record of collection `{}`",
+                            c.name
+                        ),
+                    });
+                }
+            }
+        }
         if let WriteKind::Resolve = kind {
             mark.entry = self.resolving.clone();
         }
@@ -396,8 +422,10 @@ impl<'r> Tx<'r> {
             });
         }
         if let Some(h) = hash {
-            let sig = self.inner.signer.sign(&h.0);
-            crate::sign::push(&mut s.sigs, &h.0, &sig);
+            if self.inner.config.signed {
+                let sig = self.inner.signer.sign(&h.0);
+                crate::sign::push(&mut s.sigs, &h.0, &sig);
+            }
             s.dirty = true;
             s.changes += 1;
             s.row.modified = time;
@@ -706,7 +734,12 @@ impl<'r> Tx<'r> {
                 if s.doc.get_heads() == before {
                     return Ok(false);
                 }
-                // Every change new here must be signed by its author.
+                // Every change new here must come from a member in good
+                // standing, and be signed by its author.
+                if let Err(e) = admit_changes(&*self.inner.rights()?, &c.name, &s.doc, &before) {
+                    s.discard = true;
+                    return Err(Error::Refused(e));
+                }
                 let storage = &*self.inner.storage;
                 let stored = |h: &[u8; 32]| {
                     storage
@@ -715,7 +748,7 @@ impl<'r> Tx<'r> {
                         .flatten()
                         .and_then(|v| <[u8; 64]>::try_from(v.as_slice()).ok())
                 };
-                match verify_changes(&self.inner.verifier, &s.doc, &before, sigs, &stored) {
+                match verify_changes(self.inner.verifier(), &s.doc, &before, sigs, &stored) {
                     Ok(verified) => s.sigs.extend_from_slice(&verified),
                     Err(e) => {
                         s.discard = true;
@@ -737,8 +770,9 @@ impl<'r> Tx<'r> {
                     complete,
                     sigs,
                 } = decoded
-                    .unwrap_or_else(|| decode_new(c, bytes, sigs, &self.inner.verifier))
+                    .unwrap_or_else(|| decode_new(c, bytes, sigs, self.inner.verifier()))
                     .map_err(refuse)?;
+                admit_changes(&*self.inner.rights()?, &c.name, &doc, &[])?;
                 doc.set_actor(self.inner.actor.clone());
                 // A complete document is stored as received: it loads to the
                 // same heads, so saving it again would only cost time.
@@ -913,7 +947,19 @@ impl<'r> Tx<'r> {
         if let Some(c) = ceiling {
             batch.put(keys::HLC.to_vec(), c.as_u64().to_be_bytes().to_vec());
         }
+        let membership = self.staged.iter().any(|s| {
+            s.dirty
+                && !s.discard
+                && (s.collection == crate::rights::MEMBERS || s.collection == crate::rights::ROLES)
+        });
         self.inner.storage.apply(batch)?;
+        if membership {
+            self.inner.invalidate_rights();
+            self.state.scoped.clear();
+            self.inner
+                .pending_stale
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if self.staged_verdicts {
             self.inner
                 .has_verdicts
@@ -944,6 +990,25 @@ impl<'r> Tx<'r> {
                 && let Some(index) = self.state.index.as_mut()
             {
                 index.upsert(&s.collection, &s.id, &s.row.heads);
+            }
+            if committed && s.dirty && !self.state.scoped.is_empty() {
+                match self.inner.rights() {
+                    Ok(rights) => {
+                        let me = self.inner.actor.to_bytes();
+                        let mine = rights.offers(me, &s.collection, &s.row.fields);
+                        for (peer, index) in self.state.scoped.iter_mut() {
+                            if mine && rights.can_read(peer, &s.collection, &s.row.fields) {
+                                index.upsert(&s.collection, &s.id, &s.row.heads);
+                            } else {
+                                index.remove(&s.collection, &s.id);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the rights; scoped sync indexes dropped");
+                        self.state.scoped.clear();
+                    }
+                }
             }
             if committed && s.dirty && watched {
                 events.push(ChangeEvent {
@@ -989,7 +1054,7 @@ pub(crate) struct Decoded {
     /// Whether the bytes hold the whole history (no missing dependency).
     complete: bool,
     /// The verified signatures of its changes (a signature list).
-    sigs: Vec<u8>,
+    pub(crate) sigs: Vec<u8>,
 }
 
 /// Decode the bytes of a record this replica does not have yet, and verify
@@ -998,48 +1063,124 @@ pub(crate) fn decode_new(
     c: &Collection,
     bytes: &[u8],
     sigs: &[u8],
-    verifier: &crate::sign::Verifier,
+    verifier: Option<&crate::sign::Verifier>,
 ) -> std::result::Result<Decoded, String> {
+    let (mut d, checks) = decode_unverified(c, bytes, sigs, verifier.is_some())?;
+    if let Some(v) = verifier {
+        for ch in &checks {
+            v.verify(&ch.actor, &ch.hash, Some(&ch.sig))
+                .map_err(|e| Error::Unsigned(e).to_string())?;
+        }
+    }
+    d.sigs = signature_list(&checks);
+    Ok(d)
+}
+
+/// [`decode_new`] without checking the signatures: returns the checks to
+/// make (several records' checks are verified in one batch).
+pub(crate) fn decode_unverified(
+    c: &Collection,
+    bytes: &[u8],
+    sigs: &[u8],
+    signed: bool,
+) -> std::result::Result<(Decoded, Vec<crate::sign::Check>), String> {
     let mut doc = Automerge::new();
     doc.load_incremental(bytes)
         .map_err(|e| format!("not automerge data: {e}"))?;
     if doc.get_heads().is_empty() {
         return Err("no complete change (its dependencies are missing)".into());
     }
-    let sigs = verify_changes(verifier, &doc, &[], sigs, &|_| None)
-        .map_err(|e| Error::Unsigned(e).to_string())?;
+    let checks = if signed {
+        changes_to_check(&doc, &[], sigs, &|_| None).map_err(|e| Error::Unsigned(e).to_string())?
+    } else {
+        Vec::new()
+    };
     let (fields, deleted) = importable_fields(c, &doc)?;
     let complete = doc.get_missing_deps(&[]).is_empty();
-    Ok(Decoded {
-        doc,
-        fields,
-        deleted,
-        complete,
-        sigs,
-    })
+    Ok((
+        Decoded {
+            doc,
+            fields,
+            deleted,
+            complete,
+            sigs: Vec::new(),
+        },
+        checks,
+    ))
 }
 
 /// Verify every change of `doc` that follows `before`: each must carry its
 /// actor's signature (from `received`, a signature list, else `stored`).
-/// Returns the signatures to store (a signature list).
+/// Returns the signatures to store (a signature list). Without a verifier
+/// (signatures off) nothing is checked or stored.
 pub(crate) fn verify_changes(
-    verifier: &crate::sign::Verifier,
+    verifier: Option<&crate::sign::Verifier>,
     doc: &Automerge,
     before: &[automerge::ChangeHash],
     received: &[u8],
     stored: &dyn Fn(&[u8; 32]) -> Option<[u8; 64]>,
 ) -> std::result::Result<Vec<u8>, crate::sign::SignError> {
+    let Some(verifier) = verifier else {
+        return Ok(Vec::new());
+    };
+    let checks = changes_to_check(doc, before, received, stored)?;
+    for c in &checks {
+        verifier.verify(&c.actor, &c.hash, Some(&c.sig))?;
+    }
+    Ok(signature_list(&checks))
+}
+
+/// Check that every change of `doc` after `before` may be applied by the
+/// group's membership (see [`crate::rights::Rights::admit`]).
+pub(crate) fn admit_changes(
+    rights: &crate::rights::Rights,
+    collection: &str,
+    doc: &Automerge,
+    before: &[automerge::ChangeHash],
+) -> std::result::Result<(), crate::rights::Refusal> {
+    if !rights.enforced() {
+        return Ok(());
+    }
+    for m in doc.get_changes_meta(before) {
+        let t = crate::conflict::change_time(m.timestamp).as_u64();
+        rights.admit(m.actor.to_bytes(), collection, t)?;
+    }
+    Ok(())
+}
+
+/// The signature checks for every change of `doc` after `before` (missing
+/// signatures fail at once).
+pub(crate) fn changes_to_check(
+    doc: &Automerge,
+    before: &[automerge::ChangeHash],
+    received: &[u8],
+    stored: &dyn Fn(&[u8; 32]) -> Option<[u8; 64]>,
+) -> std::result::Result<Vec<crate::sign::Check>, crate::sign::SignError> {
     let received = crate::sign::parse(received)?;
     let mut out = Vec::new();
     for m in doc.get_changes_meta(before) {
         let hash = m.hash.0;
-        let sig = received.get(&hash).copied().or_else(|| stored(&hash));
-        verifier.verify(m.actor.to_bytes(), &hash, sig.as_ref())?;
-        if let Some(sig) = sig {
-            crate::sign::push(&mut out, &hash, &sig);
+        let actor = m.actor.to_bytes().to_vec();
+        match received.get(&hash).copied().or_else(|| stored(&hash)) {
+            Some(sig) => out.push(crate::sign::Check { actor, hash, sig }),
+            None => {
+                return Err(crate::sign::SignError::Missing {
+                    hash: m.hash.to_string(),
+                    actor: m.actor.to_hex_string(),
+                });
+            }
         }
     }
     Ok(out)
+}
+
+/// The signature list of checked changes.
+pub(crate) fn signature_list(checks: &[crate::sign::Check]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(checks.len() * crate::sign::ENTRY);
+    for c in checks {
+        crate::sign::push(&mut out, &c.hash, &c.sig);
+    }
+    out
 }
 
 fn importable_fields(

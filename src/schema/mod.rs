@@ -743,6 +743,24 @@ pub(crate) fn system_collections() -> &'static [Collection] {
                 settings: Settings::default(),
             },
             Collection {
+                name: crate::rights::MEMBERS.to_owned(),
+                fields: vec![
+                    f("role", FieldType::String, true),
+                    f("team", FieldType::String, false),
+                    f("revoked_at", FieldType::Integer, false),
+                ],
+                settings: Settings::default(),
+            },
+            Collection {
+                name: crate::rights::ROLES.to_owned(),
+                fields: vec![
+                    f("read", s(), false),
+                    f("write", s(), false),
+                    f("scope", FieldType::String, false),
+                ],
+                settings: Settings::default(),
+            },
+            Collection {
                 name: ACKS.to_owned(),
                 fields: vec![
                     f("authority", FieldType::String, true),

@@ -5,6 +5,7 @@
 //!                                  public key (32 bytes)
 //! m:hlc                            HLC lease: every time issued is below it (u64 BE)
 //! m:schema                         the schema (codec-encoded)
+//! g:root                           the group's founding admin (its actor)
 //! m:sign                           the ed25519 secret key (stores without an
 //!                                  identity file only)
 //! x:<collection>\0<id>\0<hash>     a change's signature (64 bytes)
@@ -38,6 +39,9 @@ pub(crate) const SCHEMA: &[u8] = b"m:schema";
 /// This replica's ed25519 secret key, for stores without an identity file
 /// (in memory, or opened with `Replica::with_storage`).
 pub(crate) const SIGNING_KEY: &[u8] = b"m:sign";
+/// The group's root: the founding admin's actor (local configuration: every
+/// replica of a group is told it; none: an open group).
+pub(crate) const GROUP_ROOT: &[u8] = b"g:root";
 
 /// `x:`: every stored change signature.
 pub(crate) const SIGNATURES: &[u8] = b"x:";

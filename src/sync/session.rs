@@ -264,6 +264,9 @@ pub struct Session {
     /// Collections whose own changes this side holds back (the sync gate as
     /// it stood when this side's sync started; see [`Session::set_held`]).
     held: BTreeSet<String>,
+    /// The peer's actor (its public key), when the shell knows it: a replica
+    /// with rights offers it only what both may read.
+    remote: Option<Vec<u8>>,
     /// Records asked of the peer and not received yet (for progress).
     awaited: u64,
 }
@@ -370,6 +373,18 @@ impl Session {
     /// The collections whose own changes this side holds back.
     pub fn held(&self) -> &BTreeSet<String> {
         &self.held
+    }
+
+    /// Name the peer's actor (its public key). A replica whose group has
+    /// rights then reconciles only the records both it and the peer may read
+    /// (see `docs/security.md`); without it, everything.
+    pub fn set_remote(&mut self, actor: Option<Vec<u8>>) {
+        self.remote = actor;
+    }
+
+    /// The peer's actor, if named.
+    pub fn remote(&self) -> Option<&[u8]> {
+        self.remote.as_deref()
     }
 
     /// Whether a sync started by this side is under way.

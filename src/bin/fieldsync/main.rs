@@ -281,6 +281,17 @@ enum Bench {
         #[arg(long, default_value_t = 7)]
         samples: usize,
     },
+    /// Signed changes: an initial sync (signatures sent, verified, stored)
+    /// and writes (each change signed), against signing off (see
+    /// docs/benchmarks.md).
+    Signing {
+        /// Records synced and written.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        /// Runs of each variant (alternated); the report gives medians.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+    },
     /// Network: live propagation latency over 1 and 3 hops (four nodes on
     /// loopback), and initial sync throughput between two processes, each
     /// against its baseline (see docs/benchmarks.md).
@@ -1010,6 +1021,11 @@ fn bench(which: &Bench) -> CliResult {
         Bench::Pending { records, samples } => {
             eprintln!("bench pending: {records} records, {samples} samples");
             let report = fieldsync::bench::pending::run(*records, *samples)?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Bench::Signing { records, samples } => {
+            eprintln!("bench signing: {records} records, {samples} samples");
+            let report = fieldsync::bench::signing::run(*records, *samples)?;
             println!("{}", serde_json::to_string(&report)?);
         }
         Bench::RawSend { dir, port, records } => {

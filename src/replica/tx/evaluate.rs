@@ -341,38 +341,67 @@ impl Tx<'_> {
             return Ok(None);
         }
         let validators = self.inner.validators_of(&c.name);
-        if c.settings.rules.is_empty() && validators.is_empty() {
+        let rights = self.inner.rights()?;
+        if c.settings.rules.is_empty() && validators.is_empty() && !rights.enforced() {
             return Ok(None);
         }
         let s: &Staged = &self.staged[i];
         let Ok((fields, deleted)) = crate::doc::read_fields(&s.doc, c) else {
             return Ok(None);
         };
-        if deleted {
-            return Ok(None);
-        }
-        let mut latest: Option<(crate::hlc::HlcTime, ChangeHash)> = None;
+        let mut latest: Option<(crate::hlc::HlcTime, ChangeHash, automerge::ActorId)> = None;
         for h in s.doc.get_heads() {
             if let Some(m) = s.doc.get_change_meta_by_hash(&h)
                 && !self.inner.is_authority(m.actor.as_ref())
             {
-                let cand = (conflict::change_time(m.timestamp), h);
-                if latest.is_none_or(|l| cand > l) {
+                let cand = (
+                    conflict::change_time(m.timestamp),
+                    h,
+                    m.actor.clone().into_owned(),
+                );
+                if latest
+                    .as_ref()
+                    .is_none_or(|l| (cand.0, cand.1) > (l.0, l.1))
+                {
                     latest = Some(cand);
                 }
             }
         }
-        let Some((_, change)) = latest else {
+        let Some((_, change, author)) = latest else {
             return Ok(None);
         };
+        // A member's write beyond its rights is refused (also a delete).
+        let forbidden = rights.enforced() && !rights.can_write(author.to_bytes(), &c.name, &fields);
+        if deleted && !forbidden {
+            return Ok(None);
+        }
         let (cname, id) = (s.collection.clone(), s.id.clone());
         let vid = verdict_id(&cname, &id, &change);
         if self.row_of(VERDICTS, &vid)?.is_some() {
             return Ok(None);
         }
-        let mut violations = c.violations(&fields);
-        for v in &validators {
-            violations.extend(v(&fields));
+        let mut violations = if deleted {
+            Vec::new()
+        } else {
+            c.violations(&fields)
+        };
+        if !deleted {
+            for v in &validators {
+                violations.extend(v(&fields));
+            }
+        }
+        if forbidden {
+            let role = rights
+                .member(author.to_bytes())
+                .map_or_else(|| "no role".to_owned(), |m| format!("role `{}`", m.role));
+            violations.push(Violation::new(
+                "forbidden",
+                &format!(
+                    "member {} ({role}) may not write this record of `{}`",
+                    &author.to_hex_string()[..12.min(author.to_hex_string().len())],
+                    c.name
+                ),
+            ));
         }
         let rejected_before = self.verdicts_for(&cname, &id)?.iter().any(|v| !v.accepted);
         if violations.is_empty() && !rejected_before {

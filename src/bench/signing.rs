@@ -1,0 +1,118 @@
+//! The signing benchmark: what signing every change and verifying every
+//! received one costs, against the same work with
+//! `Config::with_signed_changes(false)`, in the same run.
+//!
+//! - **Initial sync**: an empty replica receives `n` records (one change
+//!   each) from a filled one over the in-memory link: every change's
+//!   signature is sent, verified and stored. The source stores are filled
+//!   before timing (one signed, one not).
+//! - **Writes**: `n` inserts, 1,000 per transaction: each change is signed
+//!   and its signature stored with it.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::collection;
+use crate::sim::sync_pair;
+use crate::store::MemoryStore;
+use crate::{Config, Replica, Result};
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn open(store: MemoryStore, signed: bool) -> Result<Replica> {
+    let r = Replica::with_storage(
+        std::sync::Arc::new(store),
+        Config::default()
+            .with_durable_writes(false)
+            .with_cache_docs(256)
+            .with_signed_changes(signed),
+    )?;
+    r.define_collection(collection()?)?;
+    Ok(r)
+}
+
+/// A store of `n` records written with signing on or off, and the
+/// milliseconds the writes took.
+fn fill(n: usize, signed: bool) -> Result<(MemoryStore, f64)> {
+    let store = MemoryStore::new();
+    let r = open(store.clone(), signed)?;
+    let t = Instant::now();
+    super::insert_batched(&r, 0..n, 1000)?;
+    Ok((store, t.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// Sync an empty replica from `source`; returns the milliseconds and the
+/// records received.
+fn initial(source: &MemoryStore, signed: bool) -> Result<(f64, usize)> {
+    let from = open(source.clone(), signed)?;
+    from.with_sync_index(|_| ())?;
+    let to = open(MemoryStore::new(), signed)?;
+    let t = Instant::now();
+    let s = sync_pair(&to, &from, NOW, None)?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    if !s.synced {
+        return Err(crate::Error::Import {
+            collection: super::COLLECTION.into(),
+            reason: "the benchmark sync did not finish".into(),
+        });
+    }
+    let received = to.with_sync_index(|i| i.len())?;
+    Ok((ms, received))
+}
+
+/// What `fieldsync bench signing` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Records synced and written.
+    pub records: usize,
+    /// Samples of each variant (alternated).
+    pub samples: usize,
+    /// Median ms of the initial sync with signatures sent and verified.
+    pub sync_signed_ms: f64,
+    /// Median ms of the same sync with signing off.
+    pub sync_unsigned_ms: f64,
+    /// Their ratio minus one, in percent.
+    pub sync_overhead_pct: f64,
+    /// Records the receiver held after the signed sync.
+    pub received: usize,
+    /// Median ms of `records` inserts with signing.
+    pub write_signed_ms: f64,
+    /// The same with signing off.
+    pub write_unsigned_ms: f64,
+    /// Their ratio minus one, in percent.
+    pub write_overhead_pct: f64,
+}
+
+/// Run `samples` of each variant, alternating, and report medians.
+pub fn run(n: usize, samples: usize) -> Result<Report> {
+    let (signed_src, _) = fill(n, true)?;
+    let (unsigned_src, _) = fill(n, false)?;
+    let (s, u, received) = super::alternate(samples, |on| {
+        initial(if on { &signed_src } else { &unsigned_src }, on)
+    })?;
+    let (ws, wu, _) = super::alternate(samples, |on| Ok((fill(n, on)?.1, 0)))?;
+    Ok(Report {
+        records: n,
+        samples: samples.max(1),
+        sync_signed_ms: s,
+        sync_unsigned_ms: u,
+        sync_overhead_pct: (s / u - 1.0) * 100.0,
+        received,
+        write_signed_ms: ws,
+        write_unsigned_ms: wu,
+        write_overhead_pct: (ws / wu - 1.0) * 100.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_variants_sync_every_record() {
+        let r = run(50, 1).expect("runs");
+        assert_eq!(r.received, 50);
+        assert!(r.sync_signed_ms > 0.0 && r.sync_unsigned_ms > 0.0);
+    }
+}
