@@ -948,8 +948,33 @@ pub fn sync_pair(
     now: u64,
     cut_after: Option<u64>,
 ) -> crate::Result<PairSync> {
+    sync_sides(a, b, now, cut_after, false)
+}
+
+/// [`sync_pair`] with each session naming the other side's actor (as the
+/// network node does from the peer id), so that a group's rights narrow what
+/// is reconciled to what both may read (see `docs/security.md`).
+pub fn sync_named(a: &Replica, b: &Replica, now: u64) -> crate::Result<PairSync> {
+    sync_sides(a, b, now, None, true)
+}
+
+fn sync_sides(
+    a: &Replica,
+    b: &Replica,
+    now: u64,
+    cut_after: Option<u64>,
+    named: bool,
+) -> crate::Result<PairSync> {
     let mut stats = PairSync::default();
     let (mut a_side, mut b_side) = (Side::new(a), Side::new(b));
+    if named {
+        a_side
+            .session
+            .set_remote(Some(b.actor().to_bytes().to_vec()));
+        b_side
+            .session
+            .set_remote(Some(a.actor().to_bytes().to_vec()));
+    }
     let mut to_b = a_side.feed(now, Input::Start)?;
     while !to_b.is_empty() {
         stats.round_trips += 1;

@@ -680,3 +680,36 @@ fn pending_events_are_listed_cancelled_and_confirmed_by_a_sync() {
     ok(a.path(), &["pending", "dismiss", &id]);
     assert!(ok(a.path(), &["pending"]).contains("no pending events"));
 }
+
+#[test]
+fn group_commands_found_define_grant_revoke_and_refuse_non_admins() {
+    let [a, b] = stores_with_schema::<2>();
+    let id_a = ok(a.path(), &["id"]).trim().to_owned();
+    let id_b = ok(b.path(), &["id"]).trim().to_owned();
+    ok(a.path(), &["group", "found"]);
+    ok(
+        a.path(),
+        &[
+            "group", "role", "clerk", "--write", "invoice", "--read", "customer", "--scope", "team",
+        ],
+    );
+    ok(
+        a.path(),
+        &["group", "grant", &id_b, "clerk", "--team", "north"],
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(a.path(), &["--json", "group", "show"])).unwrap();
+    assert_eq!(shown["enforced"], true, "{shown}");
+    let members = shown["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{shown}");
+    assert_eq!(members[0]["role"], "clerk");
+    assert_eq!(members[0]["team"], "north");
+    ok(a.path(), &["group", "revoke", &id_b]);
+    assert!(ok(a.path(), &["group", "show"]).contains("revoked"));
+    // b joins a's group but is no admin: it may not grant.
+    ok(b.path(), &["group", "join", &id_a]);
+    let e = fails(b.path(), &["group", "grant", &id_b, "clerk"]);
+    assert!(e.contains("only the group's admins"), "{e}");
+    let e = fails(b.path(), &["group", "join", "not-a-peer"]);
+    assert!(e.contains("not a peer id"), "{e}");
+}

@@ -34,7 +34,7 @@ fn open(store: MemoryStore, signed: bool) -> Result<Replica> {
 
 /// A store of `n` records written with signing on or off, and the
 /// milliseconds the writes took.
-fn fill(n: usize, signed: bool) -> Result<(MemoryStore, f64)> {
+pub fn fill(n: usize, signed: bool) -> Result<(MemoryStore, f64)> {
     let store = MemoryStore::new();
     let r = open(store.clone(), signed)?;
     let t = Instant::now();
@@ -44,7 +44,7 @@ fn fill(n: usize, signed: bool) -> Result<(MemoryStore, f64)> {
 
 /// Sync an empty replica from `source`; returns the milliseconds and the
 /// records received.
-fn initial(source: &MemoryStore, signed: bool) -> Result<(f64, usize)> {
+pub fn initial(source: &MemoryStore, signed: bool) -> Result<(f64, usize)> {
     let from = open(source.clone(), signed)?;
     from.with_sync_index(|_| ())?;
     let to = open(MemoryStore::new(), signed)?;

@@ -5,6 +5,7 @@
 
 mod conflicts;
 mod control;
+mod group;
 mod output;
 mod parse;
 mod pending;
@@ -164,6 +165,12 @@ enum Command {
     Members {
         #[command(subcommand)]
         action: Members,
+    },
+    /// The group's rights: found or join a group, define roles, grant and
+    /// revoke members (see docs/security.md).
+    Group {
+        #[command(subcommand)]
+        action: group::Group,
     },
     /// Manage the group secret (`swarm.key` in the store directory): with one,
     /// the node speaks only to peers holding the same secret.
@@ -562,6 +569,7 @@ pub(crate) fn run(ctx: &Ctx, command: &Command, out: &mut Vec<u8>) -> CliResult 
             serve(ctx, listen, peer, *mdns, *live)?
         }
         Command::Members { action } => members(ctx, action, out)?,
+        Command::Group { action } => group::run(ctx, action, out)?,
         Command::Conflicts { action } => conflicts::run(ctx, action, out)?,
         Command::Pending { action } => pending::run(ctx, action.as_ref(), out)?,
         Command::Status => pending::status(ctx, out)?,
