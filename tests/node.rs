@@ -849,3 +849,88 @@ async fn a_sync_reports_progress_and_status_shows_the_peer() {
         "a's events are confirmed by b"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_libp2p_a_team_sees_only_its_records_and_a_revoked_peer_is_refused() {
+    use fieldsync::node::identity;
+    use fieldsync::rights::RoleRights;
+    use fieldsync::schema::{Collection, FieldType, Schema};
+    let schema = Schema::new()
+        .with(
+            Collection::builder("job")
+                .required("title", FieldType::String)
+                .field("team", FieldType::String)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let rs: Vec<Replica> = dirs
+        .iter()
+        .map(|d| Replica::open(d.path(), Config::default().with_schema(schema.clone())).unwrap())
+        .collect();
+    let keys: Vec<Keypair> = dirs
+        .iter()
+        .map(|d| identity::load_or_create(d.path()).unwrap())
+        .collect();
+    let ids: Vec<_> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+    let (hub, a, b) = (&rs[0], &rs[1], &rs[2]);
+    hub.found_group().unwrap();
+    for d in [a, b] {
+        d.join_group(&ids[0].to_string()).unwrap();
+    }
+    hub.define_role(
+        "field",
+        &RoleRights {
+            read: vec![],
+            write: vec!["job".into()],
+            scope: Some("team".into()),
+        },
+    )
+    .unwrap();
+    hub.grant(&ids[1].to_string(), "field", Some("a")).unwrap();
+    hub.grant(&ids[2].to_string(), "field", Some("b")).unwrap();
+    let job =
+        |t: &str, team: &str| fields([("title", Value::from(t)), ("team", Value::from(team))]);
+    hub.insert("job", "ja", job("for a", "a")).unwrap();
+    hub.insert("job", "jb", job("for b", "b")).unwrap();
+    let mut nodes = Vec::new();
+    for (r, k) in rs.iter().zip(keys) {
+        nodes.push(start(r, k).await);
+    }
+    let hub_addr = nodes[0].listen_addrs().await.unwrap().remove(0);
+    let limit = Duration::from_secs(30);
+    for n in &nodes[1..] {
+        tokio::time::timeout(limit, n.dial(hub_addr.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(limit, n.sync_now(ids[0]))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let titles =
+        |r: &Replica| -> Vec<String> { r.list("job").unwrap().into_iter().map(|x| x.id).collect() };
+    assert_eq!(titles(a), ["ja"]);
+    assert_eq!(titles(b), ["jb"]);
+    // Revoke b: the hub refuses it from then on, and takes nothing it
+    // writes after the revocation.
+    hub.revoke(&ids[2].to_string()).unwrap();
+    b.insert("job", "late", job("after revocation", "b"))
+        .unwrap();
+    hub.insert("job", "jb2", job("new for b", "b")).unwrap();
+    let r = tokio::time::timeout(limit, nodes[2].sync_now(ids[0]))
+        .await
+        .unwrap();
+    assert!(r.is_err(), "the revoked peer's sync fails: {r:?}");
+    assert!(hub.get("job", "late").unwrap().is_none());
+    assert!(b.get("job", "jb2").unwrap().is_none());
+    // a still syncs.
+    hub.insert("job", "ja2", job("new for a", "a")).unwrap();
+    tokio::time::timeout(limit, nodes[1].sync_now(ids[0]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(titles(a), ["ja", "ja2"]);
+}
