@@ -362,6 +362,10 @@ pub(crate) struct Local {
     /// change reached an authority or every member): the change can never
     /// be applied.
     pub(crate) purged: bool,
+    /// This replica knows its rights, and they do not let it write the
+    /// record as it stands (see `docs/security.md`): with no authority's
+    /// decision, the event is refused here.
+    pub(crate) forbidden: bool,
 }
 
 /// Everything [`derive`] weighs, besides the event.
@@ -423,6 +427,17 @@ pub(crate) fn derive(e: &PendingEvent, local: &Local, k: &Knowledge<'_>) -> Deri
             vec![Violation::new(
                 "purged",
                 "the record was deleted and purged on every peer before this change reached them; the change cannot be applied",
+            )],
+            None,
+            None,
+        );
+    }
+    if local.forbidden {
+        return (
+            EventStatus::Rejected,
+            vec![Violation::new(
+                "forbidden",
+                "this member's role does not let it write this record (learned after the write); peers refuse it",
             )],
             None,
             None,
@@ -562,5 +577,21 @@ mod tests {
         let mut c = e.clone();
         c.status = EventStatus::Cancelled;
         assert_eq!(derive(&c, &none, &k2(&both)).0, EventStatus::Cancelled);
+        // Rights this replica knows refuse its own write, unless an
+        // authority decided it.
+        let forbidden = Local {
+            forbidden: true,
+            ..Local::default()
+        };
+        let (s, errors, _, _) = derive(&e, &forbidden, &k(&[], &[], t(100)));
+        assert_eq!(
+            (s, errors[0].code.as_str()),
+            (EventStatus::Rejected, "forbidden")
+        );
+        ack.held.clear();
+        assert_eq!(
+            derive(&e, &forbidden, &k(std::slice::from_ref(&ack), &[], None)).0,
+            EventStatus::Confirmed
+        );
     }
 }

@@ -259,7 +259,10 @@ fn a_revoked_member_is_cut_off_and_its_earlier_accepted_changes_stay() {
     sync(&d, &hub);
     assert!(hub.get("job", "before").unwrap().is_some());
     hub.revoke(&hex(&d)).unwrap();
-    // Written after the revocation (d does not know yet).
+    // Written after the revocation (d does not know yet). Revocation compares
+    // HLC times: let the wall clock pass the revocation's millisecond, or d's
+    // change could carry the same millisecond and a lower counter.
+    std::thread::sleep(std::time::Duration::from_millis(5));
     d.insert("job", "after", job("too late", "a")).unwrap();
     d.update(
         "job",
@@ -382,4 +385,28 @@ fn only_admins_change_members_and_roles_on_every_peer() {
             "viewer"
         );
     }
+}
+
+#[test]
+fn a_write_outside_the_team_made_before_learning_it_is_refused_on_the_device() {
+    let hub = hub();
+    let d = device(&hub);
+    hub.grant(&hex(&d), "field", Some("a")).unwrap();
+    // Offline, before it knows its team: a job of team b.
+    d.insert("job", "theirs", job("not mine", "b")).unwrap();
+    d.insert("job", "mine", job("mine", "a")).unwrap();
+    sync(&d, &hub);
+    sync(&d, &hub);
+    // Its team's job went through; the other is refused (by the hub's
+    // judgement, or on d itself once it knows its team: either way
+    // `forbidden`) and shows nowhere.
+    assert!(hub.get("job", "mine").unwrap().is_some());
+    assert!(hub.list("job").unwrap().iter().all(|r| r.id != "theirs"));
+    let events = d.pending(&PendingFilter::all()).unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].record.as_str(), events[0].status),
+        ("theirs", EventStatus::Rejected)
+    );
+    assert_eq!(events[0].errors[0].code, "forbidden");
 }

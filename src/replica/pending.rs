@@ -159,6 +159,10 @@ impl Replica {
             let mut signals: HashMap<(String, String), Vec<crate::conflict::Entry>> =
                 HashMap::new();
             let mut derived = Vec::with_capacity(events.len());
+            // Rights this replica knows apply to its own earlier writes too.
+            let rights = self.inner.rights()?;
+            let knows_rights =
+                rights.enforced() && rights.member(self.inner.actor.to_bytes()).is_some();
             for e in &events {
                 let key = (e.collection.clone(), e.record.clone());
                 if !signals.contains_key(&key) {
@@ -181,6 +185,16 @@ impl Replica {
                     purged: self
                         .inner
                         .is_purged(&crate::sync::Key::new(&e.collection, &e.record))?,
+                    forbidden: knows_rights
+                        && !rights.can_write(
+                            self.inner.actor.to_bytes(),
+                            &e.collection,
+                            &self
+                                .inner
+                                .read_row(&e.collection, &e.record)?
+                                .map(|r| r.fields)
+                                .unwrap_or_default(),
+                        ),
                 };
                 let mut next = e.clone();
                 if i_am_authority && e.status != EventStatus::Cancelled {
