@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 
+use crate::sign::hex;
 use crate::value::{Fields, Value};
 
 /// The system collection of members.
@@ -113,10 +114,6 @@ pub struct Rights {
     roles: HashMap<String, RoleRights>,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn names(list: &[String], collection: &str) -> bool {
     list.iter().any(|c| c == "*" || c == collection)
 }
@@ -171,20 +168,9 @@ impl Rights {
 
     /// Whether `actor` may read the record `collection` with `fields`.
     pub fn can_read(&self, actor: &[u8], collection: &str, fields: &Fields) -> bool {
-        if self.is_admin(actor) {
-            return true;
-        }
-        let Some(m) = self.active(actor) else {
-            return false;
-        };
-        if collection.starts_with('_') {
-            return true;
-        }
-        let Some(role) = self.roles.get(&m.role) else {
-            return false;
-        };
-        (names(&role.read, collection) || names(&role.write, collection))
-            && self.scoped(m, role, fields)
+        self.allows(actor, collection, fields, |role| {
+            names(&role.read, collection) || names(&role.write, collection)
+        })
     }
 
     /// Whether `actor` offers the record to peers: whether it may read it,
@@ -201,11 +187,26 @@ impl Rights {
     /// Whether `actor` may write the record `collection` so that it has
     /// `fields`.
     pub fn can_write(&self, actor: &[u8], collection: &str, fields: &Fields) -> bool {
+        if collection == MEMBERS || collection == ROLES {
+            return self.is_admin(actor);
+        }
+        self.allows(actor, collection, fields, |role| {
+            names(&role.write, collection)
+        })
+    }
+
+    /// The rule both rights share: admins may; otherwise an unrevoked member
+    /// may touch system records, and application records its role `lists`,
+    /// within its scope.
+    fn allows(
+        &self,
+        actor: &[u8],
+        collection: &str,
+        fields: &Fields,
+        lists: impl Fn(&RoleRights) -> bool,
+    ) -> bool {
         if self.is_admin(actor) {
             return true;
-        }
-        if collection == MEMBERS || collection == ROLES {
-            return false;
         }
         let Some(m) = self.active(actor) else {
             return false;
@@ -213,10 +214,9 @@ impl Rights {
         if collection.starts_with('_') {
             return true;
         }
-        let Some(role) = self.roles.get(&m.role) else {
-            return false;
-        };
-        names(&role.write, collection) && self.scoped(m, role, fields)
+        self.roles
+            .get(&m.role)
+            .is_some_and(|role| lists(role) && self.scoped(m, role, fields))
     }
 
     /// Whether a change by `actor` made at `time` (HLC, as u64) to

@@ -216,7 +216,7 @@ pub(crate) fn push(list: &mut Vec<u8>, hash: &[u8; 32], sig: &[u8; 64]) {
     list.extend_from_slice(sig);
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -16,11 +16,8 @@ use serde::Serialize;
 
 use super::sync::{copy_of, filled};
 use super::{COLLECTION, collection, id, patch};
-use crate::sim::sync_pair;
 use crate::store::MemoryStore;
 use crate::{Config, Replica, Result, Role};
-
-const NOW: u64 = 1_800_000_000_000;
 
 /// Two prepared stores: the authority's and the device's, not yet synced.
 #[derive(Debug, Clone)]
@@ -34,15 +31,12 @@ pub struct Prepared {
 }
 
 fn open(store: MemoryStore, conflicts: bool) -> Result<Replica> {
-    let r = Replica::with_storage(
-        std::sync::Arc::new(store),
+    super::memory_replica(
+        store,
         Config::default()
-            .with_durable_writes(false)
             .with_cache_docs(256)
             .with_conflicts(conflicts),
-    )?;
-    r.define_collection(collection()?)?;
-    Ok(r)
+    )
 }
 
 /// Fill, copy and edit the two stores (not timed).
@@ -79,23 +73,13 @@ pub fn prepare(n: usize, concurrent: usize) -> Result<Prepared> {
 /// Fresh replicas on copies of the prepared stores, with their sync indexes
 /// built (once per process in real use, so not part of the merge).
 pub fn fresh(p: &Prepared, conflicts: bool) -> Result<(Replica, Replica)> {
-    let a = open(p.authority.deep_copy()?, conflicts)?;
-    let d = open(p.device.deep_copy()?, conflicts)?;
-    a.with_sync_index(|_| ())?;
-    d.with_sync_index(|_| ())?;
-    Ok((a, d))
+    super::fresh_pair(&p.authority, &p.device, |s| open(s, conflicts))
 }
 
 /// Sync the device with the authority; returns the entries listed on the
 /// authority afterwards.
 pub fn merge(a: &Replica, d: &Replica) -> Result<usize> {
-    let s = sync_pair(d, a, NOW, None)?;
-    if !s.synced {
-        return Err(crate::Error::Import {
-            collection: COLLECTION.into(),
-            reason: "the benchmark sync did not finish".into(),
-        });
-    }
+    super::sync_to_end(d, a)?;
     Ok(a.conflicts(&crate::conflict::ConflictFilter::all())?.len())
 }
 

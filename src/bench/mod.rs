@@ -126,6 +126,46 @@ pub struct Comparison {
     pub round_ratios: Vec<f64>,
 }
 
+/// The time the in-memory benchmark syncs run at.
+pub(crate) const NOW: u64 = 1_800_000_000_000;
+
+/// A benchmark replica on a memory store with `config` (writes not flushed:
+/// memory stores have no disk), the benchmark collection defined.
+pub(crate) fn memory_replica(store: crate::store::MemoryStore, config: Config) -> Result<Replica> {
+    let r = Replica::with_storage(
+        std::sync::Arc::new(store),
+        config.with_durable_writes(false),
+    )?;
+    r.define_collection(collection()?)?;
+    Ok(r)
+}
+
+/// Replicas opened with `open` on fresh copies of two prepared stores, their
+/// sync indexes built (once per process in real use, so not timed).
+pub(crate) fn fresh_pair(
+    a: &crate::store::MemoryStore,
+    b: &crate::store::MemoryStore,
+    open: impl Fn(crate::store::MemoryStore) -> Result<Replica>,
+) -> Result<(Replica, Replica)> {
+    let (a, b) = (open(a.deep_copy()?)?, open(b.deep_copy()?)?);
+    a.with_sync_index(|_| ())?;
+    b.with_sync_index(|_| ())?;
+    Ok((a, b))
+}
+
+/// Sync `from` with `to` over the in-memory link; an error unless the sync
+/// ends with both sides equal.
+pub(crate) fn sync_to_end(from: &Replica, to: &Replica) -> Result<crate::sim::PairSync> {
+    let s = crate::sim::sync_pair(from, to, NOW, None)?;
+    if !s.synced {
+        return Err(crate::Error::Import {
+            collection: COLLECTION.into(),
+            reason: "the benchmark sync did not finish".into(),
+        });
+    }
+    Ok(s)
+}
+
 /// Time `f(true)` and `f(false)` alternately, `samples` times each; returns
 /// the medians (ms) and the last `true` run's count.
 pub(crate) fn alternate(

@@ -15,23 +15,17 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::sync::{copy_of, filled};
-use super::{COLLECTION, collection, id, patch};
-use crate::sim::sync_pair;
+use super::{COLLECTION, id, patch};
 use crate::store::MemoryStore;
 use crate::{Config, Replica, Result, Role};
 
-const NOW: u64 = 1_800_000_000_000;
-
 fn open(store: MemoryStore, pending: bool, cache: usize) -> Result<Replica> {
-    let r = Replica::with_storage(
-        std::sync::Arc::new(store),
+    super::memory_replica(
+        store,
         Config::default()
-            .with_durable_writes(false)
             .with_cache_docs(cache.max(1))
             .with_pending_events(pending),
-    )?;
-    r.define_collection(collection()?)?;
-    Ok(r)
+    )
 }
 
 /// The two stores before the timed sync: the authority's, and the device's
@@ -68,23 +62,13 @@ pub fn prepare(n: usize) -> Result<Prepared> {
 
 /// Fresh replicas on copies of the prepared stores (sync indexes built).
 pub fn fresh(p: &Prepared, pending: bool) -> Result<(Replica, Replica)> {
-    let a = open(p.authority.deep_copy()?, pending, 256)?;
-    let d = open(p.device.deep_copy()?, pending, 256)?;
-    a.with_sync_index(|_| ())?;
-    d.with_sync_index(|_| ())?;
-    Ok((a, d))
+    super::fresh_pair(&p.authority, &p.device, |s| open(s, pending, 256))
 }
 
 /// Sync the device with the authority; returns the device's listed events
 /// afterwards.
 pub fn sync(a: &Replica, d: &Replica) -> Result<usize> {
-    let s = sync_pair(d, a, NOW, None)?;
-    if !s.synced {
-        return Err(crate::Error::Import {
-            collection: COLLECTION.into(),
-            reason: "the benchmark sync did not finish".into(),
-        });
-    }
+    super::sync_to_end(d, a)?;
     Ok(d.pending(&crate::pending::PendingFilter::all())?.len())
 }
 

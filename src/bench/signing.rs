@@ -13,23 +13,16 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::collection;
-use crate::sim::sync_pair;
 use crate::store::MemoryStore;
 use crate::{Config, Replica, Result};
 
-const NOW: u64 = 1_800_000_000_000;
-
 fn open(store: MemoryStore, signed: bool) -> Result<Replica> {
-    let r = Replica::with_storage(
-        std::sync::Arc::new(store),
+    super::memory_replica(
+        store,
         Config::default()
-            .with_durable_writes(false)
             .with_cache_docs(256)
             .with_signed_changes(signed),
-    )?;
-    r.define_collection(collection()?)?;
-    Ok(r)
+    )
 }
 
 /// A store of `n` records written with signing on or off, and the
@@ -49,14 +42,8 @@ pub fn initial(source: &MemoryStore, signed: bool) -> Result<(f64, usize)> {
     from.with_sync_index(|_| ())?;
     let to = open(MemoryStore::new(), signed)?;
     let t = Instant::now();
-    let s = sync_pair(&to, &from, NOW, None)?;
+    super::sync_to_end(&to, &from)?;
     let ms = t.elapsed().as_secs_f64() * 1000.0;
-    if !s.synced {
-        return Err(crate::Error::Import {
-            collection: super::COLLECTION.into(),
-            reason: "the benchmark sync did not finish".into(),
-        });
-    }
     let received = to.with_sync_index(|i| i.len())?;
     Ok((ms, received))
 }

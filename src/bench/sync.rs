@@ -14,20 +14,17 @@
 //! documents that changed (what fieldsync's time also covers: it reads rows,
 //! exchanges, and writes what changed).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use automerge::Automerge;
 use automerge::sync::{Message, State, SyncDoc};
 use serde::Serialize;
 
-use super::{COLLECTION, collection, id, patch};
+use super::{COLLECTION, NOW, id, patch};
 use crate::sim::sync_pair;
 use crate::store::{MemoryStore, Storage};
 use crate::sync::Node;
 use crate::{Config, Error, Replica, Result};
-
-const NOW: u64 = 1_800_000_000_000;
 
 /// One side of a comparison.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -62,14 +59,7 @@ pub struct Case {
 /// A benchmark replica on `store` (writes not flushed; memory stores have no
 /// disk anyway).
 pub fn replica(store: MemoryStore) -> Result<Replica> {
-    let r = Replica::with_storage(
-        Arc::new(store),
-        Config::default()
-            .with_durable_writes(false)
-            .with_cache_docs(256),
-    )?;
-    r.define_collection(collection()?)?;
-    Ok(r)
+    super::memory_replica(store, Config::default().with_cache_docs(256))
 }
 
 /// A store of `n` benchmark records.

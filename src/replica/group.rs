@@ -11,16 +11,6 @@ use crate::rights::{MEMBERS, Member, ROLES, Rights, RoleRights};
 use crate::store::keys;
 use crate::value::{Fields, Value};
 
-fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || s.is_empty() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// The actor a member is named by: a libp2p peer id or an actor in hex.
 fn actor_named(member: &str) -> Result<ActorId> {
     super::members::actor_of_member(member).ok_or_else(|| Error::InvalidId {
@@ -55,7 +45,7 @@ impl Inner {
                         match super::row::Row::decode(v) {
                             Ok(row) if row.deleted => {}
                             Ok(row) if is_member => {
-                                if let Some(a) = hex_bytes(id) {
+                                if let Some(a) = super::members::hex_bytes(id) {
                                     members.insert(a, Member::from_fields(&row.fields));
                                 }
                             }

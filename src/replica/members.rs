@@ -174,17 +174,18 @@ pub(crate) fn actor_of_member(peer: &str) -> Option<automerge::ActorId> {
     if let Ok(id) = peer.parse::<libp2p::PeerId>() {
         return crate::node::identity::actor_of(&id);
     }
-    if peer.len().is_multiple_of(2)
-        && !peer.is_empty()
-        && peer.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        let bytes: Option<Vec<u8>> = (0..peer.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&peer[i..i + 2], 16).ok())
-            .collect();
-        return bytes.map(|b| automerge::ActorId::from(b.as_slice()));
+    hex_bytes(peer).map(|b| automerge::ActorId::from(b.as_slice()))
+}
+
+/// Bytes written in hex (an even, non-zero number of hex digits).
+pub(crate) fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
     }
-    None
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// The actors of every member with the authority role.

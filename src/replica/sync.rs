@@ -71,24 +71,6 @@ impl Inner {
             && rights.can_read(peer, &key.collection, &fields))
     }
 
-    /// Answer nothing for the requests of records `peer` may not read.
-    fn hide_unreadable(
-        &self,
-        peer: &[u8],
-        rights: &crate::rights::Rights,
-        requests: &[LoadRequest],
-        loaded: &mut [Loaded],
-    ) -> Result<()> {
-        for (r, l) in requests.iter().zip(loaded.iter_mut()) {
-            let (LoadRequest::Full(key) | LoadRequest::Heads(key) | LoadRequest::Since { key, .. }) =
-                r;
-            if !self.both_read(peer, rights, key)? {
-                *l = Loaded::default();
-            }
-        }
-        Ok(())
-    }
-
     /// Scan every row into a sync index of the records both this replica and
     /// `peer` may read.
     fn build_scoped_index(&self, peer: &[u8], rights: &crate::rights::Rights) -> Result<SyncIndex> {
@@ -584,13 +566,36 @@ impl Replica {
         requests: &[LoadRequest],
         held: &std::collections::BTreeSet<String>,
     ) -> Vec<Loaded> {
+        self.load_each(requests, held, None)
+    }
+
+    /// Answer each request; with a scope (a peer and the rights), requests
+    /// for records the peer may not read are answered with nothing, unloaded.
+    fn load_each(
+        &self,
+        requests: &[LoadRequest],
+        held: &std::collections::BTreeSet<String>,
+        scope: Option<(&[u8], &crate::rights::Rights)>,
+    ) -> Vec<Loaded> {
         requests
             .iter()
             .map(|r| {
-                self.load_one(r, held).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "could not read a record for a peer");
-                    Loaded::default()
-                })
+                let readable = match scope {
+                    None => Ok(true),
+                    Some((peer, rights)) => self.inner.both_read(peer, rights, r.key()),
+                };
+                readable
+                    .and_then(|ok| {
+                        if ok {
+                            self.load_one(r, held)
+                        } else {
+                            Ok(Loaded::default())
+                        }
+                    })
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "could not read a record for a peer");
+                        Loaded::default()
+                    })
             })
             .collect()
     }
@@ -603,11 +608,7 @@ impl Replica {
     ) -> Result<Loaded> {
         let (mut loaded, sent) = self.load_inner(request, held)?;
         if loaded.data.is_some() {
-            let key = match request {
-                LoadRequest::Full(k)
-                | LoadRequest::Heads(k)
-                | LoadRequest::Since { key: k, .. } => k,
-            };
+            let key = request.key();
             loaded.sigs = self
                 .inner
                 .signatures(&key.collection, &key.id, sent.as_deref())?;
@@ -615,104 +616,69 @@ impl Replica {
         Ok(loaded)
     }
 
+    /// Answer one request; with the hashes of the changes `data` holds when
+    /// it is not the whole record.
     fn load_inner(
         &self,
         request: &LoadRequest,
         held: &std::collections::BTreeSet<String>,
     ) -> Result<(Loaded, Option<Vec<[u8; 32]>>)> {
-        let key = match request {
-            LoadRequest::Full(k) | LoadRequest::Heads(k) | LoadRequest::Since { key: k, .. } => k,
-        };
+        let key = request.key();
         if self.inner.is_purged(key)? {
-            return Ok((
-                Loaded {
-                    purged: true,
-                    ..Loaded::default()
-                },
-                None,
-            ));
-        }
-        // The sync gate: this replica's own changes to a collection with
-        // unresolved conflicts here are held back.
-        let hold = held
-            .contains(&key.collection)
-            .then(|| self.inner.actor.clone());
-        if let (Some(me), LoadRequest::Full(_) | LoadRequest::Since { .. }) = (&hold, request) {
-            let (theirs, recent, ask_back) = match request {
-                LoadRequest::Since {
-                    heads,
-                    recent,
-                    ask_back,
-                    ..
-                } => (heads.as_slice(), recent.as_slice(), *ask_back),
-                _ => (&[][..], &[][..], false),
+            let purged = Loaded {
+                purged: true,
+                ..Loaded::default()
             };
-            let found = self.with_doc(&key.collection, &key.id, |doc| {
-                Ok(since(doc, theirs, recent, ask_back, Some(me)))
-            });
-            return match found {
-                Err(Error::NotFound { .. }) => Ok((
-                    Loaded {
-                        heads: ask_back.then(Vec::new),
-                        ..Loaded::default()
-                    },
-                    None,
-                )),
-                other => other,
-            };
+            return Ok((purged, None));
         }
-        match request {
-            LoadRequest::Full(key) => Ok((
-                Loaded {
-                    data: self.inner.full_data(key)?,
-                    ..Loaded::default()
-                },
-                None,
-            )),
-            LoadRequest::Heads(key) => {
+        // What the peer holds: its heads and recent changes (nothing: send
+        // the whole record).
+        let (theirs, recent, ask_back) = match request {
+            LoadRequest::Heads(_) => {
                 let found = self.with_doc(&key.collection, &key.id, |doc| Ok(have(doc)));
                 let (heads, recent) = match found {
                     Err(Error::NotFound { .. }) => (Vec::new(), Vec::new()),
                     other => other?,
                 };
-                Ok((
-                    Loaded {
-                        heads: Some(heads),
-                        recent,
-                        ..Loaded::default()
-                    },
-                    None,
-                ))
+                let loaded = Loaded {
+                    heads: Some(heads),
+                    recent,
+                    ..Loaded::default()
+                };
+                return Ok((loaded, None));
             }
+            LoadRequest::Full(_) => (&[][..], &[][..], false),
             LoadRequest::Since {
-                key,
                 heads,
                 recent,
                 ask_back,
-            } => {
-                if heads.is_empty() {
-                    return Ok((
-                        Loaded {
-                            data: self.inner.full_data(key)?,
-                            ..Loaded::default()
-                        },
-                        None,
-                    ));
-                }
-                let found = self.with_doc(&key.collection, &key.id, |doc| {
-                    Ok(since(doc, heads, recent, *ask_back, None))
-                });
-                match found {
-                    Err(Error::NotFound { .. }) => Ok((
-                        Loaded {
-                            heads: ask_back.then(Vec::new),
-                            ..Loaded::default()
-                        },
-                        None,
-                    )),
-                    other => other,
-                }
+                ..
+            } => (heads.as_slice(), recent.as_slice(), *ask_back),
+        };
+        // The sync gate: this replica's own changes to a collection with
+        // unresolved conflicts here are held back.
+        let hold = held
+            .contains(&key.collection)
+            .then(|| self.inner.actor.clone());
+        if hold.is_none() && theirs.is_empty() {
+            let whole = Loaded {
+                data: self.inner.full_data(key)?,
+                ..Loaded::default()
+            };
+            return Ok((whole, None));
+        }
+        let found = self.with_doc(&key.collection, &key.id, |doc| {
+            Ok(since(doc, theirs, recent, ask_back, hold.as_ref()))
+        });
+        match found {
+            Err(Error::NotFound { .. }) => {
+                let missing = Loaded {
+                    heads: ask_back.then(Vec::new),
+                    ..Loaded::default()
+                };
+                Ok((missing, None))
             }
+            other => other,
         }
     }
 
@@ -783,6 +749,7 @@ impl Replica {
         }
         let per = work.len().div_ceil(threads);
         let verifier = self.inner.verifier();
+        let rights = &*self.inner.rights()?;
         let results: Vec<Vec<(usize, _)>> = std::thread::scope(|scope| {
             let handles: Vec<_> = work
                 .chunks(per)
@@ -798,6 +765,7 @@ impl Replica {
                                         bytes,
                                         sigs,
                                         verifier.is_some(),
+                                        rights,
                                     ),
                                 )
                             })
@@ -843,11 +811,8 @@ impl Replica {
             for o in outs {
                 match o {
                     Output::Load(requests) => {
-                        let mut loaded = self.sync_load_held(&requests, session.held());
-                        if let Some(peer) = &scope {
-                            self.inner
-                                .hide_unreadable(peer, &rights, &requests, &mut loaded)?;
-                        }
+                        let scope = scope.as_deref().map(|peer| (peer, &*rights));
+                        let loaded = self.load_each(&requests, session.held(), scope);
                         inputs.push_back(Input::Loaded(loaded));
                     }
                     Output::Apply(items) => {

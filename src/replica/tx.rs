@@ -340,51 +340,46 @@ impl<'r> Tx<'r> {
             return Err(e);
         }
         let mut mark = edit.mark;
-        // A member that knows its rights may not write beyond them (one that
-        // does not know them yet writes, and an authority judges).
-        if !self.system {
-            let rights = self.inner.rights()?;
-            let me = self.inner.actor.to_bytes();
-            if rights.enforced() && rights.member(me).is_some() {
-                let (fields, _) = doc::read_fields(&tx, c).map_err(|e| Error::Corrupt {
-                    collection: c.name.clone(),
-                    id: s.id.clone(),
-                    reason: e.0,
-                })?;
-                if !rights.can_write(me, &c.name, &fields) {
-                    tx.rollback();
-                    return Err(Error::Forbidden {
-                        reason: format!(
-                            "this member may not write this record of collection `{}`",
-                            c.name
-                        ),
-                    });
-                }
-            }
-        }
         if let WriteKind::Resolve = kind {
             mark.entry = self.resolving.clone();
         }
-        if kind != WriteKind::Delete
+        // A member that knows its rights may not write beyond them (one that
+        // does not know them yet writes, and an authority judges); rules and
+        // validators check application records. Both read the fields once.
+        let rights = self.inner.rights()?;
+        let me = self.inner.actor.to_bytes();
+        let check_rights = !self.system && rights.enforced() && rights.member(me).is_some();
+        let check_rules = kind != WriteKind::Delete
             && !c.name.starts_with('_')
-            && (!c.settings.rules.is_empty() || !validators.is_empty())
-        {
+            && (!c.settings.rules.is_empty() || !validators.is_empty());
+        if check_rights || check_rules {
             let (fields, _) = doc::read_fields(&tx, c).map_err(|e| Error::Corrupt {
                 collection: c.name.clone(),
                 id: s.id.clone(),
                 reason: e.0,
             })?;
-            let mut violations = c.violations(&fields);
-            for v in &validators {
-                violations.extend(v(&fields));
-            }
-            if !violations.is_empty() {
+            if check_rights && !rights.can_write(me, &c.name, &fields) {
                 tx.rollback();
-                return Err(Error::Invalid {
-                    collection: c.name.clone(),
-                    id: s.id.clone(),
-                    violations,
+                return Err(Error::Forbidden {
+                    reason: format!(
+                        "this member may not write this record of collection `{}`",
+                        c.name
+                    ),
                 });
+            }
+            if check_rules {
+                let mut violations = c.violations(&fields);
+                for v in &validators {
+                    violations.extend(v(&fields));
+                }
+                if !violations.is_empty() {
+                    tx.rollback();
+                    return Err(Error::Invalid {
+                        collection: c.name.clone(),
+                        id: s.id.clone(),
+                        violations,
+                    });
+                }
             }
         }
         // Every local write of an application record is a pending event (an
@@ -736,10 +731,6 @@ impl<'r> Tx<'r> {
                 }
                 // Every change new here must come from a member in good
                 // standing, and be signed by its author.
-                if let Err(e) = admit_changes(&*self.inner.rights()?, &c.name, &s.doc, &before) {
-                    s.discard = true;
-                    return Err(Error::Refused(e));
-                }
                 let storage = &*self.inner.storage;
                 let stored = |h: &[u8; 32]| {
                     storage
@@ -748,11 +739,29 @@ impl<'r> Tx<'r> {
                         .flatten()
                         .and_then(|v| <[u8; 64]>::try_from(v.as_slice()).ok())
                 };
-                match verify_changes(self.inner.verifier(), &s.doc, &before, sigs, &stored) {
-                    Ok(verified) => s.sigs.extend_from_slice(&verified),
+                let verifier = self.inner.verifier();
+                let checked = incoming_checks(
+                    &s.doc,
+                    &before,
+                    &c.name,
+                    &*self.inner.rights()?,
+                    verifier.is_some(),
+                    sigs,
+                    &stored,
+                )
+                .and_then(|checks| {
+                    if let Some(v) = verifier {
+                        for ch in &checks {
+                            v.verify(&ch.actor, &ch.hash, Some(&ch.sig))?;
+                        }
+                    }
+                    Ok(checks)
+                });
+                match checked {
+                    Ok(checks) => s.sigs.extend_from_slice(&signature_list(&checks)),
                     Err(e) => {
                         s.discard = true;
-                        return Err(Error::Unsigned(e));
+                        return Err(e);
                     }
                 }
                 s.verbatim = None;
@@ -770,9 +779,11 @@ impl<'r> Tx<'r> {
                     complete,
                     sigs,
                 } = decoded
-                    .unwrap_or_else(|| decode_new(c, bytes, sigs, self.inner.verifier()))
+                    .unwrap_or_else(|| {
+                        let rights = self.inner.rights().map_err(|e| e.to_string())?;
+                        decode_new(c, bytes, sigs, self.inner.verifier(), &rights)
+                    })
                     .map_err(refuse)?;
-                admit_changes(&*self.inner.rights()?, &c.name, &doc, &[])?;
                 doc.set_actor(self.inner.actor.clone());
                 // A complete document is stored as received: it loads to the
                 // same heads, so saving it again would only cost time.
@@ -981,6 +992,18 @@ impl<'r> Tx<'r> {
         // Events are only built when someone watches.
         let watched = self.inner.events.receiver_count() > 0;
         let mut unkept = Vec::new();
+        // The scoped sync indexes follow the commit (rights read once).
+        let scoped_rights = match (committed, self.state.scoped.is_empty()) {
+            (true, false) => match self.inner.rights() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the rights; scoped sync indexes dropped");
+                    self.state.scoped.clear();
+                    None
+                }
+            },
+            _ => None,
+        };
         for s in self.staged {
             if s.discard {
                 continue;
@@ -991,22 +1014,17 @@ impl<'r> Tx<'r> {
             {
                 index.upsert(&s.collection, &s.id, &s.row.heads);
             }
-            if committed && s.dirty && !self.state.scoped.is_empty() {
-                match self.inner.rights() {
-                    Ok(rights) => {
-                        let me = self.inner.actor.to_bytes();
-                        let mine = rights.offers(me, &s.collection, &s.row.fields);
-                        for (peer, index) in self.state.scoped.iter_mut() {
-                            if mine && rights.can_read(peer, &s.collection, &s.row.fields) {
-                                index.upsert(&s.collection, &s.id, &s.row.heads);
-                            } else {
-                                index.remove(&s.collection, &s.id);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the rights; scoped sync indexes dropped");
-                        self.state.scoped.clear();
+            if committed
+                && s.dirty
+                && let Some(rights) = &scoped_rights
+            {
+                let me = self.inner.actor.to_bytes();
+                let mine = rights.offers(me, &s.collection, &s.row.fields);
+                for (peer, index) in self.state.scoped.iter_mut() {
+                    if mine && rights.can_read(peer, &s.collection, &s.row.fields) {
+                        index.upsert(&s.collection, &s.id, &s.row.heads);
+                    } else {
+                        index.remove(&s.collection, &s.id);
                     }
                 }
             }
@@ -1064,8 +1082,9 @@ pub(crate) fn decode_new(
     bytes: &[u8],
     sigs: &[u8],
     verifier: Option<&crate::sign::Verifier>,
+    rights: &crate::rights::Rights,
 ) -> std::result::Result<Decoded, String> {
-    let (mut d, checks) = decode_unverified(c, bytes, sigs, verifier.is_some())?;
+    let (mut d, checks) = decode_unverified(c, bytes, sigs, verifier.is_some(), rights)?;
     if let Some(v) = verifier {
         for ch in &checks {
             v.verify(&ch.actor, &ch.hash, Some(&ch.sig))
@@ -1076,13 +1095,15 @@ pub(crate) fn decode_new(
     Ok(d)
 }
 
-/// [`decode_new`] without checking the signatures: returns the checks to
-/// make (several records' checks are verified in one batch).
+/// [`decode_new`] without checking the signatures (the membership is
+/// checked): returns the signature checks to make (several records' checks
+/// are verified in one batch).
 pub(crate) fn decode_unverified(
     c: &Collection,
     bytes: &[u8],
     sigs: &[u8],
     signed: bool,
+    rights: &crate::rights::Rights,
 ) -> std::result::Result<(Decoded, Vec<crate::sign::Check>), String> {
     let mut doc = Automerge::new();
     doc.load_incremental(bytes)
@@ -1090,11 +1111,8 @@ pub(crate) fn decode_unverified(
     if doc.get_heads().is_empty() {
         return Err("no complete change (its dependencies are missing)".into());
     }
-    let checks = if signed {
-        changes_to_check(&doc, &[], sigs, &|_| None).map_err(|e| Error::Unsigned(e).to_string())?
-    } else {
-        Vec::new()
-    };
+    let checks = incoming_checks(&doc, &[], &c.name, rights, signed, sigs, &|_| None)
+        .map_err(|e| e.to_string())?;
     let (fields, deleted) = importable_fields(c, &doc)?;
     let complete = doc.get_missing_deps(&[]).is_empty();
     Ok((
@@ -1109,56 +1127,37 @@ pub(crate) fn decode_unverified(
     ))
 }
 
-/// Verify every change of `doc` that follows `before`: each must carry its
-/// actor's signature (from `received`, a signature list, else `stored`).
-/// Returns the signatures to store (a signature list). Without a verifier
-/// (signatures off) nothing is checked or stored.
-pub(crate) fn verify_changes(
-    verifier: Option<&crate::sign::Verifier>,
+/// Check every change of `doc` after `before` in one pass: the group's
+/// membership must admit it (see [`crate::rights::Rights::admit`]), and, if
+/// `signed`, it must carry a signature (from `received`, a signature list,
+/// else `stored`), returned as a check to verify.
+pub(crate) fn incoming_checks(
     doc: &Automerge,
     before: &[automerge::ChangeHash],
-    received: &[u8],
-    stored: &dyn Fn(&[u8; 32]) -> Option<[u8; 64]>,
-) -> std::result::Result<Vec<u8>, crate::sign::SignError> {
-    let Some(verifier) = verifier else {
-        return Ok(Vec::new());
-    };
-    let checks = changes_to_check(doc, before, received, stored)?;
-    for c in &checks {
-        verifier.verify(&c.actor, &c.hash, Some(&c.sig))?;
-    }
-    Ok(signature_list(&checks))
-}
-
-/// Check that every change of `doc` after `before` may be applied by the
-/// group's membership (see [`crate::rights::Rights::admit`]).
-pub(crate) fn admit_changes(
-    rights: &crate::rights::Rights,
     collection: &str,
-    doc: &Automerge,
-    before: &[automerge::ChangeHash],
-) -> std::result::Result<(), crate::rights::Refusal> {
-    if !rights.enforced() {
-        return Ok(());
-    }
-    for m in doc.get_changes_meta(before) {
-        let t = crate::conflict::change_time(m.timestamp).as_u64();
-        rights.admit(m.actor.to_bytes(), collection, t)?;
-    }
-    Ok(())
-}
-
-/// The signature checks for every change of `doc` after `before` (missing
-/// signatures fail at once).
-pub(crate) fn changes_to_check(
-    doc: &Automerge,
-    before: &[automerge::ChangeHash],
+    rights: &crate::rights::Rights,
+    signed: bool,
     received: &[u8],
     stored: &dyn Fn(&[u8; 32]) -> Option<[u8; 64]>,
-) -> std::result::Result<Vec<crate::sign::Check>, crate::sign::SignError> {
-    let received = crate::sign::parse(received)?;
+) -> Result<Vec<crate::sign::Check>> {
+    let enforced = rights.enforced();
+    if !enforced && !signed {
+        return Ok(Vec::new());
+    }
+    let received = if signed {
+        crate::sign::parse(received)?
+    } else {
+        HashMap::new()
+    };
     let mut out = Vec::new();
     for m in doc.get_changes_meta(before) {
+        if enforced {
+            let t = crate::conflict::change_time(m.timestamp).as_u64();
+            rights.admit(m.actor.to_bytes(), collection, t)?;
+        }
+        if !signed {
+            continue;
+        }
         let hash = m.hash.0;
         let actor = m.actor.to_bytes().to_vec();
         match received.get(&hash).copied().or_else(|| stored(&hash)) {
@@ -1167,7 +1166,8 @@ pub(crate) fn changes_to_check(
                 return Err(crate::sign::SignError::Missing {
                     hash: m.hash.to_string(),
                     actor: m.actor.to_hex_string(),
-                });
+                }
+                .into());
             }
         }
     }

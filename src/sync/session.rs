@@ -105,6 +105,15 @@ pub enum LoadRequest {
     Heads(Key),
 }
 
+impl LoadRequest {
+    /// The record the request is about.
+    pub fn key(&self) -> &Key {
+        match self {
+            LoadRequest::Full(k) | LoadRequest::Heads(k) | LoadRequest::Since { key: k, .. } => k,
+        }
+    }
+}
+
 /// The answer to one [`LoadRequest`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Loaded {
@@ -802,10 +811,7 @@ impl Session {
         };
         for (req, res) in requests.into_iter().zip(results) {
             if res.withheld {
-                let (LoadRequest::Full(key)
-                | LoadRequest::Heads(key)
-                | LoadRequest::Since { key, .. }) = &req;
-                self.withheld.insert(key.clone());
+                self.withheld.insert(req.key().clone());
             }
             if res.purged {
                 let (LoadRequest::Full(key)
