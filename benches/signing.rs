@@ -1,8 +1,10 @@
 //! Signed changes: an initial sync of 10k records into an empty replica, every
-//! change's signature sent, verified (in batches) and stored, against the same
+//! change's seal sent, verified (in batches) and stored, against the same
 //! sync with signing off (`Config::with_signed_changes(false)`), in the same
-//! run (see `docs/benchmarks.md`; `fieldsync bench signing` prints the same
-//! comparison at 100k records, plus writes, as JSON).
+//! run, for records written 1,000 per transaction (4 seals per 1,000 changes)
+//! and one per transaction (a seal per change) (see `docs/benchmarks.md`;
+//! `fieldsync bench signing` prints the same comparison at 100k records, plus
+//! writes, as JSON).
 //!
 //! `cargo bench --bench signing` (`-- primitives` for the curve arithmetic
 //! alone: sign, verify, and batch verification per signature).
@@ -17,8 +19,13 @@ const N: usize = 10_000;
 fn signing(c: &mut Criterion) {
     let mut g = c.benchmark_group("initial_sync_10k");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    for (name, on) in [("signed", true), ("unsigned", false)] {
-        let (source, _) = fill(N, on).expect("fill");
+    for (name, per_tx, on) in [
+        ("signed_1000_per_tx", 1000, true),
+        ("unsigned_1000_per_tx", 1000, false),
+        ("signed_1_per_tx", 1, true),
+        ("unsigned_1_per_tx", 1, false),
+    ] {
+        let (source, _) = fill(N, per_tx, on).expect("fill");
         g.bench_function(BenchmarkId::new("sync", name), |b| {
             b.iter(|| {
                 let (_, received) = initial(&source, on).expect("sync");
@@ -30,7 +37,7 @@ fn signing(c: &mut Criterion) {
 }
 
 /// The curve arithmetic alone, with ed25519-dalek as `fieldsync::sign` uses
-/// it (the same message: `DOMAIN || change hash`): one signature, one
+/// it (the same message: `SEAL_DOMAIN || seal id`): one signature, one
 /// verification, and batch verification per signature at the batch sizes a
 /// sync message gives.
 fn primitives(c: &mut Criterion) {
@@ -38,7 +45,7 @@ fn primitives(c: &mut Criterion) {
     let key = SigningKey::from_bytes(&[7u8; 32]);
     let public = key.verifying_key();
     let message = |i: usize| {
-        let mut m = fieldsync::sign::DOMAIN.to_vec();
+        let mut m = fieldsync::sign::SEAL_DOMAIN.to_vec();
         m.extend_from_slice(&[(i % 251) as u8; 32]);
         m
     };

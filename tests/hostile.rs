@@ -56,11 +56,17 @@ fn part() -> impl Strategy<Value = Part> {
             name(),
             name(),
             proptest::collection::vec(any::<u8>(), 0..64),
-            proptest::collection::vec(any::<u8>(), 0..2).prop_map(|n| vec![7u8; 96 * n.len()])
+            proptest::collection::vec(any::<u8>(), 0..2).prop_map(|n| vec![7u8; 32 * n.len()]),
+            proptest::collection::vec(any::<u8>(), 0..200)
         )
-            .prop_map(|(collection, id, bytes, sigs)| Part::Records {
+            .prop_map(|(collection, id, bytes, seals, new_seals)| Part::Records {
                 collection,
-                records: vec![RecordData { id, bytes, sigs }]
+                records: vec![RecordData {
+                    id,
+                    bytes,
+                    seals,
+                    new_seals
+                }]
             }),
     ]
 }

@@ -30,7 +30,7 @@ fn export_then_import_round_trips_every_field_as_the_importers_signed_change() {
     assert_ne!(rb.meta.heads, ra.meta.heads);
     assert_eq!(rb.meta.author, *b.actor(), "the importer signs the import");
     assert_eq!(w.heads, rb.meta.heads);
-    assert!(!b.signatures("thing", "t").unwrap().is_empty());
+    assert!(!b.seals("thing", "t").unwrap().is_empty());
     // Importing the same bytes again changes nothing.
     b.import("thing", "t", &bytes).unwrap();
     assert_eq!(
@@ -48,7 +48,7 @@ fn export_then_import_round_trips_every_field_as_the_importers_signed_change() {
         .sync_apply(vec![fieldsync::sync::Incoming {
             key: fieldsync::sync::Key::new("thing", "t"),
             bytes: b.export("thing", "t").unwrap(),
-            sigs: b.signatures("thing", "t").unwrap(),
+            seals: b.seals("thing", "t").unwrap(),
         }])
         .unwrap();
     assert!(failures.is_empty(), "{failures:?}");

@@ -338,10 +338,10 @@ fn only_admins_change_members_and_roles_on_every_peer() {
     doc.put(fieldsync::automerge::ROOT, "role", "admin")
         .unwrap();
     let h = doc.get_heads()[0].0;
-    let mut msg = fieldsync::sign::DOMAIN.to_vec();
-    msg.extend_from_slice(&h);
-    let mut sigs = h.to_vec();
-    sigs.extend_from_slice(&key.sign(&msg).to_bytes());
+    let actor: [u8; 32] = mallory.actor().to_bytes().try_into().unwrap();
+    let seals = vec![std::sync::Arc::new(
+        fieldsync::sign::Seal::assemble(actor, vec![h], |m| key.sign(m).to_bytes()).unwrap(),
+    )];
     let failures = hub
         .sync_apply(vec![fieldsync::sync::Incoming {
             key: fieldsync::sync::Key::new(
@@ -349,7 +349,7 @@ fn only_admins_change_members_and_roles_on_every_peer() {
                 format!("{}x", hex(&mallory)),
             ),
             bytes: doc.save(),
-            sigs,
+            seals,
         }])
         .unwrap();
     assert_eq!(failures.len(), 1, "{failures:?}");

@@ -1,12 +1,15 @@
-//! Signed changes (issue 7, part 2): every change carries its author's ed25519
-//! signature through relays and restarts, and a peer refuses a change that was
-//! altered in transit, that names another member's actor, or that is unsigned.
+//! Signed changes (issue 7, part 2): every change is listed in a seal signed
+//! by its author's ed25519 key; seals travel through relays and restarts, and
+//! a peer refuses a change that was altered in transit, that names another
+//! member's actor, or that is unsigned.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _};
 use fieldsync::automerge::transaction::Transactable;
 use fieldsync::automerge::{ActorId, AutoCommit, ROOT};
+use fieldsync::sign::Seal;
 use fieldsync::sync::msg::{self, Frame, Part};
 use fieldsync::sync::{Incoming, Input, Key, Notification, Output, Session};
 use fieldsync::{Config, Replica, Value, fields, sim};
@@ -26,6 +29,18 @@ fn item(title: &str) -> fieldsync::Fields {
 fn sync_via(
     a: &Replica,
     b: &Replica,
+    tamper: impl FnMut(Vec<u8>) -> Vec<u8>,
+) -> (Vec<Notification>, Vec<Notification>) {
+    run_sync(a, b, true, tamper)
+}
+
+/// Run a sync between `a` and `b`, started by `a` if `a_starts` else by `b`,
+/// passing every message `a` sends through `tamper`. Returns `a`'s and
+/// `b`'s notifications.
+fn run_sync(
+    a: &Replica,
+    b: &Replica,
+    a_starts: bool,
     mut tamper: impl FnMut(Vec<u8>) -> Vec<u8>,
 ) -> (Vec<Notification>, Vec<Notification>) {
     let (mut sa, mut sb) = (Session::new(), Session::new());
@@ -41,11 +56,19 @@ fn sync_via(
             }
         }
     };
-    split(
-        a.drive(&mut sa, NOW, Input::Start).unwrap(),
-        &mut to_b,
-        &mut na,
-    );
+    if a_starts {
+        split(
+            a.drive(&mut sa, NOW, Input::Start).unwrap(),
+            &mut to_b,
+            &mut na,
+        );
+    } else {
+        split(
+            b.drive(&mut sb, NOW, Input::Start).unwrap(),
+            &mut to_a,
+            &mut nb,
+        );
+    }
     for _ in 0..10_000 {
         if let Some(m) = to_b.pop_front() {
             let outs = b.drive(&mut sb, NOW, Input::Received(tamper(m))).unwrap();
@@ -84,12 +107,43 @@ fn change_as(actor: &ActorId, title: &str) -> (Vec<u8>, [u8; 32]) {
     (doc.save(), heads[0].0)
 }
 
-fn signature_entry(key: &SigningKey, hash: &[u8; 32]) -> Vec<u8> {
-    let mut m = fieldsync::sign::DOMAIN.to_vec();
-    m.extend_from_slice(hash);
-    let mut e = hash.to_vec();
-    e.extend_from_slice(&key.sign(&m).to_bytes());
-    e
+/// A seal naming `actor`, over `hashes`, signed with `key`.
+fn seal_by(key: &SigningKey, actor: &ActorId, hashes: &[[u8; 32]]) -> Vec<Arc<Seal>> {
+    let actor: [u8; 32] = actor.to_bytes().try_into().expect("32-byte actor");
+    vec![Arc::new(
+        Seal::assemble(actor, hashes.to_vec(), |m| key.sign(m).to_bytes()).expect("a seal"),
+    )]
+}
+
+/// Check a seal with ed25519-dalek and sha2 alone, from its documented
+/// layout: `actor | signature | n (u16 LE) | hashes`, id = SHA-256(domain ||
+/// actor || n || hashes), signed: domain || id. Returns the hashes it lists.
+fn check_seal_by_hand(bytes: &[u8]) -> Vec<[u8; 32]> {
+    use sha2::Digest as _;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(bytes[..32].try_into().unwrap())
+        .expect("the actor is an ed25519 key");
+    let n = u16::from_le_bytes([bytes[96], bytes[97]]) as usize;
+    assert_eq!(bytes.len(), 98 + 32 * n);
+    let mut h = sha2::Sha256::new();
+    h.update(fieldsync::sign::SEAL_DOMAIN);
+    h.update(&bytes[..32]);
+    h.update(&bytes[96..]);
+    let id: [u8; 32] = h.finalize().into();
+    let mut m = fieldsync::sign::SEAL_DOMAIN.to_vec();
+    m.extend_from_slice(&id);
+    let sig = ed25519_dalek::Signature::from_slice(&bytes[32..96]).unwrap();
+    key.verify(&m, &sig).expect("a valid signature");
+    bytes[98..]
+        .chunks(32)
+        .map(|c| c.try_into().unwrap())
+        .collect()
+}
+
+fn change_hashes(r: &Replica, id: &str) -> Vec<[u8; 32]> {
+    let doc = fieldsync::automerge::Automerge::load(&r.export("item", id).unwrap()).unwrap();
+    let mut hashes: Vec<[u8; 32]> = doc.get_changes_meta(&[]).iter().map(|m| m.hash.0).collect();
+    hashes.sort();
+    hashes
 }
 
 #[test]
@@ -99,27 +153,57 @@ fn every_local_change_is_stored_with_its_authors_verifiable_signature() {
     a.update("item", "x", fields([("note", Value::from("oil"))]))
         .unwrap();
     a.delete("item", "x").unwrap();
-    let list = a.signatures("item", "x").unwrap();
-    assert_eq!(list.len(), 3 * fieldsync::sign::ENTRY, "one per change");
-    // Checked here with ed25519-dalek alone: the actor id is the public key.
-    let key = ed25519_dalek::VerifyingKey::from_bytes(
-        a.actor().to_bytes().try_into().expect("32-byte actor"),
-    )
-    .expect("the actor is an ed25519 key");
-    let doc = fieldsync::automerge::Automerge::load(&a.export("item", "x").unwrap()).unwrap();
-    let mut hashes: Vec<[u8; 32]> = doc.get_changes_meta(&[]).iter().map(|m| m.hash.0).collect();
-    hashes.sort();
+    let seals = a.seals("item", "x").unwrap();
+    assert_eq!(seals.len(), 3, "one seal per transaction");
+    // Checked with ed25519-dalek alone: the actor id is the public key.
     let mut signed = Vec::new();
-    for e in list.chunks_exact(fieldsync::sign::ENTRY) {
-        let (h, s) = e.split_at(32);
-        let mut m = fieldsync::sign::DOMAIN.to_vec();
-        m.extend_from_slice(h);
-        let sig = ed25519_dalek::Signature::from_slice(s).unwrap();
-        key.verify(&m, &sig).expect("a valid signature");
-        signed.push(<[u8; 32]>::try_from(h).unwrap());
+    for seal in &seals {
+        assert_eq!(seal.actor().as_slice(), a.actor().to_bytes());
+        signed.extend(check_seal_by_hand(seal.as_bytes()));
     }
     signed.sort();
-    assert_eq!(signed, hashes);
+    assert_eq!(signed, change_hashes(&a, "x"));
+}
+
+#[test]
+fn one_transaction_is_sealed_once_per_256_changes_and_each_change_is_listed() {
+    let a = memory();
+    a.transaction(|tx| {
+        for i in 0..600 {
+            tx.insert("item", &format!("r{i:03}"), item("bulk"))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut seals: Vec<Arc<Seal>> = Vec::new();
+    for i in 0..600 {
+        let id = format!("r{i:03}");
+        let of = a.seals("item", &id).unwrap();
+        assert_eq!(of.len(), 1, "{id}: one seal signs its one change");
+        assert!(of[0].contains(&change_hashes(&a, &id)[0]));
+        if !seals.iter().any(|s| s.id() == of[0].id()) {
+            seals.push(of[0].clone());
+        }
+    }
+    let mut sizes: Vec<usize> = seals.iter().map(|s| s.len()).collect();
+    sizes.sort();
+    assert_eq!(sizes, [88, 256, 256], "600 changes, three signatures");
+    for s in &seals {
+        assert_eq!(check_seal_by_hand(s.as_bytes()).len(), s.len());
+    }
+    // A peer accepts them all, and keeps the same three seals.
+    let b = memory();
+    let (_, nb) = sync_via(&a, &b, |m| m);
+    assert!(
+        nb.iter()
+            .all(|n| !matches!(n, Notification::ProtocolError { .. })),
+        "{nb:?}"
+    );
+    assert_eq!(b.list("item").unwrap().len(), 600);
+    for i in [0, 299, 599] {
+        let id = format!("r{i:03}");
+        assert_eq!(b.seals("item", &id).unwrap(), a.seals("item", &id).unwrap());
+    }
 }
 
 #[test]
@@ -141,7 +225,7 @@ fn signatures_travel_through_a_relay_and_survive_its_restart() {
                 .all(|n| !matches!(n, Notification::ProtocolError { .. })),
             "{nr:?}"
         );
-        assert_eq!(relay.signatures("item", "x").unwrap().len(), 2 * 96);
+        assert_eq!(relay.seals("item", "x").unwrap().len(), 2);
     }
     // Reopened (sled can refuse a reopen in the same process for a moment).
     let relay = (0..50)
@@ -167,21 +251,16 @@ fn signatures_travel_through_a_relay_and_survive_its_restart() {
     let got = c.get("item", "x").unwrap().expect("relayed");
     assert_eq!(got.fields["qty"], Value::Int(3));
     assert_eq!(got.fields["note"], Value::from("relay"));
-    let mut a_sigs: Vec<_> = a
-        .signatures("item", "x")
-        .unwrap()
-        .chunks(96)
-        .map(<[u8]>::to_vec)
-        .collect();
-    let c_sigs: Vec<_> = c
-        .signatures("item", "x")
-        .unwrap()
-        .chunks(96)
-        .map(<[u8]>::to_vec)
-        .collect();
-    assert_eq!(c_sigs.len(), 3);
-    a_sigs.retain(|s| !c_sigs.contains(s));
-    assert!(a_sigs.is_empty(), "a's own signatures reached c unchanged");
+    let mut a_seals = a.seals("item", "x").unwrap();
+    let c_seals = c.seals("item", "x").unwrap();
+    assert_eq!(c_seals.len(), 3);
+    a_seals.retain(|s| !c_seals.contains(s));
+    assert!(a_seals.is_empty(), "a's own seals reached c byte for byte");
+    let relay_seal = c_seals
+        .iter()
+        .find(|s| s.actor() != a.seals("item", "x").unwrap()[0].actor())
+        .expect("the relay's own seal");
+    check_seal_by_hand(relay_seal.as_bytes());
 }
 
 #[test]
@@ -190,7 +269,8 @@ fn a_relay_that_alters_a_change_in_transit_is_detected_and_the_change_refused() 
     a.insert("item", "x", item("pump")).unwrap();
     a.insert("item", "y", item("valve")).unwrap();
     // The relay swaps x's content for a change it made up in a's name, and
-    // keeps (1) a's signature list or (2) relabels a's signature for it.
+    // keeps (1) a's seal or (2) rewrites a's seal to list its change instead
+    // (and renames it in the record: the signature then covers another id).
     for relabel in [false, true] {
         let b = if relabel { memory() } else { b.clone() };
         let (forged, forged_hash) = change_as(a.actor(), "forged");
@@ -199,7 +279,10 @@ fn a_relay_that_alters_a_change_in_transit_is_detected_and_the_change_refused() 
                 if r.id == "x" {
                     r.bytes = forged.clone();
                     if relabel {
-                        r.sigs[..32].copy_from_slice(&forged_hash);
+                        assert_eq!(r.new_seals.len(), 98 + 32, "x's seal rides with x");
+                        r.new_seals[98..].copy_from_slice(&forged_hash);
+                        let (altered, _) = Seal::parse(&r.new_seals).expect("well formed");
+                        r.seals = altered.id().to_vec();
                     }
                 }
             })
@@ -234,19 +317,26 @@ fn a_change_in_another_members_name_or_unsigned_or_by_a_non_key_actor_is_refused
     let (a, b) = (memory(), memory());
     let mallory = SigningKey::from_bytes(&[42u8; 32]);
     let mallory_actor = ActorId::from(mallory.verifying_key().to_bytes().as_slice());
-    let apply = |id: &str, bytes: Vec<u8>, sigs: Vec<u8>| {
+    let apply = |id: &str, bytes: Vec<u8>, seals: Vec<Arc<Seal>>| {
         b.sync_apply(vec![Incoming {
             key: Key::new("item", id),
             bytes,
-            sigs,
+            seals,
         }])
         .unwrap()
     };
-    // Mallory writes in a's name and signs with her own key.
+    // Mallory writes in a's name and signs a seal in a's name with her key.
     let (bytes, h) = change_as(a.actor(), "as a");
-    let f = apply("forged", bytes, signature_entry(&mallory, &h));
+    let f = apply("forged", bytes.clone(), seal_by(&mallory, a.actor(), &[h]));
     assert_eq!(f.len(), 1);
     assert!(f[0].reason.contains("does not verify"), "{}", f[0].reason);
+    // Or lists it in a seal of her own: no seal of a's lists the change.
+    let f = apply("forged", bytes, seal_by(&mallory, &mallory_actor, &[h]));
+    assert!(
+        f[0].reason.contains("carries no signature"),
+        "{}",
+        f[0].reason
+    );
     // No signature at all.
     let (bytes, _) = change_as(&mallory_actor, "unsigned");
     let f = apply("unsigned", bytes, Vec::new());
@@ -257,7 +347,7 @@ fn a_change_in_another_members_name_or_unsigned_or_by_a_non_key_actor_is_refused
     );
     // An actor id that is no key (a plain random automerge actor).
     let (bytes, h) = change_as(&ActorId::random(), "random");
-    let f = apply("random", bytes, signature_entry(&mallory, &h));
+    let f = apply("random", bytes, seal_by(&mallory, &mallory_actor, &[h]));
     assert!(f[0].reason.contains("not a signing key"), "{}", f[0].reason);
     for id in ["forged", "unsigned", "random"] {
         assert!(b.get("item", id).unwrap().is_none(), "{id} refused");
@@ -265,7 +355,7 @@ fn a_change_in_another_members_name_or_unsigned_or_by_a_non_key_actor_is_refused
     // The same change in her own name, signed by her, is accepted: the check
     // is on the binding, not on who she is.
     let (bytes, h) = change_as(&mallory_actor, "own");
-    let f = apply("own", bytes, signature_entry(&mallory, &h));
+    let f = apply("own", bytes, seal_by(&mallory, &mallory_actor, &[h]));
     assert!(f.is_empty(), "{f:?}");
     assert_eq!(
         b.get("item", "own").unwrap().unwrap().meta.author,
@@ -277,14 +367,14 @@ fn a_change_in_another_members_name_or_unsigned_or_by_a_non_key_actor_is_refused
     let f = apply(
         "z",
         a.export("item", "z").unwrap(),
-        a.signatures("item", "z").unwrap(),
+        a.seals("item", "z").unwrap(),
     );
     assert!(f.is_empty(), "{f:?}");
     let mut doc = AutoCommit::load(&a.export("item", "z").unwrap()).unwrap();
     doc.set_actor(a.actor().clone());
     doc.put(ROOT, "title", "hijacked").unwrap();
     let h = doc.get_heads()[0].0;
-    let f = apply("z", doc.save(), signature_entry(&mallory, &h));
+    let f = apply("z", doc.save(), seal_by(&mallory, a.actor(), &[h]));
     assert!(f[0].reason.contains("does not verify"), "{}", f[0].reason);
     assert_eq!(
         b.get("item", "z").unwrap().unwrap().fields["title"],
@@ -292,4 +382,46 @@ fn a_change_in_another_members_name_or_unsigned_or_by_a_non_key_actor_is_refused
     );
     b.update("item", "z", item("still editable"))
         .expect("the record is intact");
+}
+
+#[test]
+fn a_seal_lost_in_transit_costs_a_round_not_the_records() {
+    let (a, b) = (memory(), memory());
+    // One transaction: both records' changes are in one seal, which rides
+    // with the first of them only.
+    a.transaction(|tx| {
+        tx.insert("item", "x", item("pump"))?;
+        tx.insert("item", "y", item("valve"))
+    })
+    .unwrap();
+    assert_eq!(a.seals("item", "x").unwrap(), a.seals("item", "y").unwrap());
+    // b pulls: b is the side that refuses the records and must not count
+    // that as a refusal more rounds cannot mend.
+    let mut stripped = 0;
+    let (_, nb) = run_sync(&a, &b, false, |m| {
+        rewrite_records(m, |r| {
+            if !r.new_seals.is_empty() && stripped == 0 {
+                r.new_seals.clear();
+                stripped += 1;
+            }
+        })
+    });
+    assert_eq!(stripped, 1, "the seal was sent once, and lost");
+    let report = nb
+        .iter()
+        .find_map(|n| match n {
+            Notification::Synced(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the sync ends equal: {nb:?}"));
+    assert!(report.rounds >= 2, "{report:?}");
+    assert_eq!(
+        (report.unsealed, report.apply_failures),
+        (2, 0),
+        "{report:?}"
+    );
+    for id in ["x", "y"] {
+        assert!(b.get("item", id).unwrap().is_some(), "{id} arrived");
+    }
+    assert_eq!(b.seals("item", "y").unwrap(), a.seals("item", "y").unwrap());
 }

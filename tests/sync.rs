@@ -336,7 +336,7 @@ fn records_that_do_not_fit_the_schema_are_refused_and_the_rest_applied() {
     let (a, b) = (memory(), memory());
     a.insert("item", "good", item("ok")).unwrap();
     let good = a.export("item", "good").unwrap();
-    let good_sigs = a.signatures("item", "good").unwrap();
+    let good_seals = a.seals("item", "good").unwrap();
     // A member whose schema says `qty` is a string writes one (signed).
     let other = Replica::in_memory(Config::default()).unwrap();
     other
@@ -360,22 +360,22 @@ fn records_that_do_not_fit_the_schema_are_refused_and_the_rest_applied() {
             Incoming {
                 key: Key::new("item", "bad"),
                 bytes: other.export("item", "bad").unwrap(),
-                sigs: other.signatures("item", "bad").unwrap(),
+                seals: other.seals("item", "bad").unwrap(),
             },
             Incoming {
                 key: Key::new("nope", "x"),
                 bytes: good.clone(),
-                sigs: good_sigs.clone(),
+                seals: good_seals.clone(),
             },
             Incoming {
                 key: Key::new("item", "junk"),
                 bytes: vec![1, 2, 3],
-                sigs: Vec::new(),
+                seals: Vec::new(),
             },
             Incoming {
                 key: Key::new("item", "good"),
                 bytes: good,
-                sigs: good_sigs,
+                seals: good_seals,
             },
         ])
         .unwrap();

@@ -3,11 +3,13 @@
 //! `Config::with_signed_changes(false)`, in the same run.
 //!
 //! - **Initial sync**: an empty replica receives `n` records (one change
-//!   each) from a filled one over the in-memory link: every change's
-//!   signature is sent, verified and stored. The source stores are filled
-//!   before timing (one signed, one not).
-//! - **Writes**: `n` inserts, 1,000 per transaction: each change is signed
-//!   and its signature stored with it.
+//!   each) from a filled one over the in-memory link: every change's seal is
+//!   sent, verified and stored. The source stores are filled before timing
+//!   (one signed, one not), `per_tx` records per transaction: a transaction's
+//!   changes share seals of up to 256, so this sets how many signatures the
+//!   receiver checks (`n / min(per_tx, 256)`, rounded up per transaction).
+//! - **Writes**: the same `n` inserts, `per_tx` per transaction: each
+//!   transaction's changes are sealed and the seals stored.
 
 use std::time::Instant;
 
@@ -27,11 +29,11 @@ fn open(store: MemoryStore, signed: bool) -> Result<Replica> {
 
 /// A store of `n` records written with signing on or off, and the
 /// milliseconds the writes took.
-pub fn fill(n: usize, signed: bool) -> Result<(MemoryStore, f64)> {
+pub fn fill(n: usize, per_tx: usize, signed: bool) -> Result<(MemoryStore, f64)> {
     let store = MemoryStore::new();
     let r = open(store.clone(), signed)?;
     let t = Instant::now();
-    super::insert_batched(&r, 0..n, 1000)?;
+    super::insert_batched(&r, 0..n, per_tx)?;
     Ok((store, t.elapsed().as_secs_f64() * 1000.0))
 }
 
@@ -53,6 +55,8 @@ pub fn initial(source: &MemoryStore, signed: bool) -> Result<(f64, usize)> {
 pub struct Report {
     /// Records synced and written.
     pub records: usize,
+    /// Records written per transaction.
+    pub per_tx: usize,
     /// Samples of each variant (alternated).
     pub samples: usize,
     /// Median ms of the initial sync with signatures sent and verified.
@@ -72,15 +76,17 @@ pub struct Report {
 }
 
 /// Run `samples` of each variant, alternating, and report medians.
-pub fn run(n: usize, samples: usize) -> Result<Report> {
-    let (signed_src, _) = fill(n, true)?;
-    let (unsigned_src, _) = fill(n, false)?;
+pub fn run(n: usize, per_tx: usize, samples: usize) -> Result<Report> {
+    let per_tx = per_tx.max(1);
+    let (signed_src, _) = fill(n, per_tx, true)?;
+    let (unsigned_src, _) = fill(n, per_tx, false)?;
     let (s, u, received) = super::alternate(samples, |on| {
         initial(if on { &signed_src } else { &unsigned_src }, on)
     })?;
-    let (ws, wu, _) = super::alternate(samples, |on| Ok((fill(n, on)?.1, 0)))?;
+    let (ws, wu, _) = super::alternate(samples, |on| Ok((fill(n, per_tx, on)?.1, 0)))?;
     Ok(Report {
         records: n,
+        per_tx,
         samples: samples.max(1),
         sync_signed_ms: s,
         sync_unsigned_ms: u,
@@ -98,7 +104,7 @@ mod tests {
 
     #[test]
     fn both_variants_sync_every_record() {
-        let r = run(50, 1).expect("runs");
+        let r = run(50, 10, 1).expect("runs");
         assert_eq!(r.received, 50);
         assert!(r.sync_signed_ms > 0.0 && r.sync_unsigned_ms > 0.0);
     }

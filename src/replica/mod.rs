@@ -45,6 +45,12 @@ use tx::{State, validate_id};
 pub(crate) const MAX_CLOCK_DRIFT_MS: u64 = 60 * 60 * 1000;
 
 const SCHEMA_TAG: u8 = b'S';
+
+/// Seals kept in memory (at most 8 KiB each).
+const SEAL_CACHE: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(1024) {
+    Some(n) => n,
+    None => unreachable!(),
+};
 /// Version 2 added the collections' conflict settings (version 1 is still read).
 const SCHEMA_VERSION: u8 = 2;
 
@@ -216,6 +222,10 @@ pub(crate) struct Inner {
     pub(crate) signer: Signer,
     /// Verifies peers' changes.
     pub(crate) verifier: crate::sign::Verifier,
+    /// Stored seals recently read or written (a seal covers up to
+    /// [`crate::sign::SEAL_MAX`] changes, so it is wanted again and again
+    /// while their records are sent or received).
+    pub(crate) seals: std::sync::Mutex<lru::LruCache<[u8; 32], Arc<crate::sign::Seal>>>,
     /// The group's rights (`None`: to be read again).
     rights: RwLock<Option<Arc<crate::rights::Rights>>>,
 }
@@ -513,6 +523,7 @@ impl Replica {
                 gate: RwLock::new(None),
                 signer,
                 verifier: crate::sign::Verifier::default(),
+                seals: std::sync::Mutex::new(lru::LruCache::new(SEAL_CACHE)),
                 rights: RwLock::new(None),
                 config,
             }),
@@ -716,14 +727,13 @@ impl Replica {
         self.with_doc(collection, id, |doc| Ok(doc.save()))
     }
 
-    /// The signatures of a record's changes, as a signature list (entries of
-    /// the change hash, 32 bytes, and its author's ed25519 signature, 64; see
-    /// [`crate::sign`]): what a peer needs, beside [`Replica::export`]'s bytes,
-    /// to accept them ([`crate::sync::Incoming::sigs`]).
-    pub fn signatures(&self, collection: &str, id: &str) -> Result<Vec<u8>> {
+    /// The seals that sign a record's changes (see [`crate::sign`]): what a
+    /// peer needs, beside [`Replica::export`]'s bytes, to accept them
+    /// ([`crate::sync::Incoming::seals`]).
+    pub fn seals(&self, collection: &str, id: &str) -> Result<Vec<Arc<crate::sign::Seal>>> {
         self.schema().collection(collection)?;
         validate_id(id)?;
-        self.inner.signatures(collection, id, None)
+        self.inner.seals_of(collection, id, None)
     }
 
     /// Run `f` on a record's document, from the cache or loaded into it.

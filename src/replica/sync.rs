@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use automerge::{Automerge, ChangeHash};
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::row::Row;
@@ -174,28 +175,69 @@ impl Inner {
 
     /// The record's stored automerge data (snapshot and appended changes), or
     /// its saved form if that is smaller.
-    /// The stored signatures of a record's changes (only those in `only`, if
-    /// given), as a signature list.
-    pub(crate) fn signatures(
+    /// The stored seals that sign a record's changes (only those in `only`,
+    /// if given). A seal missing from the store is left out (and logged): the
+    /// peer then refuses the changes it would have signed.
+    pub(crate) fn seals_of(
         &self,
         collection: &str,
         id: &str,
         only: Option<&[[u8; 32]]>,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Vec<Arc<crate::sign::Seal>>> {
         let prefix = keys::signatures_of(collection, id);
         let wanted: Option<std::collections::HashSet<&[u8; 32]>> = only.map(|o| o.iter().collect());
-        let mut out = Vec::new();
+        let mut ids: Vec<[u8; 32]> = Vec::new();
         self.storage.for_each_prefix(&prefix, &mut |k, v| {
-            if let (Ok(h), Ok(sig)) = (
+            if let (Ok(h), Ok(seal)) = (
                 <&[u8; 32]>::try_from(&k[prefix.len()..]),
-                <&[u8; 64]>::try_from(v),
+                <[u8; 32]>::try_from(v),
             ) && wanted.as_ref().is_none_or(|w| w.contains(h))
+                && !ids.contains(&seal)
             {
-                crate::sign::push(&mut out, h, sig);
+                ids.push(seal);
             }
             true
         })?;
+        let mut out = Vec::with_capacity(ids.len());
+        for sid in ids {
+            match self.seal(&sid)? {
+                Some(seal) => out.push(seal),
+                None => {
+                    tracing::warn!(collection, id, seal = %crate::sign::hex(&sid), "a record's seal is not stored")
+                }
+            }
+        }
         Ok(out)
+    }
+
+    /// A stored seal, from the cache or the store.
+    pub(crate) fn seal(&self, sid: &[u8; 32]) -> Result<Option<Arc<crate::sign::Seal>>> {
+        let mut cache = self.seals.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cache.get(sid) {
+            return Ok(Some(s.clone()));
+        }
+        drop(cache);
+        let Some(bytes) = self.storage.get(&keys::seal(sid))? else {
+            return Ok(None);
+        };
+        // A damaged seal is as good as none: the changes it signed are not
+        // sent signed, and peers refuse them (nothing here is lost).
+        let seal = match crate::sign::Seal::parse(&bytes) {
+            Ok((seal, used)) if used == bytes.len() && seal.id() == sid => Arc::new(seal),
+            Ok(_) => {
+                tracing::warn!(seal = %crate::sign::hex(sid), "a stored seal does not match its key");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(seal = %crate::sign::hex(sid), error = %e, "a stored seal is unreadable");
+                return Ok(None);
+            }
+        };
+        self.seals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(*sid, seal.clone());
+        Ok(Some(seal))
     }
 
     fn full_data(&self, key: &Key) -> Result<Option<Vec<u8>>> {
@@ -232,31 +274,41 @@ impl Inner {
     }
 }
 
-type Unverified = std::result::Result<(super::tx::Decoded, Vec<crate::sign::Check>), String>;
+type Unverified = std::result::Result<super::tx::Decoded, String>;
 
-/// Verify the signatures of decoded records: all in one batch, and one by one
-/// only when the batch fails (to refuse just the records at fault).
+/// A received record to decode: its index, collection, bytes and seals.
+type DecodeWork<'a> = (
+    usize,
+    &'a crate::schema::Collection,
+    &'a [u8],
+    &'a [Arc<crate::sign::Seal>],
+);
+
+/// Verify the seals of decoded records: all in one batch (each seal once), and
+/// one by one only when the batch fails (to refuse just the records at fault).
 fn verify_decoded(
     verifier: Option<&crate::sign::Verifier>,
     decoded: Vec<(usize, Unverified)>,
-) -> Vec<(usize, std::result::Result<super::tx::Decoded, String>)> {
-    let all: Vec<crate::sign::Check> = decoded
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok())
-        .flat_map(|(_, checks)| checks.iter().cloned())
-        .collect();
-    let batch_ok = verifier.is_none_or(|v| all.is_empty() || v.verify_batch(&all));
+) -> Vec<(usize, Unverified)> {
+    let Some(v) = verifier else {
+        return decoded;
+    };
+    let mut all: Vec<&crate::sign::Seal> = Vec::new();
+    for d in decoded.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        for seal in &d.sealed.seals {
+            if !all.iter().any(|s| s.id() == seal.id()) {
+                all.push(seal);
+            }
+        }
+    }
+    if all.is_empty() || v.verify_batch(&all) {
+        return decoded;
+    }
     decoded
         .into_iter()
         .map(|(i, r)| {
-            let r = r.and_then(|(mut d, checks)| {
-                if let (false, Some(v)) = (batch_ok, verifier) {
-                    for c in &checks {
-                        v.verify(&c.actor, &c.hash, Some(&c.sig))
-                            .map_err(|e| crate::Error::Unsigned(e).to_string())?;
-                    }
-                }
-                d.sigs = super::tx::signature_list(&checks);
+            let r = r.and_then(|d| {
+                d.sealed.verify_each(v).map_err(|e| e.to_string())?;
                 Ok(d)
             });
             (i, r)
@@ -384,7 +436,7 @@ fn since(
             recent,
             purged: false,
             withheld,
-            sigs: Vec::new(),
+            seals: Vec::new(),
         },
         sent,
     )
@@ -609,9 +661,9 @@ impl Replica {
         let (mut loaded, sent) = self.load_inner(request, held)?;
         if loaded.data.is_some() {
             let key = request.key();
-            loaded.sigs = self
+            loaded.seals = self
                 .inner
-                .signatures(&key.collection, &key.id, sent.as_deref())?;
+                .seals_of(&key.collection, &key.id, sent.as_deref())?;
         }
         Ok(loaded)
     }
@@ -698,7 +750,7 @@ impl Replica {
                     .map_err(Error::from)
                     .and_then(|c| {
                         super::tx::validate_id(&item.key.id)?;
-                        tx.apply_remote(c, &item.key.id, &item.bytes, &item.sigs, pre)
+                        tx.apply_remote(c, &item.key.id, &item.bytes, &item.seals, pre)
                     });
                 match result {
                     Ok(_) => {}
@@ -730,7 +782,7 @@ impl Replica {
         schema: &crate::schema::Schema,
         incoming: &[Incoming],
     ) -> Result<Vec<Option<std::result::Result<super::tx::Decoded, String>>>> {
-        let mut work: Vec<(usize, &crate::schema::Collection, &[u8], &[u8])> = Vec::new();
+        let mut work: Vec<DecodeWork<'_>> = Vec::new();
         for (i, item) in incoming.iter().enumerate() {
             let Ok(c) = schema.collection(&item.key.collection) else {
                 continue;
@@ -739,7 +791,7 @@ impl Replica {
             // microsecond, against ~42 µs for a decode done for nothing.
             let row = keys::row(&item.key.collection, &item.key.id);
             if self.inner.storage.get(&row)?.is_none() {
-                work.push((i, c, &item.bytes, &item.sigs));
+                work.push((i, c, &item.bytes, &item.seals));
             }
         }
         let mut out: Vec<Option<_>> = (0..incoming.len()).map(|_| None).collect();
@@ -757,16 +809,10 @@ impl Replica {
                     scope.spawn(move || {
                         let decoded: Vec<_> = chunk
                             .iter()
-                            .map(|&(i, c, bytes, sigs)| {
+                            .map(|&(i, c, bytes, seals)| {
                                 (
                                     i,
-                                    super::tx::decode_unverified(
-                                        c,
-                                        bytes,
-                                        sigs,
-                                        verifier.is_some(),
-                                        rights,
-                                    ),
+                                    super::tx::decode_unverified(c, bytes, seals, verifier, rights),
                                 )
                             })
                             .collect();

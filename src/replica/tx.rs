@@ -16,6 +16,7 @@ use crate::doc::{self, Edit};
 use crate::error::{Error, Result};
 use crate::hlc::HlcTime;
 use crate::schema::{Collection, Schema};
+use crate::sign::Seal;
 use crate::store::{Batch, keys};
 use crate::value::{Fields, Value};
 
@@ -97,9 +98,11 @@ struct Staged {
     /// The visible fields when staged, kept only for collections with
     /// reactions (which fire on a change of a watched field).
     before_fields: Option<Fields>,
-    /// Signatures to store with the record: of this transaction's own
-    /// changes and of verified changes from peers (a signature list).
-    sigs: Vec<u8>,
+    /// Hashes of this transaction's own changes to the record (sealed at
+    /// commit).
+    own: Vec<[u8; 32]>,
+    /// Verified changes from peers: which seal signs each, and the seals.
+    sealed: Sealed,
 }
 
 impl Staged {
@@ -295,7 +298,8 @@ impl<'r> Tx<'r> {
             verbatim: None,
             uncached: false,
             reeval: false,
-            sigs: Vec::new(),
+            own: Vec::new(),
+            sealed: Sealed::default(),
         });
         self.index.insert(key, i);
         i
@@ -418,8 +422,7 @@ impl<'r> Tx<'r> {
         }
         if let Some(h) = hash {
             if self.inner.config.signed {
-                let sig = self.inner.signer.sign(&h.0);
-                crate::sign::push(&mut s.sigs, &h.0, &sig);
+                s.own.push(h.0);
             }
             s.dirty = true;
             s.changes += 1;
@@ -710,7 +713,7 @@ impl<'r> Tx<'r> {
         c: &Collection,
         id: &str,
         bytes: &[u8],
-        sigs: &[u8],
+        seals: &[Arc<Seal>],
         decoded: Option<std::result::Result<Decoded, String>>,
     ) -> Result<bool> {
         let refuse = |reason: String| Error::Import {
@@ -731,34 +734,34 @@ impl<'r> Tx<'r> {
                 }
                 // Every change new here must come from a member in good
                 // standing, and be signed by its author.
-                let storage = &*self.inner.storage;
+                let inner = self.inner;
                 let stored = |h: &[u8; 32]| {
-                    storage
+                    let sid = inner
+                        .storage
                         .get(&keys::signature(&c.name, id, h))
                         .ok()
                         .flatten()
-                        .and_then(|v| <[u8; 64]>::try_from(v.as_slice()).ok())
+                        .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())?;
+                    inner.seal(&sid).ok().flatten()
                 };
-                let verifier = self.inner.verifier();
+                let verifier = inner.verifier();
                 let checked = incoming_checks(
                     &s.doc,
                     &before,
                     &c.name,
-                    &*self.inner.rights()?,
-                    verifier.is_some(),
-                    sigs,
+                    &*inner.rights()?,
+                    verifier,
+                    seals,
                     &stored,
                 )
-                .and_then(|checks| {
+                .and_then(|sealed| {
                     if let Some(v) = verifier {
-                        for ch in &checks {
-                            v.verify(&ch.actor, &ch.hash, Some(&ch.sig))?;
-                        }
+                        sealed.verify_each(v)?;
                     }
-                    Ok(checks)
+                    Ok(sealed)
                 });
                 match checked {
-                    Ok(checks) => s.sigs.extend_from_slice(&signature_list(&checks)),
+                    Ok(sealed) => s.sealed.extend(sealed),
                     Err(e) => {
                         s.discard = true;
                         return Err(e);
@@ -777,11 +780,11 @@ impl<'r> Tx<'r> {
                     fields,
                     deleted,
                     complete,
-                    sigs,
+                    sealed,
                 } = decoded
                     .unwrap_or_else(|| {
                         let rights = self.inner.rights().map_err(|e| e.to_string())?;
-                        decode_new(c, bytes, sigs, self.inner.verifier(), &rights)
+                        decode_new(c, bytes, seals, self.inner.verifier(), &rights)
                     })
                     .map_err(refuse)?;
                 doc.set_actor(self.inner.actor.clone());
@@ -803,7 +806,7 @@ impl<'r> Tx<'r> {
                 s.rewrite = true;
                 s.verbatim = verbatim;
                 s.uncached = true;
-                s.sigs = sigs;
+                s.sealed = sealed;
                 // New here: if it arrives deleted, it became deleted here now.
                 s.was_deleted = false;
                 i
@@ -873,6 +876,22 @@ impl<'r> Tx<'r> {
         for (c, id) in &self.purge_on_commit {
             batch.delete(keys::snapshot(c, id));
         }
+        self.seal_own();
+        // Seals to store: those not stored yet (a cached seal is stored).
+        let mut stored_seals: Vec<Arc<Seal>> = Vec::new();
+        {
+            let cache = self.inner.seals.lock().unwrap_or_else(|p| p.into_inner());
+            for s in self.staged.iter().filter(|s| s.dirty && !s.discard) {
+                for seal in &s.sealed.seals {
+                    if !cache.contains(seal.id())
+                        && !stored_seals.iter().any(|x| x.id() == seal.id())
+                    {
+                        batch.put(keys::seal(seal.id()), seal.as_bytes().to_vec());
+                        stored_seals.push(seal.clone());
+                    }
+                }
+            }
+        }
         let threshold = self.inner.config.compact_after;
         let mut touched = false;
         // One local time for every record this commit deletes (see `purge`).
@@ -919,10 +938,8 @@ impl<'r> Tx<'r> {
                 let changes = one.unwrap_or_else(|| s.doc.save_after(&s.base_heads));
                 s.row.push_frame(&changes);
             }
-            for e in s.sigs.chunks_exact(crate::sign::ENTRY) {
-                if let Ok(h) = <&[u8; 32]>::try_from(&e[..32]) {
-                    batch.put(keys::signature(c, id, h), e[32..].to_vec());
-                }
+            for (h, sid) in &s.sealed.entries {
+                batch.put(keys::signature(c, id, h), sid.to_vec());
             }
             let row = s.row.encode().map_err(|e| Error::Corrupt {
                 collection: c.clone(),
@@ -964,6 +981,12 @@ impl<'r> Tx<'r> {
                 && (s.collection == crate::rights::MEMBERS || s.collection == crate::rights::ROLES)
         });
         self.inner.storage.apply(batch)?;
+        if !stored_seals.is_empty() {
+            let mut cache = self.inner.seals.lock().unwrap_or_else(|p| p.into_inner());
+            for seal in stored_seals {
+                cache.put(*seal.id(), seal);
+            }
+        }
         if membership {
             self.inner.invalidate_rights();
             self.state.scoped.clear();
@@ -985,6 +1008,30 @@ impl<'r> Tx<'r> {
             conflicts: conflict_events,
             new_events,
         }))
+    }
+
+    /// Seal this transaction's own changes: their hashes listed together,
+    /// [`crate::sign::SEAL_MAX`] to a seal, each seal signed once.
+    fn seal_own(&mut self) {
+        if !self.inner.config.signed {
+            return;
+        }
+        let own: Vec<(usize, [u8; 32])> = self
+            .staged
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, s)| s.dirty && !s.discard)
+            .flat_map(|(i, s)| std::mem::take(&mut s.own).into_iter().map(move |h| (i, h)))
+            .collect();
+        for chunk in own.chunks(crate::sign::SEAL_MAX) {
+            let hashes = chunk.iter().map(|(_, h)| *h).collect();
+            if let Some(seal) = self.inner.signer.seal_one(hashes) {
+                let seal = Arc::new(seal);
+                for (i, h) in chunk {
+                    self.staged[*i].sealed.add(*h, &seal);
+                }
+            }
+        }
     }
 
     fn return_to_cache(self, committed: bool) -> Vec<ChangeEvent> {
@@ -1071,116 +1118,151 @@ pub(crate) struct Decoded {
     deleted: bool,
     /// Whether the bytes hold the whole history (no missing dependency).
     complete: bool,
-    /// The verified signatures of its changes (a signature list).
-    pub(crate) sigs: Vec<u8>,
+    /// Which seal signs each of its changes, and the seals (verified, once
+    /// the checks are made).
+    pub(crate) sealed: Sealed,
+}
+
+/// The proof that changes received from a peer are signed: the seal of each
+/// change, and the distinct seals.
+#[derive(Debug, Default)]
+pub(crate) struct Sealed {
+    /// Change hash → the id of the seal that lists it.
+    pub(crate) entries: Vec<([u8; 32], [u8; 32])>,
+    /// The seals those ids name (each once).
+    pub(crate) seals: Vec<Arc<Seal>>,
+}
+
+impl Sealed {
+    fn add(&mut self, hash: [u8; 32], seal: &Arc<Seal>) {
+        self.entries.push((hash, *seal.id()));
+        if !self.seals.iter().any(|s| s.id() == seal.id()) {
+            self.seals.push(seal.clone());
+        }
+    }
+
+    fn extend(&mut self, other: Sealed) {
+        self.entries.extend(other.entries);
+        for seal in other.seals {
+            if !self.seals.iter().any(|s| s.id() == seal.id()) {
+                self.seals.push(seal);
+            }
+        }
+    }
+
+    /// Verify each seal's signature (cached by the verifier); the error names
+    /// a change of the first seal that fails.
+    pub(crate) fn verify_each(&self, v: &crate::sign::Verifier) -> Result<()> {
+        for seal in &self.seals {
+            if !v.verify(seal) {
+                let hash = self
+                    .entries
+                    .iter()
+                    .find(|(_, sid)| sid == seal.id())
+                    .map_or([0; 32], |(h, _)| *h);
+                let (hash, actor) = (crate::sign::hex(&hash), crate::sign::hex(seal.actor()));
+                return Err(crate::sign::SignError::Invalid { hash, actor }.into());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Decode the bytes of a record this replica does not have yet, and verify
-/// that each of its changes is signed by its author (`sigs`, as received).
+/// that each of its changes is signed by its author (`seals`, as received).
 pub(crate) fn decode_new(
     c: &Collection,
     bytes: &[u8],
-    sigs: &[u8],
+    seals: &[Arc<Seal>],
     verifier: Option<&crate::sign::Verifier>,
     rights: &crate::rights::Rights,
 ) -> std::result::Result<Decoded, String> {
-    let (mut d, checks) = decode_unverified(c, bytes, sigs, verifier.is_some(), rights)?;
+    let d = decode_unverified(c, bytes, seals, verifier, rights)?;
     if let Some(v) = verifier {
-        for ch in &checks {
-            v.verify(&ch.actor, &ch.hash, Some(&ch.sig))
-                .map_err(|e| Error::Unsigned(e).to_string())?;
-        }
+        d.sealed.verify_each(v).map_err(|e| e.to_string())?;
     }
-    d.sigs = signature_list(&checks);
     Ok(d)
 }
 
-/// [`decode_new`] without checking the signatures (the membership is
-/// checked): returns the signature checks to make (several records' checks
-/// are verified in one batch).
+/// [`decode_new`] without checking the seals' signatures (the membership and
+/// which seal signs each change are checked): several records' seals are
+/// verified in one batch.
 pub(crate) fn decode_unverified(
     c: &Collection,
     bytes: &[u8],
-    sigs: &[u8],
-    signed: bool,
+    seals: &[Arc<Seal>],
+    verifier: Option<&crate::sign::Verifier>,
     rights: &crate::rights::Rights,
-) -> std::result::Result<(Decoded, Vec<crate::sign::Check>), String> {
+) -> std::result::Result<Decoded, String> {
     let mut doc = Automerge::new();
     doc.load_incremental(bytes)
         .map_err(|e| format!("not automerge data: {e}"))?;
     if doc.get_heads().is_empty() {
         return Err("no complete change (its dependencies are missing)".into());
     }
-    let checks = incoming_checks(&doc, &[], &c.name, rights, signed, sigs, &|_| None)
+    let sealed = incoming_checks(&doc, &[], &c.name, rights, verifier, seals, &|_| None)
         .map_err(|e| e.to_string())?;
     let (fields, deleted) = importable_fields(c, &doc)?;
     let complete = doc.get_missing_deps(&[]).is_empty();
-    Ok((
-        Decoded {
-            doc,
-            fields,
-            deleted,
-            complete,
-            sigs: Vec::new(),
-        },
-        checks,
-    ))
+    Ok(Decoded {
+        doc,
+        fields,
+        deleted,
+        complete,
+        sealed,
+    })
 }
 
 /// Check every change of `doc` after `before` in one pass: the group's
-/// membership must admit it (see [`crate::rights::Rights::admit`]), and, if
-/// `signed`, it must carry a signature (from `received`, a signature list,
-/// else `stored`), returned as a check to verify.
+/// membership must admit it (see [`crate::rights::Rights::admit`]), and, with
+/// a `verifier`, its actor must be a key and a seal of that actor must list it
+/// (one of `received`, else the one `stored` here for that change). The
+/// seals' signatures are left to check ([`Sealed::verify_each`], or in a
+/// batch).
 pub(crate) fn incoming_checks(
     doc: &Automerge,
     before: &[automerge::ChangeHash],
     collection: &str,
     rights: &crate::rights::Rights,
-    signed: bool,
-    received: &[u8],
-    stored: &dyn Fn(&[u8; 32]) -> Option<[u8; 64]>,
-) -> Result<Vec<crate::sign::Check>> {
+    verifier: Option<&crate::sign::Verifier>,
+    received: &[Arc<Seal>],
+    stored: &dyn Fn(&[u8; 32]) -> Option<Arc<Seal>>,
+) -> Result<Sealed> {
     let enforced = rights.enforced();
-    if !enforced && !signed {
-        return Ok(Vec::new());
+    let mut out = Sealed::default();
+    if !enforced && verifier.is_none() {
+        return Ok(out);
     }
-    let received = if signed {
-        crate::sign::parse(received)?
-    } else {
-        HashMap::new()
-    };
-    let mut out = Vec::new();
     for m in doc.get_changes_meta(before) {
         if enforced {
             let t = crate::conflict::change_time(m.timestamp).as_u64();
             rights.admit(m.actor.to_bytes(), collection, t)?;
         }
-        if !signed {
+        let Some(v) = verifier else {
             continue;
-        }
+        };
         let hash = m.hash.0;
-        let actor = m.actor.to_bytes().to_vec();
-        match received.get(&hash).copied().or_else(|| stored(&hash)) {
-            Some(sig) => out.push(crate::sign::Check { actor, hash, sig }),
+        let actor = m.actor.to_bytes();
+        let names = || (m.hash.to_string(), m.actor.to_hex_string());
+        if v.key(actor).is_none() {
+            let (hash, actor) = names();
+            return Err(crate::sign::SignError::NotAKey { hash, actor }.into());
+        }
+        let lists = |s: &Arc<Seal>| s.actor().as_slice() == actor && s.contains(&hash);
+        let seal = received
+            .iter()
+            .find(|s| lists(s))
+            .cloned()
+            .or_else(|| stored(&hash).filter(lists));
+        match seal {
+            Some(seal) => out.add(hash, &seal),
             None => {
-                return Err(crate::sign::SignError::Missing {
-                    hash: m.hash.to_string(),
-                    actor: m.actor.to_hex_string(),
-                }
-                .into());
+                let (hash, actor) = names();
+                return Err(crate::sign::SignError::Missing { hash, actor }.into());
             }
         }
     }
     Ok(out)
-}
-
-/// The signature list of checked changes.
-pub(crate) fn signature_list(checks: &[crate::sign::Check]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(checks.len() * crate::sign::ENTRY);
-    for c in checks {
-        crate::sign::push(&mut out, &c.hash, &c.sig);
-    }
-    out
 }
 
 fn importable_fields(

@@ -8,7 +8,10 @@
 //! g:root                           the group's founding admin (its actor)
 //! m:sign                           the ed25519 secret key (stores without an
 //!                                  identity file only)
-//! x:<collection>\0<id>\0<hash>     a change's signature (64 bytes)
+//! x:<collection>\0<id>\0<hash>     the id of the seal that signs the change (32
+//!                                  bytes; see `sign`)
+//! y:<seal id>                      a seal: a signed list of one actor's change
+//!                                  hashes (see `sign::Seal`)
 //! r:<collection>\0<id>             the record's row: a header (metadata and
 //!                                  materialized fields) followed by its change
 //!                                  log (see `replica::row`)
@@ -43,20 +46,28 @@ pub(crate) const SIGNING_KEY: &[u8] = b"m:sign";
 /// replica of a group is told it; none: an open group).
 pub(crate) const GROUP_ROOT: &[u8] = b"g:root";
 
-/// `x:`: every stored change signature.
+/// `x:`: every change's seal id.
 pub(crate) const SIGNATURES: &[u8] = b"x:";
 
-/// `x:<collection>\0<id>\0`: the signatures of one record's changes.
+/// `x:<collection>\0<id>\0`: the seal ids of one record's changes.
 pub(crate) fn signatures_of(collection: &str, id: &str) -> Vec<u8> {
     let mut k = record_key(SIGNATURES, collection, id);
     k.push(0);
     k
 }
 
-/// `x:<collection>\0<id>\0<change hash>`: the signature of one change.
+/// `x:<collection>\0<id>\0<change hash>`: the id of the seal that signs one
+/// change.
 pub(crate) fn signature(collection: &str, id: &str, hash: &[u8; 32]) -> Vec<u8> {
     let mut k = signatures_of(collection, id);
     k.extend_from_slice(hash);
+    k
+}
+
+/// `y:<seal id>`: a stored seal.
+pub(crate) fn seal(id: &[u8; 32]) -> Vec<u8> {
+    let mut k = b"y:".to_vec();
+    k.extend_from_slice(id);
     k
 }
 /// The next pending-event number (u64 BE).

@@ -13,7 +13,7 @@ use super::index::Node;
 use crate::codec::{self, CodecError};
 
 /// The sync protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 const MSG_TAG: u8 = b'Y';
 const REFUSAL_TAG: u8 = b'Z';
@@ -142,10 +142,15 @@ pub struct RecordData {
     /// A saved document, or changes, loadable with automerge's `load_incremental`.
     #[serde(with = "serde_bytes_vec")]
     pub bytes: Vec<u8>,
-    /// The signatures of the changes in `bytes` (see [`crate::sign`]): entries
-    /// of the change hash (32 bytes) and its author's ed25519 signature (64).
+    /// The ids (32 bytes each) of the seals that sign the changes in `bytes`
+    /// (see [`crate::sign`]).
     #[serde(with = "serde_bytes_vec")]
-    pub sigs: Vec<u8>,
+    pub seals: Vec<u8>,
+    /// Seals this message brings that the session has not sent yet in this
+    /// round, concatenated (see [`crate::sign::Seal::parse_all`]): usually only
+    /// the first record that needs a seal carries it.
+    #[serde(with = "serde_bytes_vec")]
+    pub new_seals: Vec<u8>,
 }
 
 /// Encode byte vectors as one length-prefixed run (bincode's serde path would
@@ -335,8 +340,8 @@ fn check(msg: &Msg) -> Result<(), MsgError> {
                 }
                 for r in records {
                     check_name(collection, &r.id)?;
-                    if !r.sigs.len().is_multiple_of(crate::sign::ENTRY) {
-                        return oob(format!("a signature list of {} bytes", r.sigs.len()));
+                    if !r.seals.len().is_multiple_of(32) {
+                        return oob(format!("a seal id list of {} bytes", r.seals.len()));
                     }
                 }
             }
@@ -366,7 +371,8 @@ mod tests {
                     records: vec![RecordData {
                         id: "j1".into(),
                         bytes: vec![1, 2, 3],
-                        sigs: vec![9; crate::sign::ENTRY],
+                        seals: vec![9; 32],
+                        new_seals: vec![8; 100],
                     }],
                 },
             ],

@@ -3,7 +3,10 @@
 //! applying records, sending bytes and telling time are the caller's (see
 //! `docs/protocol.md` for the protocol and why it converges).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::sign::Seal;
 
 use super::index::{Key, MAX_LEVEL, Node, SyncIndex};
 use super::msg::{self, CHUNK_BYTES, Frame, MAX_MESSAGE, Msg, MsgError, Part, RecordData};
@@ -128,8 +131,8 @@ pub struct Loaded {
     /// Some of the record's changes were held back (the sync gate: this
     /// replica's own changes to a collection with unresolved conflicts).
     pub withheld: bool,
-    /// With `data`: the signatures of its changes (see [`crate::sign`]).
-    pub sigs: Vec<u8>,
+    /// With `data`: the seals that sign its changes (see [`crate::sign`]).
+    pub seals: Vec<Arc<Seal>>,
 }
 
 /// A record's data received from the peer.
@@ -139,8 +142,9 @@ pub struct Incoming {
     pub key: Key,
     /// A saved document or changes.
     pub bytes: Vec<u8>,
-    /// The signatures of its changes, as received (see [`crate::sign`]).
-    pub sigs: Vec<u8>,
+    /// The seals that came for its changes (see [`crate::sign`]): every
+    /// seal the record named that this session has received.
+    pub seals: Vec<Arc<Seal>>,
 }
 
 /// What a session tells the application.
@@ -232,6 +236,10 @@ pub struct Report {
     pub restarts: u32,
     /// Records that failed to apply.
     pub apply_failures: u64,
+    /// Records refused because their seal had not arrived (a message lost or
+    /// overtaken): asked for again in the next round, not counted as
+    /// failures.
+    pub unsealed: u64,
     /// Milliseconds from start to end, on the caller's clock.
     pub elapsed_ms: u64,
 }
@@ -278,11 +286,28 @@ pub struct Session {
     remote: Option<Vec<u8>>,
     /// Records asked of the peer and not received yet (for progress).
     awaited: u64,
+    /// Seals sent in this round (a seal goes once per round, with the first
+    /// record that needs it; a new round sends them again, so a message lost
+    /// or overtaken costs one round, not the records).
+    sent_seals: HashSet<[u8; 32]>,
+    /// Seals received in this session, by id, and their total size.
+    seals_in: HashMap<[u8; 32], Arc<Seal>>,
+    seals_in_bytes: usize,
+    /// Records being applied that named a seal this session never received
+    /// (the message that brought it was lost or overtaken): if one is
+    /// refused, another round brings it with its seals (it is not a refusal
+    /// that more rounds cannot help).
+    unsealed: HashSet<Key>,
 }
 
+/// The most seal bytes a session keeps from its peer (beyond it, it starts
+/// over; records whose seal it dropped are refused and come again, with their
+/// seals, in the next round).
+const SEALS_IN_MAX: usize = 32 << 20;
+
 /// The encoded size of a record part entry, roughly (for chunking).
-fn record_size(id: &str, bytes: &[u8], sigs: &[u8]) -> usize {
-    id.len() + bytes.len() + sigs.len() + 15
+fn record_size(r: &RecordData) -> usize {
+    r.id.len() + r.bytes.len() + r.seals.len() + r.new_seals.len() + 18
 }
 
 /// The encoded size of a part, roughly (an upper bound for all but records,
@@ -300,13 +325,7 @@ fn part_size(part: &Part) -> usize {
         Part::Records {
             collection,
             records,
-        } => {
-            8 + collection.len()
-                + records
-                    .iter()
-                    .map(|r| record_size(&r.id, &r.bytes, &r.sigs))
-                    .sum::<usize>()
-        }
+        } => 8 + collection.len() + records.iter().map(record_size).sum::<usize>(),
     }
 }
 
@@ -330,7 +349,7 @@ fn chunk(parts: Vec<Part>) -> Vec<Vec<Part>> {
         {
             let mut group = Vec::new();
             for r in records {
-                let s = record_size(&r.id, &r.bytes, &r.sigs);
+                let s = record_size(&r);
                 if size > 0 && size + s > CHUNK_BYTES && !group.is_empty() {
                     let records = std::mem::take(&mut group);
                     if let Some(c) = chunks.last_mut() {
@@ -419,17 +438,25 @@ impl Session {
             Input::Loaded(results) => self.loaded(results, &mut out),
             Input::Applied(failures) => {
                 self.applying = self.applying.saturating_sub(1);
+                let settled = self.applying == 0;
                 for f in failures {
                     if f.purged {
                         self.push_part(Part::Purged {
                             collection: f.key.collection,
                             id: f.key.id,
                         });
+                    } else if self.unsealed.remove(&f.key) {
+                        // Its seal went astray: the next round sends it again.
+                        self.report.unsealed += 1;
+                        self.activity = true;
                     } else {
                         self.report.apply_failures += 1;
                         self.last_refused =
                             Some(format!("{}/{}: {}", f.key.collection, f.key.id, f.reason));
                     }
+                }
+                if settled {
+                    self.unsealed.clear();
                 }
             }
             Input::LocalChange(key) => {
@@ -484,6 +511,7 @@ impl Session {
         }
         self.report.rounds += 1;
         self.report.root = root;
+        self.sent_seals.clear();
         self.activity = false;
         self.out_parts.push(Part::Summary {
             node: Node::ROOT,
@@ -611,11 +639,32 @@ impl Session {
                 } => {
                     self.report.records_received += records.len() as u64;
                     self.awaited = self.awaited.saturating_sub(records.len() as u64);
-                    incoming.extend(records.into_iter().map(|r| Incoming {
-                        key: Key::new(collection.clone(), r.id),
-                        bytes: r.bytes,
-                        sigs: r.sigs,
-                    }));
+                    for r in &records {
+                        if let Err(e) = self.keep_seals(&r.new_seals) {
+                            return self
+                                .refuse(format!("refused a message from the peer: {e}"), out);
+                        }
+                    }
+                    for r in records {
+                        let key = Key::new(collection.clone(), r.id);
+                        let mut seals = Vec::with_capacity(r.seals.len() / 32);
+                        for id in r.seals.chunks_exact(32) {
+                            match <&[u8; 32]>::try_from(id)
+                                .ok()
+                                .and_then(|id| self.seals_in.get(id))
+                            {
+                                Some(seal) => seals.push(seal.clone()),
+                                None => {
+                                    self.unsealed.insert(key.clone());
+                                }
+                            }
+                        }
+                        incoming.push(Incoming {
+                            key,
+                            bytes: r.bytes,
+                            seals,
+                        });
+                    }
                 }
             }
         }
@@ -687,6 +736,11 @@ impl Session {
     }
 
     fn on_summary(&mut self, index: &SyncIndex, node: Node, fp: u64, count: u64) {
+        if node == Node::ROOT {
+            // The peer starts a round: what it asks for next gets its seals
+            // again (a message of ours may have been lost).
+            self.sent_seals.clear();
+        }
         let mine = index.summary(node);
         if mine.fp == fp && mine.count == count {
             if node == Node::ROOT {
@@ -774,22 +828,52 @@ impl Session {
         self.out_parts.push(part);
     }
 
-    fn push_record(&mut self, key: Key, bytes: Vec<u8>, sigs: Vec<u8>, out: &mut Vec<Output>) {
-        let size = record_size(&key.id, &bytes, &sigs);
+    /// Keep the seals a record brought (see [`Session::seals_in`]).
+    fn keep_seals(&mut self, bytes: &[u8]) -> Result<(), crate::sign::SignError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        for seal in Seal::parse_all(bytes)? {
+            if self.seals_in_bytes + seal.as_bytes().len() > SEALS_IN_MAX {
+                self.seals_in.clear();
+                self.seals_in_bytes = 0;
+            }
+            self.seals_in_bytes += seal.as_bytes().len();
+            self.seals_in.insert(*seal.id(), Arc::new(seal));
+        }
+        Ok(())
+    }
+
+    fn push_record(
+        &mut self,
+        key: Key,
+        bytes: Vec<u8>,
+        seals: Vec<Arc<Seal>>,
+        out: &mut Vec<Output>,
+    ) {
+        let mut record = RecordData {
+            id: key.id.clone(),
+            bytes,
+            seals: Vec::with_capacity(32 * seals.len()),
+            new_seals: Vec::new(),
+        };
+        for seal in &seals {
+            record.seals.extend_from_slice(seal.id());
+            if !self.sent_seals.contains(seal.id()) {
+                record.new_seals.extend_from_slice(seal.as_bytes());
+            }
+        }
+        let size = record_size(&record);
         if size + 1024 > MAX_MESSAGE {
             out.push(Output::Notify(Notification::RecordTooLarge {
                 key,
-                bytes: bytes.len(),
+                bytes: record.bytes.len(),
             }));
             return;
         }
+        self.sent_seals.extend(seals.iter().map(|s| *s.id()));
         self.report.records_sent += 1;
         self.out_bytes += size;
-        let record = RecordData {
-            id: key.id,
-            bytes,
-            sigs,
-        };
         if let Some(Part::Records {
             collection,
             records,
@@ -826,7 +910,7 @@ impl Session {
             match req {
                 LoadRequest::Full(key) => {
                     if let Some(data) = res.data {
-                        self.push_record(key, data, res.sigs, out);
+                        self.push_record(key, data, res.seals, out);
                     }
                 }
                 LoadRequest::Since { key, .. } => {
@@ -840,7 +924,7 @@ impl Session {
                         });
                     }
                     if let Some(data) = res.data {
-                        self.push_record(key, data, res.sigs, out);
+                        self.push_record(key, data, res.seals, out);
                     }
                 }
                 LoadRequest::Heads(key) => {

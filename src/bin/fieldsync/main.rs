@@ -288,13 +288,16 @@ enum Bench {
         #[arg(long, default_value_t = 7)]
         samples: usize,
     },
-    /// Signed changes: an initial sync (signatures sent, verified, stored)
-    /// and writes (each change signed), against signing off (see
+    /// Signed changes: an initial sync (seals sent, verified, stored) and
+    /// writes (each transaction's changes sealed), against signing off (see
     /// docs/benchmarks.md).
     Signing {
         /// Records synced and written.
         #[arg(long, default_value_t = 100_000)]
         records: usize,
+        /// Records written per transaction (sets how many seals sign them).
+        #[arg(long, default_value_t = 1000)]
+        per_tx: usize,
         /// Runs of each variant (alternated); the report gives medians.
         #[arg(long, default_value_t = 5)]
         samples: usize,
@@ -1031,9 +1034,15 @@ fn bench(which: &Bench) -> CliResult {
             let report = fieldsync::bench::pending::run(*records, *samples)?;
             println!("{}", serde_json::to_string(&report)?);
         }
-        Bench::Signing { records, samples } => {
-            eprintln!("bench signing: {records} records, {samples} samples");
-            let report = fieldsync::bench::signing::run(*records, *samples)?;
+        Bench::Signing {
+            records,
+            per_tx,
+            samples,
+        } => {
+            eprintln!(
+                "bench signing: {records} records, {per_tx} per transaction, {samples} samples"
+            );
+            let report = fieldsync::bench::signing::run(*records, *per_tx, *samples)?;
             println!("{}", serde_json::to_string(&report)?);
         }
         Bench::RawSend { dir, port, records } => {
