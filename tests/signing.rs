@@ -425,3 +425,48 @@ fn a_seal_lost_in_transit_costs_a_round_not_the_records() {
     }
     assert_eq!(b.seals("item", "y").unwrap(), a.seals("item", "y").unwrap());
 }
+
+#[test]
+fn a_parent_refused_in_the_same_batch_does_not_leave_its_child_waiting() {
+    let (a, b) = (memory(), memory());
+    a.insert("folder", "f", fields([("name", Value::from("box"))]))
+        .unwrap();
+    let _ = sync_via(&a, &b, |m| m);
+    assert!(b.get("folder", "f").unwrap().is_some());
+    a.update("folder", "f", fields([("name", Value::from("crate"))]))
+        .unwrap();
+    a.insert(
+        "item",
+        "r",
+        fields([
+            ("title", Value::from("t")),
+            ("folder", Value::Ref("f".into())),
+        ]),
+    )
+    .unwrap();
+    // One batch: the folder's new data comes without its seal (refused), the
+    // item that refers to it with its own. The folder is still stored, so
+    // the item does not wait for it.
+    let failures = b
+        .sync_apply(vec![
+            Incoming {
+                key: Key::new("folder", "f"),
+                bytes: a.export("folder", "f").unwrap(),
+                seals: Vec::new(),
+            },
+            Incoming {
+                key: Key::new("item", "r"),
+                bytes: a.export("item", "r").unwrap(),
+                seals: a.seals("item", "r").unwrap(),
+            },
+        ])
+        .unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].key, Key::new("folder", "f"));
+    let r = b.get("item", "r").unwrap().expect("applied");
+    assert!(r.meta.unresolved.is_empty(), "{:?}", r.meta);
+    assert_eq!(
+        b.get("folder", "f").unwrap().unwrap().fields["name"],
+        Value::from("box")
+    );
+}

@@ -160,7 +160,11 @@ impl Tx<'_> {
     fn row_of(&self, collection: &str, id: &str) -> Result<Option<Row>> {
         if let Some(&i) = self.index.get(&(collection.to_owned(), id.to_owned())) {
             let s = &self.staged[i];
-            return Ok((!s.discard).then(|| s.row.clone()));
+            // A discarded entry (data from a peer refused in this
+            // transaction) leaves the stored record as it was: read that.
+            if !s.discard {
+                return Ok(Some(s.row.clone()));
+            }
         }
         match self.inner.read_row(collection, id) {
             Err(Error::Corrupt { .. }) => Ok(None),
