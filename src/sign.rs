@@ -123,8 +123,8 @@ impl Seal {
     }
 
     /// Read one seal from the front of `bytes`; returns it and the bytes it
-    /// took. Checks the layout only (the signature is checked by
-    /// [`Verifier`]).
+    /// took. Checks the layout only (the signature is checked when a replica
+    /// receives the seal).
     pub fn parse(bytes: &[u8]) -> Result<(Seal, usize), SignError> {
         if bytes.len() < HEAD {
             return Err(SignError::Malformed(format!(

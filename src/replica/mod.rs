@@ -226,6 +226,10 @@ pub(crate) struct Inner {
     /// [`crate::sign::SEAL_MAX`] changes, so it is wanted again and again
     /// while their records are sent or received).
     pub(crate) seals: std::sync::Mutex<lru::LruCache<[u8; 32], Arc<crate::sign::Seal>>>,
+    /// Whether this replica may have own changes not sealed yet (`u:`).
+    pub(crate) unsealed: std::sync::atomic::AtomicBool,
+    /// Held while sealing them (one sealer at a time).
+    pub(crate) sealing: std::sync::Mutex<()>,
     /// The group's rights (`None`: to be read again).
     rights: RwLock<Option<Arc<crate::rights::Rights>>>,
 }
@@ -496,6 +500,11 @@ impl Replica {
             has_purged = true;
             false
         })?;
+        let mut unsealed = false;
+        storage.for_each_prefix(keys::UNSEALED, &mut |_, _| {
+            unsealed = true;
+            false
+        })?;
         let state = State {
             cache: lru::LruCache::new(config.cache_docs),
             hlc: Hlc::starting_after(last),
@@ -524,6 +533,8 @@ impl Replica {
                 signer,
                 verifier: crate::sign::Verifier::default(),
                 seals: std::sync::Mutex::new(lru::LruCache::new(SEAL_CACHE)),
+                unsealed: std::sync::atomic::AtomicBool::new(unsealed),
+                sealing: std::sync::Mutex::new(()),
                 rights: RwLock::new(None),
                 config,
             }),
@@ -733,7 +744,22 @@ impl Replica {
     pub fn seals(&self, collection: &str, id: &str) -> Result<Vec<Arc<crate::sign::Seal>>> {
         self.schema().collection(collection)?;
         validate_id(id)?;
+        self.inner.seal_pending()?;
         self.inner.seals_of(collection, id, None)
+    }
+
+    /// Seal this replica's changes that are not sealed yet; returns how many
+    /// changes were sealed.
+    ///
+    /// A transaction's changes are signed when they first leave the replica
+    /// (a sync's first load, [`Replica::seals`]), not when they are written,
+    /// so that the writes made between two syncs share seals (one signature
+    /// per 256 changes) however many transactions made them. Until then they
+    /// are listed under `u:` in the store, written in the same batch as the
+    /// change, so a crash loses nothing. Calling this is never needed; it
+    /// moves the signing cost to a moment of the application's choosing.
+    pub fn seal_pending(&self) -> Result<usize> {
+        self.inner.seal_pending()
     }
 
     /// Run `f` on a record's document, from the cache or loaded into it.

@@ -210,6 +210,57 @@ impl Inner {
         Ok(out)
     }
 
+    /// Seal this replica's own changes listed under `u:` (see
+    /// [`Replica::seal_pending`]): [`crate::sign::SEAL_MAX`] to a seal, each
+    /// change's seal id stored under `x:` and its `u:` entry removed in one
+    /// batch. Returns how many changes it sealed.
+    pub(crate) fn seal_pending(&self) -> Result<usize> {
+        if !self.config.signed || !self.unsealed.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        let _one = self.sealing.lock().unwrap_or_else(|p| p.into_inner());
+        // Cleared before reading: a commit listing more after this read sets
+        // it again (it sets it after its batch is applied).
+        if !self.unsealed.swap(false, Ordering::AcqRel) {
+            return Ok(0);
+        }
+        let result = self.seal_listed();
+        if result.is_err() {
+            self.unsealed.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn seal_listed(&self) -> Result<usize> {
+        let mut listed: Vec<([u8; 32], Vec<u8>)> = Vec::new();
+        self.storage.for_each_prefix(keys::UNSEALED, &mut |k, v| {
+            if let Ok(h) = <[u8; 32]>::try_from(&k[keys::UNSEALED.len()..]) {
+                listed.push((h, v.to_vec()));
+            }
+            true
+        })?;
+        let mut batch = Batch::new();
+        let mut made = Vec::new();
+        for chunk in listed.chunks(crate::sign::SEAL_MAX) {
+            let hashes = chunk.iter().map(|(h, _)| *h).collect();
+            let Some(seal) = self.signer.seal_one(hashes) else {
+                continue;
+            };
+            batch.put(keys::seal(seal.id()), seal.as_bytes().to_vec());
+            for (h, x) in chunk {
+                batch.put(x.clone(), seal.id().to_vec());
+                batch.delete(keys::unsealed(h));
+            }
+            made.push(Arc::new(seal));
+        }
+        self.storage.apply(batch)?;
+        let mut cache = self.seals.lock().unwrap_or_else(|p| p.into_inner());
+        for seal in made {
+            cache.put(*seal.id(), seal);
+        }
+        Ok(listed.len())
+    }
+
     /// A stored seal, from the cache or the store.
     pub(crate) fn seal(&self, sid: &[u8; 32]) -> Result<Option<Arc<crate::sign::Seal>>> {
         let mut cache = self.seals.lock().unwrap_or_else(|p| p.into_inner());
@@ -661,6 +712,8 @@ impl Replica {
         let (mut loaded, sent) = self.load_inner(request, held)?;
         if loaded.data.is_some() {
             let key = request.key();
+            // Nothing of this replica's leaves it unsealed.
+            self.inner.seal_pending()?;
             loaded.seals = self
                 .inner
                 .seals_of(&key.collection, &key.id, sent.as_deref())?;

@@ -98,8 +98,8 @@ struct Staged {
     /// The visible fields when staged, kept only for collections with
     /// reactions (which fire on a change of a watched field).
     before_fields: Option<Fields>,
-    /// Hashes of this transaction's own changes to the record (sealed at
-    /// commit).
+    /// Hashes of this transaction's own changes to the record (listed as
+    /// not sealed yet at commit).
     own: Vec<[u8; 32]>,
     /// Verified changes from peers: which seal signs each, and the seals.
     sealed: Sealed,
@@ -876,7 +876,7 @@ impl<'r> Tx<'r> {
         for (c, id) in &self.purge_on_commit {
             batch.delete(keys::snapshot(c, id));
         }
-        self.seal_own();
+        let listed_unsealed = self.list_own(&mut batch);
         // Seals to store: those not stored yet (a cached seal is stored).
         let mut stored_seals: Vec<Arc<Seal>> = Vec::new();
         {
@@ -981,6 +981,11 @@ impl<'r> Tx<'r> {
                 && (s.collection == crate::rights::MEMBERS || s.collection == crate::rights::ROLES)
         });
         self.inner.storage.apply(batch)?;
+        if listed_unsealed {
+            self.inner
+                .unsealed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         if !stored_seals.is_empty() {
             let mut cache = self.inner.seals.lock().unwrap_or_else(|p| p.into_inner());
             for seal in stored_seals {
@@ -1010,28 +1015,21 @@ impl<'r> Tx<'r> {
         }))
     }
 
-    /// Seal this transaction's own changes: their hashes listed together,
-    /// [`crate::sign::SEAL_MAX`] to a seal, each seal signed once.
-    fn seal_own(&mut self) {
-        if !self.inner.config.signed {
-            return;
-        }
-        let own: Vec<(usize, [u8; 32])> = self
-            .staged
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, s)| s.dirty && !s.discard)
-            .flat_map(|(i, s)| std::mem::take(&mut s.own).into_iter().map(move |h| (i, h)))
-            .collect();
-        for chunk in own.chunks(crate::sign::SEAL_MAX) {
-            let hashes = chunk.iter().map(|(_, h)| *h).collect();
-            if let Some(seal) = self.inner.signer.seal_one(hashes) {
-                let seal = Arc::new(seal);
-                for (i, h) in chunk {
-                    self.staged[*i].sealed.add(*h, &seal);
-                }
+    /// List this transaction's own changes as not sealed yet (`u:`, in the
+    /// commit's batch; sealed before they leave the replica, see
+    /// [`crate::Replica::seal_pending`]). Returns whether it listed any.
+    fn list_own(&mut self, batch: &mut Batch) -> bool {
+        let mut any = false;
+        for s in self.staged.iter_mut().filter(|s| s.dirty && !s.discard) {
+            for h in std::mem::take(&mut s.own) {
+                batch.put(
+                    keys::unsealed(&h),
+                    keys::signature(&s.collection, &s.id, &h),
+                );
+                any = true;
             }
         }
+        any
     }
 
     fn return_to_cache(self, committed: bool) -> Vec<ChangeEvent> {

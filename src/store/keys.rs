@@ -12,6 +12,9 @@
 //!                                  bytes; see `sign`)
 //! y:<seal id>                      a seal: a signed list of one actor's change
 //!                                  hashes (see `sign::Seal`)
+//! u:<change hash>                 one of this replica's own changes not sealed
+//!                                  yet; the value is its `x:` key (sealed, and
+//!                                  removed, before any change leaves the replica)
 //! r:<collection>\0<id>             the record's row: a header (metadata and
 //!                                  materialized fields) followed by its change
 //!                                  log (see `replica::row`)
@@ -60,6 +63,16 @@ pub(crate) fn signatures_of(collection: &str, id: &str) -> Vec<u8> {
 /// change.
 pub(crate) fn signature(collection: &str, id: &str, hash: &[u8; 32]) -> Vec<u8> {
     let mut k = signatures_of(collection, id);
+    k.extend_from_slice(hash);
+    k
+}
+
+/// `u:`: this replica's own changes not sealed yet.
+pub(crate) const UNSEALED: &[u8] = b"u:";
+
+/// `u:<change hash>`: one of this replica's own changes, not sealed yet.
+pub(crate) fn unsealed(hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = UNSEALED.to_vec();
     k.extend_from_slice(hash);
     k
 }

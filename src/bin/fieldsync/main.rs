@@ -295,7 +295,8 @@ enum Bench {
         /// Records synced and written.
         #[arg(long, default_value_t = 100_000)]
         records: usize,
-        /// Records written per transaction (sets how many seals sign them).
+        /// Records written per transaction (changes are sealed 256 to a seal
+        /// when they first leave the replica, whatever transactions made them).
         #[arg(long, default_value_t = 1000)]
         per_tx: usize,
         /// Runs of each variant (alternated); the report gives medians.
