@@ -83,6 +83,16 @@ fn run_sync(
     (na, nb)
 }
 
+/// Sync `a` to `b` untouched; `b` must see no protocol error.
+fn sync_clean(a: &Replica, b: &Replica) {
+    let (_, nb) = sync_via(a, b, |m| m);
+    assert!(
+        nb.iter()
+            .all(|n| !matches!(n, Notification::ProtocolError { .. })),
+        "{nb:?}"
+    );
+}
+
 /// Rewrite the record data of every `Records` part of a message.
 fn rewrite_records(
     m: Vec<u8>,
@@ -195,12 +205,7 @@ fn one_transaction_is_sealed_once_per_256_changes_and_each_change_is_listed() {
     }
     // A peer accepts them all, and keeps the same three seals.
     let b = memory();
-    let (_, nb) = sync_via(&a, &b, |m| m);
-    assert!(
-        nb.iter()
-            .all(|n| !matches!(n, Notification::ProtocolError { .. })),
-        "{nb:?}"
-    );
+    sync_clean(&a, &b);
     assert_eq!(b.list("item").unwrap().len(), 600);
     for i in [0, 299, 599] {
         let id = format!("r{i:03}");
@@ -451,12 +456,7 @@ fn changes_are_sealed_when_they_first_leave_and_a_restart_loses_none() {
         })
         .expect("reopens");
     let b = memory();
-    let (_, nb) = sync_via(&a, &b, |m| m);
-    assert!(
-        nb.iter()
-            .all(|n| !matches!(n, Notification::ProtocolError { .. })),
-        "{nb:?}"
-    );
+    sync_clean(&a, &b);
     let first = a.seals("item", "w0").unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].len(), 5, "five transactions, one signature");
