@@ -254,11 +254,25 @@ impl Inner {
             made.push(Arc::new(seal));
         }
         self.storage.apply(batch)?;
+        self.cache_seals(made);
+        Ok(listed.len())
+    }
+
+    /// Whether the seal is in the cache (so it is stored).
+    pub(crate) fn seal_cached(&self, sid: &[u8; 32]) -> bool {
+        self.seals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(sid)
+    }
+
+    /// Keep stored seals in the cache (only seals that are stored: a cached
+    /// seal is not written again).
+    pub(crate) fn cache_seals(&self, seals: impl IntoIterator<Item = Arc<crate::sign::Seal>>) {
         let mut cache = self.seals.lock().unwrap_or_else(|p| p.into_inner());
-        for seal in made {
+        for seal in seals {
             cache.put(*seal.id(), seal);
         }
-        Ok(listed.len())
     }
 
     /// A stored seal, from the cache or the store.
@@ -284,10 +298,7 @@ impl Inner {
                 return Ok(None);
             }
         };
-        self.seals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(*sid, seal.clone());
+        self.cache_seals([seal.clone()]);
         Ok(Some(seal))
     }
 

@@ -734,25 +734,14 @@ impl<'r> Tx<'r> {
                 }
                 // Every change new here must come from a member in good
                 // standing, and be signed by its author.
-                let inner = self.inner;
-                let stored = |h: &[u8; 32]| {
-                    let sid = inner
-                        .storage
-                        .get(&keys::signature(&c.name, id, h))
-                        .ok()
-                        .flatten()
-                        .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())?;
-                    inner.seal(&sid).ok().flatten()
-                };
-                let verifier = inner.verifier();
+                let verifier = self.inner.verifier();
                 let checked = incoming_checks(
                     &s.doc,
                     &before,
                     &c.name,
-                    &*inner.rights()?,
+                    &*self.inner.rights()?,
                     verifier,
                     seals,
-                    &stored,
                 )
                 .and_then(|sealed| {
                     if let Some(v) = verifier {
@@ -879,18 +868,15 @@ impl<'r> Tx<'r> {
         let listed_unsealed = self.list_own(&mut batch);
         // Seals to store: those not stored yet (a cached seal is stored).
         let mut stored_seals: Vec<Arc<Seal>> = Vec::new();
-        {
-            let cache = self.inner.seals.lock().unwrap_or_else(|p| p.into_inner());
-            for s in self.staged.iter().filter(|s| s.dirty && !s.discard) {
-                for seal in &s.sealed.seals {
-                    if !cache.contains(seal.id())
-                        && !stored_seals.iter().any(|x| x.id() == seal.id())
-                    {
-                        batch.put(keys::seal(seal.id()), seal.as_bytes().to_vec());
-                        stored_seals.push(seal.clone());
-                    }
+        for s in self.staged.iter().filter(|s| s.dirty && !s.discard) {
+            for seal in &s.sealed.seals {
+                if !self.inner.seal_cached(seal.id()) {
+                    push_unique(&mut stored_seals, seal);
                 }
             }
+        }
+        for seal in &stored_seals {
+            batch.put(keys::seal(seal.id()), seal.as_bytes().to_vec());
         }
         let threshold = self.inner.config.compact_after;
         let mut touched = false;
@@ -986,12 +972,7 @@ impl<'r> Tx<'r> {
                 .unsealed
                 .store(true, std::sync::atomic::Ordering::Release);
         }
-        if !stored_seals.is_empty() {
-            let mut cache = self.inner.seals.lock().unwrap_or_else(|p| p.into_inner());
-            for seal in stored_seals {
-                cache.put(*seal.id(), seal);
-            }
-        }
+        self.inner.cache_seals(stored_seals);
         if membership {
             self.inner.invalidate_rights();
             self.state.scoped.clear();
@@ -1131,20 +1112,24 @@ pub(crate) struct Sealed {
     pub(crate) seals: Vec<Arc<Seal>>,
 }
 
+/// Add `seal` to `seals` unless a seal with its id is there (a record or a
+/// commit needs few seals: a scan beats hashing).
+fn push_unique(seals: &mut Vec<Arc<Seal>>, seal: &Arc<Seal>) {
+    if !seals.iter().any(|s| s.id() == seal.id()) {
+        seals.push(seal.clone());
+    }
+}
+
 impl Sealed {
     fn add(&mut self, hash: [u8; 32], seal: &Arc<Seal>) {
         self.entries.push((hash, *seal.id()));
-        if !self.seals.iter().any(|s| s.id() == seal.id()) {
-            self.seals.push(seal.clone());
-        }
+        push_unique(&mut self.seals, seal);
     }
 
     fn extend(&mut self, other: Sealed) {
         self.entries.extend(other.entries);
-        for seal in other.seals {
-            if !self.seals.iter().any(|s| s.id() == seal.id()) {
-                self.seals.push(seal);
-            }
+        for seal in &other.seals {
+            push_unique(&mut self.seals, seal);
         }
     }
 
@@ -1198,8 +1183,8 @@ pub(crate) fn decode_unverified(
     if doc.get_heads().is_empty() {
         return Err("no complete change (its dependencies are missing)".into());
     }
-    let sealed = incoming_checks(&doc, &[], &c.name, rights, verifier, seals, &|_| None)
-        .map_err(|e| e.to_string())?;
+    let sealed =
+        incoming_checks(&doc, &[], &c.name, rights, verifier, seals).map_err(|e| e.to_string())?;
     let (fields, deleted) = importable_fields(c, &doc)?;
     let complete = doc.get_missing_deps(&[]).is_empty();
     Ok(Decoded {
@@ -1213,10 +1198,9 @@ pub(crate) fn decode_unverified(
 
 /// Check every change of `doc` after `before` in one pass: the group's
 /// membership must admit it (see [`crate::rights::Rights::admit`]), and, with
-/// a `verifier`, its actor must be a key and a seal of that actor must list it
-/// (one of `received`, else the one `stored` here for that change). The
-/// seals' signatures are left to check ([`Sealed::verify_each`], or in a
-/// batch).
+/// a `verifier`, its actor must be a key and a seal of that actor that came
+/// with it (`received`) must list it. The seals' signatures are left to check
+/// ([`Sealed::verify_each`], or in a batch).
 pub(crate) fn incoming_checks(
     doc: &Automerge,
     before: &[automerge::ChangeHash],
@@ -1224,7 +1208,6 @@ pub(crate) fn incoming_checks(
     rights: &crate::rights::Rights,
     verifier: Option<&crate::sign::Verifier>,
     received: &[Arc<Seal>],
-    stored: &dyn Fn(&[u8; 32]) -> Option<Arc<Seal>>,
 ) -> Result<Sealed> {
     let enforced = rights.enforced();
     let mut out = Sealed::default();
@@ -1246,14 +1229,11 @@ pub(crate) fn incoming_checks(
             let (hash, actor) = names();
             return Err(crate::sign::SignError::NotAKey { hash, actor }.into());
         }
-        let lists = |s: &Arc<Seal>| s.actor().as_slice() == actor && s.contains(&hash);
         let seal = received
             .iter()
-            .find(|s| lists(s))
-            .cloned()
-            .or_else(|| stored(&hash).filter(lists));
+            .find(|s| s.actor().as_slice() == actor && s.contains(&hash));
         match seal {
-            Some(seal) => out.add(hash, &seal),
+            Some(seal) => out.add(hash, seal),
             None => {
                 let (hash, actor) = names();
                 return Err(crate::sign::SignError::Missing { hash, actor }.into());
