@@ -104,7 +104,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("{} {} {}: {}", &e.id[..8], e.kind, e.record, e.message);
         println!(
             "  {:<8} {:<20} {:<20} {:<20}",
-            "field", "hub", "device", "shown"
+            "field", d.other.name, d.subject.name, "shown"
         );
         for f in &d.diff {
             let s = |v: &Option<Value>| match v {
@@ -115,8 +115,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             println!(
                 "  {:<8} {:<20} {:<20} {:<20}",
                 f.field,
-                s(&f.authority),
-                s(&f.device),
+                s(&f.other),
+                s(&f.subject),
                 s(&f.visible)
             );
         }

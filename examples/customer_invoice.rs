@@ -115,7 +115,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     )?;
     let detail = device.conflict(&rej.id)?.ok_or("no detail")?;
     check(
-        detail.device.get("name") == Some(&Value::from("Quinta do Lago")),
+        detail.subject.fields.get("name") == Some(&Value::from("Quinta do Lago")),
         "the rejected data stays readable in the entry",
     )?;
     let inv = device.get("invoice", "inv-1")?.ok_or("lost")?;

@@ -121,19 +121,36 @@ fn main() -> Result<(), Box<dyn Error>> {
     let open_here = admin.conflicts(&ConflictFilter::open().queue("sync_errors"))?;
     check(open_here == queue, "the admin sees the same entry, same id")?;
     let detail = admin.conflict(&open_here[0].id)?.ok_or("entry vanished")?;
+    // The employee and the manager are both devices: the sides are named by
+    // their member ids, the same on every peer.
+    let employee_id = fieldsync::member::member_id(employee.actor().to_bytes()).ok_or("no id")?;
+    let manager_id = fieldsync::member::member_id(manager.actor().to_bytes()).ok_or("no id")?;
+    let mine = detail
+        .version(&employee_id)
+        .ok_or("no side is the employee's")?;
+    let theirs = detail
+        .version(&manager_id)
+        .ok_or("no side is the manager's")?;
     for d in &detail.diff {
         println!(
-            "  {:<7} base {:?} | authority {:?} | device {:?} | shown {:?}",
-            d.field, d.base, d.authority, d.device, d.visible
+            "  {:<7} base {:?} | employee {:?} | manager {:?} | shown {:?}",
+            d.field, d.base, d.subject, d.other, d.visible
         );
     }
     check(
-        detail.device.get("amount") == Some(&Value::Float(465.5)),
-        "the entry holds the employee's data",
+        mine.fields.get("amount") == Some(&Value::Float(465.5))
+            && theirs.fields.get("status") == Some(&Value::from("resolved")),
+        "the entry holds the employee's data beside the manager's approval",
+    )?;
+    check(
+        admin
+            .resolve(&detail.entry.id, Resolution::new(Choice::KeepDevice))
+            .is_err(),
+        "neither side is the authority, so there is no `device` side to keep",
     )?;
     admin.resolve(
         &detail.entry.id,
-        Resolution::new(Choice::KeepDevice)
+        Resolution::new(Choice::Keep(employee_id.clone()))
             .reopen("pending_approval")
             .note("reopened with the employee's changes; back to the manager"),
     )?;

@@ -64,6 +64,7 @@ pub mod conflict;
 mod doc;
 mod error;
 mod hlc;
+pub mod member;
 pub mod node;
 pub mod pending;
 mod replica;

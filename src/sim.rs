@@ -473,10 +473,10 @@ impl Sim {
                     0 => r.assign(&e.id, &format!("p{}", v % 3)).is_ok(),
                     1 => r.route(&e.id, "second_line").is_ok(),
                     2 => r
-                        .resolve(&e.id, Resolution::new(Choice::KeepAuthority))
+                        .resolve(&e.id, Resolution::new(Choice::KeepSide(Side::Other)))
                         .is_ok(),
                     3 => r
-                        .resolve(&e.id, Resolution::new(Choice::KeepDevice))
+                        .resolve(&e.id, Resolution::new(Choice::KeepSide(Side::Subject)))
                         .is_ok(),
                     4 => {
                         let pick = e
@@ -497,7 +497,7 @@ impl Sim {
                     _ => r
                         .resolve(
                             &e.id,
-                            Resolution::new(Choice::KeepDevice).reopen(STATES[v % 2]),
+                            Resolution::new(Choice::KeepSide(Side::Subject)).reopen(STATES[v % 2]),
                         )
                         .is_ok(),
                 };

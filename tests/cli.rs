@@ -585,8 +585,8 @@ status = { type = "string", default = "draft" }
     );
     let detail: serde_json::Value =
         serde_json::from_str(&ok(s, &["--json", "conflicts", "show", &id])).unwrap();
-    assert_eq!(detail["device"]["amount"], 15.0);
-    assert_eq!(detail["authority"]["amount"], 12.0);
+    assert_eq!(detail["versions"]["device"]["amount"], 15.0);
+    assert_eq!(detail["versions"]["authority"]["amount"], 12.0);
     ok(s, &["conflicts", "assign", &id, "finance", "--to", "ana"]);
     let mine: serde_json::Value = serde_json::from_str(&ok(
         s,

@@ -164,12 +164,17 @@ fn server_wins_keeps_the_authority_value_and_the_device_value_in_the_entry() {
             Some(ResolvedBy::Policy(Policy::ServerWins))
         );
         let d = r.conflict(&e[0].id).unwrap().unwrap();
+        let (device, authority) = (
+            d.version("device").unwrap(),
+            d.version("authority").unwrap(),
+        );
         assert_eq!(
-            d.device["amount"],
+            device.fields["amount"],
             Value::Int(7),
             "the loser stays readable"
         );
-        assert_eq!(d.authority["amount"], Value::Int(9));
+        assert_eq!(authority.fields["amount"], Value::Int(9));
+        assert!(authority.authority && !device.authority);
     }
 }
 
@@ -207,21 +212,38 @@ fn record_granularity_conflicts_on_different_fields_field_granularity_does_not()
 }
 
 #[test]
-fn two_devices_without_an_authority_fall_back_to_last_writer_silently() {
+fn two_devices_without_an_authority_fall_back_to_the_last_saved_change() {
     let rs = group(2, case(Policy::ServerWins), false);
     let (a, b) = (&rs[0], &rs[1]);
     a.insert("case", "k", title("pump")).unwrap();
     sync(a, b);
-    a.update("case", "k", fields([("amount", Value::Int(1))]))
-        .unwrap();
     b.update("case", "k", fields([("amount", Value::Int(2))]))
         .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    a.update("case", "k", fields([("amount", Value::Int(1))]))
+        .unwrap();
     sync(a, b);
-    assert!(a.conflicts(&ConflictFilter::all()).unwrap().is_empty());
-    assert_eq!(
-        a.get("case", "k").unwrap().unwrap().fields,
-        b.get("case", "k").unwrap().unwrap().fields
-    );
+    for r in [a, b] {
+        // Creatio: the change saved last is kept, whichever device made more
+        // writes; the entry is listed, decided by the policy.
+        assert_eq!(
+            r.get("case", "k").unwrap().unwrap().fields["amount"],
+            Value::Int(1)
+        );
+        let e = r.conflicts(&ConflictFilter::all()).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].state, EntryState::Resolved);
+        assert_eq!(
+            e[0].resolved_by,
+            Some(ResolvedBy::Policy(Policy::LastWriterWins))
+        );
+        assert_eq!(e[0].authority_side(), None, "neither side is an authority");
+    }
+    let e = &a.conflicts(&ConflictFilter::all()).unwrap()[0];
+    let err = a
+        .resolve(&e.id, Resolution::new(Choice::KeepAuthority))
+        .unwrap_err();
+    assert!(err.to_string().contains("neither side"), "{err}");
 }
 
 #[test]

@@ -648,52 +648,69 @@ fn a_store_held_by_another_process_is_a_locked_error() {
 }
 
 #[test]
-fn the_hlc_lease_is_written_rarely_and_never_reissued_after_a_restart() {
+fn stamps_follow_the_wall_clock_and_are_never_reissued_after_a_restart() {
     let store = fieldsync::store::MemoryStore::new();
+    let wall = Arc::new(std::sync::atomic::AtomicU64::new(1_790_000_000_000));
     let open = || {
+        let w = wall.clone();
         Replica::with_storage(
             Arc::new(store.clone()),
             Config::default()
                 .with_schema(common::schema())
-                .with_clock(|| 1_790_000_000_000),
+                .with_clock(move || w.load(std::sync::atomic::Ordering::SeqCst)),
         )
         .unwrap()
     };
-    let lease = || {
+    let mark = || {
         let b = fieldsync::store::Storage::get(&store, b"m:hlc")
             .unwrap()
             .unwrap();
         HlcTime::from_u64(u64::from_be_bytes(b.try_into().unwrap()))
     };
-    let r = open();
+    // Each write in its own process (a reopen), a second apart: stamped a
+    // second apart, never ahead of the clock.
     let mut times = Vec::new();
-    for i in 0..5 {
-        times.push(
-            r.insert(
+    for i in 0..5u64 {
+        wall.store(
+            1_790_000_000_000 + i * 1000,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        let r = open();
+        let t = r
+            .insert(
                 "person",
                 &format!("p{i}"),
                 fields([("name", Value::from("x"))]),
             )
             .unwrap()
-            .time,
+            .time;
+        assert_eq!(
+            t.millis(),
+            1_790_000_000_000 + i * 1000,
+            "write {i} is stamped at its wall time"
         );
+        assert_eq!(
+            mark(),
+            t,
+            "the stored mark is the last stamp, not a lease ahead of it"
+        );
+        times.push(t);
     }
-    let stored = lease();
-    assert!(
-        times.iter().all(|t| *t < stored),
-        "every issued time is below the lease"
-    );
-    assert_eq!(
-        stored.millis(),
-        1_790_000_000_000 + 10_000,
-        "one lease, written once"
-    );
-    drop(r);
-    // Same wall clock after the restart: times continue above the lease.
+    // A clock that went back after a restart: stamps continue after the mark.
+    wall.store(1_789_000_000_000, std::sync::atomic::Ordering::SeqCst);
     let r = open();
     let after = r
         .insert("person", "q", fields([("name", Value::from("x"))]))
         .unwrap()
         .time;
-    assert!(after > stored, "{after} after a restart, lease {stored}");
+    assert!(
+        after > times[4],
+        "{after} after a restart, mark {}",
+        times[4]
+    );
+    assert_eq!(
+        after.millis(),
+        times[4].millis(),
+        "one logical tick after the mark"
+    );
 }

@@ -212,7 +212,7 @@ fn a_delete_racing_an_edit_is_one_edit_of_deleted_entry_with_one_outcome_everywh
     assert_eq!(ra.fields, rb.fields);
     // Whichever side lost, the edit stays readable in the entry.
     let detail = a.conflict(&ea[0].id).unwrap().unwrap();
-    assert_eq!(detail.device["note"], Value::from("fixed"));
+    assert_eq!(detail.subject.fields["note"], Value::from("fixed"));
     assert_eq!(snapshot(&a), snapshot(&b));
 }
 

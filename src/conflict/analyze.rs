@@ -53,6 +53,10 @@ pub(crate) struct Context<'a> {
     pub(crate) human: &'a dyn Fn(&str) -> Option<Human>,
     /// Whether the history is one line of changes (see [`linear`]).
     pub(crate) linear: bool,
+    /// A change's save time in the reference clock: its HLC time corrected
+    /// by its author's measured clock offset (see `docs/conflicts.md`,
+    /// "Clocks"); the time itself when no offset is known.
+    pub(crate) corrected: &'a dyn Fn(&ActorId, HlcTime) -> HlcTime,
 }
 
 /// The visible record and its entries.
@@ -333,12 +337,15 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
                     let own = s.new_status.as_deref().and_then(|x| l.rank(x));
                     if new > base && own.is_none_or(|o| o < new) {
                         regression = true;
-                        add(
-                            Kind::StatusRegression,
-                            stale,
-                            adv,
-                            without_status(s.touched().cloned().collect()),
-                        );
+                        // Field granularity: every field the stale change
+                        // touched (Pega keeps the client's whole case data);
+                        // record granularity: the record, so every field
+                        // either side touched.
+                        let mut fields: BTreeSet<String> = s.touched().cloned().collect();
+                        if c.settings.granularity == Granularity::Record {
+                            fields.extend(t.touched().cloned());
+                        }
+                        add(Kind::StatusRegression, stale, adv, without_status(fields));
                     }
                 }
             }
@@ -364,10 +371,10 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
             if contested.is_empty() {
                 continue;
             }
+            // Between an authority and a device the entry is about the
+            // device's change; between equals (two devices, or two
+            // authorities), about the earlier one.
             let (aa, ab) = (auth(j), auth(i));
-            if aa == ab && c.settings.policy != Policy::UserAction {
-                continue;
-            }
             let subject = if aa != ab {
                 if aa { i } else { j }
             } else if (a.time, a.hash) < (b.time, b.hash) {
@@ -379,6 +386,28 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
             add(Kind::ConcurrentEdit, subject, other, contested);
         }
     }
+
+    // People's decisions: the resolution changes in the history, by the entry
+    // they name (of two concurrent ones, the later by time and hash).
+    let mut resolutions: HashMap<String, usize> = HashMap::new();
+    for (i, ch) in h.changes.iter().enumerate() {
+        if ch.mark.kind != WriteKind::Resolve {
+            continue;
+        }
+        if let Some(e) = &ch.mark.entry {
+            let slot = resolutions.entry(e.clone()).or_insert(i);
+            let cur = &h.changes[*slot];
+            if (ch.time, ch.hash) > (cur.time, cur.hash) {
+                *slot = i;
+            }
+        }
+    }
+    // Last writer wins compares save times, each corrected by its author's
+    // clock offset as measured by an authority (the same on every peer).
+    let lww_key = |x: usize| {
+        let ch = &h.changes[x];
+        ((cx.corrected)(&h.actors[ch.actor], ch.time), ch.hash)
+    };
 
     // Decide each entry; collect what is not applied.
     let mut sup = Suppressed::default();
@@ -449,21 +478,38 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
         let sch = &h.changes[s];
         let id = entry_id(cand.kind, &c.name, cx.record, &sch.hash.0);
         let human = (cx.human)(&id).unwrap_or_default();
+        // A person decided when a resolution change naming the entry is in
+        // the history: its data and the decision arrive together (the
+        // `_entry` record only adds the note, queue and assignee).
+        let person = resolutions.get(&id).map(|&r| {
+            let rc = &h.changes[r];
+            ResolvedBy::Person {
+                decision: rc
+                    .mark
+                    .decision
+                    .clone()
+                    .or_else(|| human.decision.as_ref().map(|d| d.0.clone()))
+                    .unwrap_or_else(|| "resolved".to_owned()),
+                by: h.actors[rc.actor].to_hex_string(),
+                at: i64::try_from(rc.time.millis()).unwrap_or(i64::MAX),
+            }
+        });
         let subj_auth = auth(s);
         let other_auth = cand.others.iter().any(|&o| auth(o));
-        let later = |x: usize| (h.changes[x].time, h.changes[x].hash);
-        let subject_later = cand.others.iter().all(|&o| later(s) > later(o));
+        let sides_differ = subj_auth != other_auth;
+        let subject_later = cand.others.iter().all(|&o| lww_key(s) > lww_key(o));
         let lww = if subject_later {
             Side::Subject
         } else {
             Side::Other
         };
-        let authority_side = if subj_auth {
-            Side::Subject
+        let (authority_side, device_side) = if subj_auth {
+            (Side::Subject, Side::Other)
         } else {
-            Side::Other
+            (Side::Other, Side::Subject)
         };
-        let sides_differ = subj_auth != other_auth;
+        // The server and device policies need an authority on one side and a
+        // device on the other; between equals the last writer wins.
         let effective = match policy {
             Policy::UserAction | Policy::LastWriterWins => policy,
             p if sides_differ => p,
@@ -471,13 +517,7 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
         };
         let winner = match effective {
             Policy::ServerWins => authority_side,
-            Policy::PartialDeviceWins | Policy::FullDeviceWins => {
-                if subj_auth {
-                    Side::Other
-                } else {
-                    Side::Subject
-                }
-            }
+            Policy::PartialDeviceWins | Policy::FullDeviceWins => device_side,
             Policy::LastWriterWins => lww,
             _ => {
                 // user_action: provisional until a person decides.
@@ -490,43 +530,68 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
                 }
             }
         };
-        if human.decision.is_none() {
-            match (winner, cand.kind) {
-                (Side::Other, _) => {
-                    for f in &cand.fields {
-                        sup.field(sch.hash, f);
-                    }
-                }
-                (Side::Subject, Kind::EditOfDeleted) => {
-                    for &o in &cand.others {
-                        sup.deletes.insert(h.changes[o].hash);
-                    }
-                }
-                (Side::Subject, _) => {
-                    for &o in &cand.others {
-                        let och = &h.changes[o];
-                        let fields: Vec<&String> = if effective == Policy::FullDeviceWins {
-                            och.mark.assigned.iter().collect()
-                        } else {
-                            och.mark
-                                .assigned
-                                .iter()
-                                .filter(|f| cand.fields.contains(*f))
-                                .collect()
-                        };
-                        for f in fields {
-                            if Some(f.as_str()) != status_field {
-                                sup.field(och.hash, f);
-                            }
+        let (losers, winners): (Vec<usize>, Vec<usize>) = match winner {
+            Side::Subject => (cand.order.clone(), vec![s]),
+            Side::Other => (vec![s], cand.order.clone()),
+        };
+        // What the winner's standing takes out of the losing side, and so the
+        // fields the entry is about (both versions of each are kept in it).
+        let mut drop: Vec<(ChangeHash, String)> = Vec::new();
+        let mut drop_deletes: Vec<ChangeHash> = Vec::new();
+        if cand.kind == Kind::EditOfDeleted {
+            // The subject is the edit, the others the delete(s).
+            match winner {
+                Side::Subject => drop_deletes.extend(cand.order.iter().map(|&o| h.changes[o].hash)),
+                Side::Other => drop.extend(cand.fields.iter().map(|f| (sch.hash, f.clone()))),
+            }
+        } else {
+            let winner_touched: BTreeSet<&String> = winners
+                .iter()
+                .flat_map(|&w| h.changes[w].mark.touched())
+                .collect();
+            for &l in &losers {
+                let lch = &h.changes[l];
+                for f in &lch.mark.assigned {
+                    let out = match effective {
+                        // Every field as the device had it.
+                        Policy::FullDeviceWins => true,
+                        // Only the fields the device changed override.
+                        Policy::PartialDeviceWins => {
+                            cand.fields.contains(f) && winner_touched.contains(f)
                         }
+                        _ => cand.fields.contains(f),
+                    };
+                    if out && Some(f.as_str()) != status_field {
+                        drop.push((lch.hash, f.clone()));
                     }
                 }
             }
         }
-        let (state, resolved_by) = match human.person() {
-            Some(p) => (EntryState::Resolved, Some(p)),
-            None if effective == Policy::UserAction => (EntryState::Open, None),
-            None => (EntryState::Resolved, Some(ResolvedBy::Policy(effective))),
+        let contested: Vec<String> = cand.fields.iter().cloned().collect();
+        for (_, f) in &drop {
+            cand.fields.insert(f.clone());
+        }
+        let also: Vec<String> = cand
+            .fields
+            .iter()
+            .filter(|f| !contested.contains(f))
+            .cloned()
+            .collect();
+        if person.is_none() {
+            for (hash, f) in &drop {
+                sup.field(*hash, f);
+            }
+            sup.deletes.extend(drop_deletes);
+        }
+        let state = if person.is_some() || effective != Policy::UserAction {
+            EntryState::Resolved
+        } else {
+            EntryState::Open
+        };
+        let resolved_by = match (&person, state) {
+            (Some(p), _) => Some(p.clone()),
+            (None, EntryState::Resolved) => Some(ResolvedBy::Policy(effective)),
+            _ => None,
         };
         let fields: Vec<String> = cand.fields.iter().cloned().collect();
         let others: Vec<ChangeRef> = cand
@@ -534,7 +599,22 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
             .iter()
             .map(|&o| h.change_ref(o, cx.is_authority))
             .collect();
-        let message = describe(cand.kind, &h, s, &cand.order, &fields, winner, state);
+        let subject = h.change_ref(s, cx.is_authority);
+        let message = describe(&Description {
+            kind: cand.kind,
+            subject: &subject,
+            others: &others,
+            contested: &contested,
+            also: &also,
+            winner,
+            resolved_by: resolved_by.as_ref(),
+            base_status: sch.mark.base_status.as_deref(),
+            advanced: cand
+                .order
+                .iter()
+                .filter_map(|&o| h.changes[o].mark.new_status.clone())
+                .collect(),
+        });
         entries.push(Entry {
             id,
             kind: cand.kind,
@@ -545,7 +625,7 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
             policy,
             queue: human.queue.clone().unwrap_or_else(|| queue.clone()),
             assignee: human.assignee.clone(),
-            subject: h.change_ref(s, cx.is_authority),
+            subject,
             others,
             fields,
             winner: Some(winner),
@@ -594,58 +674,131 @@ fn short(actor_hex: &str) -> &str {
     }
 }
 
-fn describe(
+/// What an entry's message says.
+struct Description<'a> {
     kind: Kind,
-    h: &History,
-    s: usize,
-    others: &[usize],
-    fields: &[String],
+    subject: &'a ChangeRef,
+    others: &'a [ChangeRef],
+    /// The fields in conflict.
+    contested: &'a [String],
+    /// Fields the decision also takes out of the losing side (full device
+    /// wins).
+    also: &'a [String],
     winner: Side,
-    state: EntryState,
-) -> String {
-    let who = |i: usize| h.actors[h.changes[i].actor].to_hex_string();
-    let subject = who(s);
-    let other: Vec<String> = others.iter().map(|&o| short(&who(o)).to_owned()).collect();
-    let other = other.join(", ");
-    let list = if fields.is_empty() {
+    resolved_by: Option<&'a ResolvedBy>,
+    base_status: Option<&'a str>,
+    advanced: Vec<String>,
+}
+
+/// A side of an entry as a message names it: `the authority 12D3KooW…`,
+/// `the device 12D3KooW…`, or, between equals, `member 12D3KooW…`.
+fn side_text(refs: &[&ChangeRef], roles: bool) -> String {
+    let mut ids: Vec<String> = Vec::new();
+    for r in refs {
+        let m = crate::member::short_member_id(&r.member());
+        if !ids.contains(&m) {
+            ids.push(m);
+        }
+    }
+    let ids = ids.join(", ");
+    if !roles {
+        return format!("member {ids}");
+    }
+    if refs.iter().any(|r| r.authority) {
+        format!("the authority {ids}")
+    } else {
+        format!("the device {ids}")
+    }
+}
+
+/// The message of an entry: what happened, and what was decided (written
+/// again whenever the entry is evaluated, so it follows a resolution).
+fn describe(d: &Description<'_>) -> String {
+    let roles = d.subject.authority != d.others.iter().any(|o| o.authority);
+    let subject = side_text(&[d.subject], roles);
+    let others: Vec<&ChangeRef> = d.others.iter().collect();
+    let other = side_text(&others, roles);
+    let list = if d.contested.is_empty() {
         "no other field".to_owned()
     } else {
-        fields.join(", ")
+        d.contested.join(", ")
     };
-    let fate = match (winner, state) {
-        (Side::Other, EntryState::Open) => "are not applied and wait here for a decision",
-        (Side::Other, EntryState::Resolved) => "were not applied and are kept here",
-        (Side::Subject, EntryState::Open) => "are shown until a person decides",
-        (Side::Subject, EntryState::Resolved) => "were applied",
-    };
-    match kind {
-        Kind::StatusRegression => {
-            let m = &h.changes[s].mark;
-            let advanced = others
-                .iter()
-                .filter_map(|&o| h.changes[o].mark.new_status.clone())
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!(
-                "{} edited this record at status `{}` while {other} advanced it to `{advanced}`; its changes to {list} {fate}",
-                short(&subject),
-                m.base_status.as_deref().unwrap_or("?"),
-            )
-        }
-        Kind::ConcurrentEdit => format!(
-            "{} and {other} changed {list} concurrently; {}'s values {fate}",
-            short(&subject),
-            short(&subject)
+    let happened = match d.kind {
+        Kind::StatusRegression => format!(
+            "{subject} edited this record at status `{}` while {other} advanced it to `{}`",
+            d.base_status.unwrap_or("?"),
+            d.advanced.join(", ")
         ),
-        Kind::EditOfDeleted => format!(
-            "{} edited {list} while {other} deleted the record; {}",
-            short(&subject),
-            match winner {
-                Side::Subject => "the record stands with the edit",
-                Side::Other => "the record stays deleted and the edit is kept here",
-            }
-        ),
+        Kind::ConcurrentEdit => format!("{subject} and {other} changed {list} concurrently"),
+        Kind::EditOfDeleted => format!("{subject} edited {list} while {other} deleted the record"),
         Kind::Rejected | Kind::RejectedFk => String::new(),
+    };
+    // Once named, a side is "the authority" or "the device" (between
+    // equals, its member again).
+    let brief = |refs: &[&ChangeRef]| -> String {
+        if !roles {
+            side_text(refs, false)
+        } else if refs.iter().any(|r| r.authority) {
+            "the authority".to_owned()
+        } else {
+            "the device".to_owned()
+        }
+    };
+    let (win, lose) = match d.winner {
+        Side::Subject => (brief(&[d.subject]), brief(&others)),
+        Side::Other => (brief(&others), brief(&[d.subject])),
+    };
+    let shows = if d.kind != Kind::EditOfDeleted {
+        let also = if d.also.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({win}'s version also sets {} back to the value before {lose}'s change)",
+                d.also.join(", ")
+            )
+        };
+        format!("{win}'s values show and {lose}'s are kept here{also}")
+    } else if d.winner == Side::Subject {
+        format!("the record stands with the edit; {lose}'s delete is not applied")
+    } else {
+        "the record stays deleted and the edit is kept here".to_owned()
+    };
+    let outcome = match d.resolved_by {
+        None => format!("waiting for a person to decide; meanwhile {shows}"),
+        Some(ResolvedBy::Policy(p)) => format!("decided by policy {p}: {shows}"),
+        Some(ResolvedBy::Person { decision, by, .. }) => {
+            let by = crate::member::short_member_id(&crate::member::member_id_of_hex(by));
+            format!("decided by {by}: {}", decision_text(decision))
+        }
+        Some(ResolvedBy::Accepted | ResolvedBy::ParentStands) => shows,
+    };
+    format!("{happened}; {outcome}")
+}
+
+/// A person's decision in words.
+pub(crate) fn decision_text(decision: &str) -> String {
+    let (reopen, rest) = match decision.strip_prefix("reopen+") {
+        Some(r) => (true, r),
+        None => (false, decision),
+    };
+    let what = match rest {
+        "keep_authority" => "kept the authority's version".to_owned(),
+        "keep_device" => "kept the device's version".to_owned(),
+        "keep_subject" | "keep_other" | "keep_side" => "kept one side's version".to_owned(),
+        "fields" => "chose a side per field".to_owned(),
+        "custom" => "wrote new values".to_owned(),
+        other => match other.strip_prefix("keep:") {
+            Some(m) => format!(
+                "kept the version of member {}",
+                crate::member::short_member_id(m)
+            ),
+            None => other.replace('_', " "),
+        },
+    };
+    if reopen {
+        format!("{what} and reopened the record")
+    } else {
+        what
     }
 }
 

@@ -54,6 +54,13 @@ pub(crate) struct Mark {
     /// For a compensating change: the event it cancels.
     #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     pub(crate) cancels: Option<u64>,
+    /// For a resolution: the decision (`keep_authority`, `keep_device`,
+    /// `keep_side`, `fields`, `custom`, with `reopen+` before it for a
+    /// reopen). The resolution change carries it, so the record's data and
+    /// the decision arrive together (the `_entry` record adds the note,
+    /// queue and assignee).
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) decision: Option<String>,
 }
 
 impl Mark {
@@ -67,6 +74,7 @@ impl Mark {
             entry: None,
             event: None,
             cancels: None,
+            decision: None,
         }
     }
 

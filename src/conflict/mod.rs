@@ -144,6 +144,13 @@ pub struct ChangeRef {
     pub authority: bool,
 }
 
+impl ChangeRef {
+    /// The author's member id (its peer id, `12D3KooW…`).
+    pub fn member(&self) -> String {
+        crate::member::member_id_of_hex(&self.actor)
+    }
+}
+
 /// One entry of the conflict list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -188,22 +195,131 @@ pub struct Entry {
     pub parent: Option<(String, String)>,
 }
 
+impl Entry {
+    /// Which side is the authority's, when exactly one side is (for a
+    /// rejection, the refusing authority's: [`Side::Other`]).
+    pub fn authority_side(&self) -> Option<Side> {
+        if matches!(self.kind, Kind::Rejected | Kind::RejectedFk) {
+            return Some(Side::Other);
+        }
+        let other = self.others.iter().any(|c| c.authority);
+        match (self.subject.authority, other) {
+            (true, false) => Some(Side::Subject),
+            (false, true) => Some(Side::Other),
+            _ => None,
+        }
+    }
+
+    /// The member ids of a side's authors (one for the subject; for the
+    /// other side, each distinct author in order).
+    pub fn side_members(&self, side: Side) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let refs: Vec<&ChangeRef> = match side {
+            Side::Subject => vec![&self.subject],
+            Side::Other => self.others.iter().collect(),
+        };
+        for r in refs {
+            let m = r.member();
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// A side's name, the same on every peer: `authority` or `device` when
+    /// exactly one side is an authority; otherwise its authors' member ids
+    /// (comma-separated).
+    pub fn side_name(&self, side: Side) -> String {
+        match self.authority_side() {
+            Some(a) if a == side => "authority".to_owned(),
+            Some(_) => "device".to_owned(),
+            None => self.side_members(side).join(","),
+        }
+    }
+
+    /// The side a person names: `authority` or `device` when one side is an
+    /// authority, otherwise the member id of one of its authors (or a prefix
+    /// of it of at least 12 characters that only one side's authors have).
+    pub fn side_named(&self, name: &str) -> Option<Side> {
+        let name = name.trim();
+        if self.authority_side().is_some() {
+            return match name {
+                "authority" => self.authority_side(),
+                "device" => self.authority_side().map(|a| match a {
+                    Side::Subject => Side::Other,
+                    Side::Other => Side::Subject,
+                }),
+                _ => None,
+            };
+        }
+        let matches = |side: Side| {
+            self.side_members(side)
+                .iter()
+                .any(|m| m == name || (name.len() >= 12 && m.starts_with(name)))
+        };
+        match (matches(Side::Subject), matches(Side::Other)) {
+            (true, false) => Some(Side::Subject),
+            (false, true) => Some(Side::Other),
+            _ => None,
+        }
+    }
+}
+
 /// An entry with the record's versions side by side.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct EntryDetail {
     /// The entry.
     pub entry: Entry,
-    /// The record as it was before the subject change (what the device saw).
+    /// The record as it was before the subject change (what its author saw).
     pub base: Fields,
-    /// The other side's version (the authority's, or the advancing change's).
-    pub authority: Fields,
-    /// The subject's version (the device's record as it made the change).
-    pub device: Fields,
+    /// The subject's version: the record as the subject change left it.
+    pub subject: SideVersion,
+    /// The other side's version: the record as the changes it conflicts with
+    /// left it.
+    pub other: SideVersion,
     /// What the record shows now.
     pub visible: Fields,
+    /// Whether the record shows as deleted now.
+    pub visible_deleted: bool,
     /// Per field, the values that differ between the versions.
     pub diff: Vec<FieldDiff>,
+}
+
+impl EntryDetail {
+    /// The version of the side with this name (see [`Entry::side_named`]).
+    pub fn version(&self, name: &str) -> Option<&SideVersion> {
+        match self.entry.side_named(name)? {
+            Side::Subject => Some(&self.subject),
+            Side::Other => Some(&self.other),
+        }
+    }
+
+    /// The version of `side`.
+    pub fn side(&self, side: Side) -> &SideVersion {
+        match side {
+            Side::Subject => &self.subject,
+            Side::Other => &self.other,
+        }
+    }
+}
+
+/// One side of an entry, as a version of the record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct SideVersion {
+    /// The side's name (`authority`, `device`, or its authors' member ids;
+    /// see [`Entry::side_name`]).
+    pub name: String,
+    /// Its authors' member ids.
+    pub members: Vec<String>,
+    /// Whether an authority made it.
+    pub authority: bool,
+    /// The record's fields as this side left them.
+    pub fields: Fields,
+    /// Whether this side deleted the record.
+    pub deleted: bool,
 }
 
 /// One field's values in each version.
@@ -214,10 +330,10 @@ pub struct FieldDiff {
     pub field: String,
     /// Before the subject change.
     pub base: Option<Value>,
-    /// The other side's value.
-    pub authority: Option<Value>,
     /// The subject's value.
-    pub device: Option<Value>,
+    pub subject: Option<Value>,
+    /// The other side's value.
+    pub other: Option<Value>,
     /// What the record shows.
     pub visible: Option<Value>,
 }
@@ -226,11 +342,18 @@ pub struct FieldDiff {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Choice {
-    /// The other side's (the authority's) values for the entry's fields.
+    /// The authority's side: its values of the entry's fields, and its delete
+    /// or its edit for an edit of a deleted record. Only when exactly one
+    /// side is an authority ([`Entry::authority_side`]).
     KeepAuthority,
-    /// The subject's (the device's) values for the entry's fields; for an edit
-    /// of a deleted record, the record comes back with the edit.
+    /// The device's side (the side that is not the authority's); only when
+    /// exactly one side is an authority.
     KeepDevice,
+    /// The side with this name ([`Entry::side_name`]: `authority`, `device`,
+    /// or, between equals, a member id of one of its authors).
+    Keep(String),
+    /// This side.
+    KeepSide(Side),
     /// Per field, which side's value.
     Fields(std::collections::BTreeMap<String, Side>),
     /// These values (checked against the schema).

@@ -12,6 +12,7 @@ use super::{Inner, Replica, Written};
 use crate::conflict::mark::WriteKind;
 use crate::conflict::{
     Choice, ConflictEvent, ConflictFilter, Entry, EntryDetail, FieldDiff, Kind, Resolution, Side,
+    SideVersion,
 };
 use crate::error::{Error, Result};
 use crate::schema::{DECISIONS, Violation};
@@ -44,12 +45,16 @@ impl Inner {
     }
 }
 
-/// A document's fields as of `heads` (empty if they are not all in it).
-fn fields_at(doc: &Automerge, c: &crate::schema::Collection, heads: &[ChangeHash]) -> Fields {
+/// A document's fields and deleted flag as of `heads` (empty if they are
+/// not all in it).
+fn fields_at(
+    doc: &Automerge,
+    c: &crate::schema::Collection,
+    heads: &[ChangeHash],
+) -> (Fields, bool) {
     doc.fork_at(heads)
         .ok()
         .and_then(|d| crate::doc::read_fields(&d, c).ok())
-        .map(|(f, _)| f)
         .unwrap_or_default()
 }
 
@@ -130,23 +135,23 @@ impl Replica {
     }
 
     /// An entry with the record's versions side by side: the base (before the
-    /// subject change), the authority's (the other side's), the device's (the
-    /// subject's), what the record shows, and a per-field diff. The losing
-    /// values are read from the record's history, so they stay readable after
-    /// any resolution.
+    /// subject change), the subject's version, the other side's, what the
+    /// record shows, and a per-field diff. Each side is named as people name
+    /// it ([`Entry::side_name`]). The losing values are read from the
+    /// record's history, so they stay readable after any resolution.
     pub fn conflict(&self, id: &str) -> Result<Option<EntryDetail>> {
         let Some(entry) = self.conflict_entry(id)? else {
             return Ok(None);
         };
         let schema = self.schema();
         let c = schema.collection(&entry.collection)?;
-        let visible = self
+        let (visible, visible_deleted) = self
             .get(&entry.collection, &entry.record)?
-            .map(|r| r.fields)
+            .map(|r| (r.fields, r.meta.deleted))
             .unwrap_or_default();
         let subject: Vec<ChangeHash> = entry.subject.hash.parse().into_iter().collect();
         let others = hashes(&entry.others);
-        let (base, device, authority) = self.with_doc(&entry.collection, &entry.record, |doc| {
+        let (base, mine, theirs) = self.with_doc(&entry.collection, &entry.record, |doc| {
             let deps: Vec<ChangeHash> = subject
                 .first()
                 .and_then(|h| doc.get_change_meta_by_hash(h))
@@ -155,20 +160,29 @@ impl Replica {
             let base = if deps.is_empty() {
                 Fields::new()
             } else {
-                fields_at(doc, c, &deps)
+                fields_at(doc, c, &deps).0
             };
-            let device = fields_at(doc, c, &subject);
-            let authority = if others.is_empty() {
-                visible.clone()
+            let mine = fields_at(doc, c, &subject);
+            let theirs = if others.is_empty() {
+                (visible.clone(), visible_deleted)
             } else {
                 fields_at(doc, c, &others)
             };
-            Ok((base, device, authority))
+            Ok((base, mine, theirs))
         })?;
+        let version = |side: Side, (fields, deleted): (Fields, bool)| SideVersion {
+            name: entry.side_name(side),
+            members: entry.side_members(side),
+            authority: entry.authority_side() == Some(side),
+            fields,
+            deleted,
+        };
+        let subject = version(Side::Subject, mine);
+        let other = version(Side::Other, theirs);
         let mut names: Vec<&String> = base
             .keys()
-            .chain(device.keys())
-            .chain(authority.keys())
+            .chain(subject.fields.keys())
+            .chain(other.fields.keys())
             .chain(visible.keys())
             .collect();
         names.sort();
@@ -179,21 +193,21 @@ impl Replica {
                 let d = FieldDiff {
                     field: f.clone(),
                     base: base.get(f).cloned(),
-                    authority: authority.get(f).cloned(),
-                    device: device.get(f).cloned(),
+                    subject: subject.fields.get(f).cloned(),
+                    other: other.fields.get(f).cloned(),
                     visible: visible.get(f).cloned(),
                 };
-                let same =
-                    d.base == d.authority && d.authority == d.device && d.device == d.visible;
+                let same = d.base == d.subject && d.subject == d.other && d.other == d.visible;
                 (!same).then_some(d)
             })
             .collect();
         Ok(Some(EntryDetail {
             entry,
             base,
-            authority,
-            device,
+            subject,
+            other,
             visible,
+            visible_deleted,
             diff,
         }))
     }
@@ -241,64 +255,113 @@ impl Replica {
         })
     }
 
-    /// Resolve an entry. The chosen values (and a `reopen` status) are written
-    /// to the record as one ordinary change that follows both sides, and the
-    /// decision is recorded in the entry's replicated `_entry` record, in one
-    /// transaction. If two people resolve one entry concurrently, both changes
-    /// replicate and every replica shows the same outcome (automerge's
-    /// deterministic winner for each field written by both).
+    /// Resolve an entry. The chosen side's values of the entry's fields (and
+    /// a `reopen` status) are written to the record as one ordinary change
+    /// that follows both sides and carries the decision, and the decision is
+    /// recorded in the entry's replicated `_entry` record (with the note), in
+    /// one transaction. For an edit of a deleted record, keeping the deleting
+    /// side deletes the record and keeping the editing side brings it back
+    /// with the edit. If two people resolve one entry concurrently, both
+    /// changes replicate and every replica shows the same outcome
+    /// (automerge's deterministic winner for each field written by both).
+    ///
+    /// [`Choice::KeepAuthority`] and [`Choice::KeepDevice`] need exactly one
+    /// side to be an authority; between equals, name the side with
+    /// [`Choice::Keep`] (a member id of its author). Anything else is
+    /// [`Error::Resolve`], saying which names the entry's sides have.
     pub fn resolve(&self, id: &str, resolution: Resolution) -> Result<Written> {
         let detail = self
             .conflict(id)?
             .ok_or_else(|| Error::NoEntry { id: id.to_owned() })?;
         let e = &detail.entry;
-        let bad = |reason: &str| Error::Resolve {
+        let bad = |reason: String| Error::Resolve {
             id: id.to_owned(),
-            reason: reason.to_owned(),
+            reason,
+        };
+        let names = || {
+            format!(
+                "its sides are `{}` and `{}`",
+                e.side_name(Side::Subject),
+                e.side_name(Side::Other)
+            )
         };
         let schema = self.schema();
         let c = schema.collection(&e.collection)?;
-        let pick = |side: Side, f: &str| -> Value {
-            let from = match side {
-                Side::Subject => &detail.device,
-                Side::Other => &detail.authority,
-            };
-            from.get(f).cloned().unwrap_or(Value::Null)
+        let roles = e.authority_side().is_some();
+        let keep = |side: Side| -> String {
+            if roles {
+                if e.authority_side() == Some(side) {
+                    "keep_authority".to_owned()
+                } else {
+                    "keep_device".to_owned()
+                }
+            } else {
+                format!(
+                    "keep:{}",
+                    e.side_members(side).first().cloned().unwrap_or_default()
+                )
+            }
         };
-        let (decision, mut patch): (&str, Fields) = match &resolution.choice {
-            Choice::KeepAuthority => (
-                "keep_authority",
-                e.fields
-                    .iter()
-                    .map(|f| (f.clone(), pick(Side::Other, f)))
-                    .collect(),
+        let chosen: Option<Side> = match &resolution.choice {
+            Choice::KeepAuthority | Choice::KeepDevice if !roles => {
+                return Err(bad(format!(
+                    "neither side of this conflict is an authority, so there is no {} side: {}",
+                    if matches!(resolution.choice, Choice::KeepAuthority) {
+                        "authority"
+                    } else {
+                        "device"
+                    },
+                    names()
+                )));
+            }
+            Choice::KeepAuthority => e.authority_side(),
+            Choice::KeepDevice => e.authority_side().map(|a| match a {
+                Side::Subject => Side::Other,
+                Side::Other => Side::Subject,
+            }),
+            Choice::Keep(name) => Some(
+                e.side_named(name)
+                    .ok_or_else(|| bad(format!("no side is named `{name}`: {}", names())))?,
             ),
-            Choice::KeepDevice => (
-                "keep_device",
-                e.fields
-                    .iter()
-                    .map(|f| (f.clone(), pick(Side::Subject, f)))
-                    .collect(),
-            ),
-            Choice::Fields(map) => {
+            Choice::KeepSide(side) => Some(*side),
+            Choice::Fields(_) | Choice::Custom(_) => None,
+        };
+        let pick = |side: Side, f: &str| -> Value {
+            detail
+                .side(side)
+                .fields
+                .get(f)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let (decision, mut patch): (String, Fields) = match (&resolution.choice, chosen) {
+            (Choice::Fields(map), _) => {
                 if let Some(f) = map.keys().find(|f| !e.fields.contains(f)) {
-                    return Err(bad(&format!("`{f}` is not a field of this conflict")));
+                    return Err(bad(format!("`{f}` is not a field of this conflict")));
                 }
                 (
-                    "fields",
+                    "fields".to_owned(),
                     map.iter().map(|(f, s)| (f.clone(), pick(*s, f))).collect(),
                 )
             }
-            Choice::Custom(values) => ("custom", c.check_patch(values)?),
+            (Choice::Custom(values), _) => ("custom".to_owned(), c.check_patch(values)?),
+            (_, Some(side)) => (
+                keep(side),
+                e.fields
+                    .iter()
+                    .map(|f| (f.clone(), pick(side, f)))
+                    .collect(),
+            ),
+            (_, None) => return Err(bad(names())),
         };
+        let authority_kept = chosen.is_some() && chosen == e.authority_side();
         match e.kind {
-            Kind::Rejected if !matches!(resolution.choice, Choice::KeepAuthority) => {
+            Kind::Rejected if !authority_kept => {
                 return Err(bad(
-                    "a rejection is lifted only by a fix that the authority accepts; resolve it with keep_authority to dismiss it",
+                    "a rejection is lifted only by a fix that the authority accepts; resolve it with keep_authority to dismiss it".to_owned(),
                 ));
             }
-            Kind::Rejected => patch.clear(),
-            Kind::RejectedFk => patch.clear(),
+            Kind::Rejected | Kind::RejectedFk => patch.clear(),
             _ => {}
         }
         // Required fields cannot be removed; a side that lacks one keeps the
@@ -306,21 +369,30 @@ impl Replica {
         patch.retain(|k, v| !(matches!(v, Value::Null) && c.field(k).is_ok_and(|f| f.required)));
         if let Some(state) = &resolution.reopen {
             let Some(l) = &c.settings.lifecycle else {
-                return Err(bad("the collection has no status to reopen"));
+                return Err(bad("the collection has no status to reopen".to_owned()));
             };
             patch.insert(
                 l.field.clone(),
                 c.check_value(&l.field, &Value::from(state.as_str()))?,
             );
         }
-        let undelete = e.kind == Kind::EditOfDeleted
-            && (matches!(resolution.choice, Choice::KeepDevice) || e.subject.authority);
-        let delete_child =
-            e.kind == Kind::RejectedFk && matches!(resolution.choice, Choice::KeepAuthority);
+        // An edit of a deleted record: the subject is the edit, the other
+        // side the delete.
+        // Once decided, the policy no longer takes the delete (or the edit)
+        // out, so the resolution writes the kept side's standing explicitly.
+        let (undelete, delete) = match (e.kind, chosen) {
+            (Kind::EditOfDeleted, Some(Side::Subject)) => (true, false),
+            (Kind::EditOfDeleted, Some(Side::Other)) => (false, true),
+            _ => (false, false),
+        };
+        if delete {
+            patch.clear();
+        }
+        let delete_child = e.kind == Kind::RejectedFk && authority_kept;
         let decision = if resolution.reopen.is_some() {
             format!("reopen+{decision}")
         } else {
-            decision.to_owned()
+            decision
         };
         let me = self.actor().to_hex_string();
         let now = (self.inner.config.clock)() as i64;
@@ -335,18 +407,14 @@ impl Replica {
         let entry_id = e.id.clone();
         let (coll, rec) = (e.collection.clone(), e.record.clone());
         self.transaction(|tx| {
-            tx.resolving = Some(entry_id.clone());
+            tx.resolving = Some((entry_id.clone(), decision.clone()));
             let written = if delete_child {
-                tx.delete(&coll, &rec)?
+                tx.delete(&coll, &rec)
             } else {
-                tx.resolve_record(
-                    &coll,
-                    &rec,
-                    &patch,
-                    undelete && !matches!(resolution.choice, Choice::KeepAuthority),
-                )?
+                tx.resolve_record(&coll, &rec, &patch, undelete, delete)
             };
             tx.resolving = None;
+            let written = written?;
             Self::set_decision_fields(tx, e, set)?;
             Ok(written)
         })
@@ -368,10 +436,14 @@ impl super::Tx<'_> {
         id: &str,
         patch: &Fields,
         undelete: bool,
+        delete: bool,
     ) -> Result<Written> {
         self.resolution_change(collection, id, WriteKind::Resolve, |e| {
             if undelete {
                 crate::doc::write_undelete(e.tx, e.collection)?;
+            }
+            if delete {
+                crate::doc::write_tombstone(e.tx, e.collection)?;
             }
             e.write_checked(patch)
         })

@@ -30,9 +30,9 @@ mod react;
 pub(crate) struct State {
     pub(crate) cache: lru::LruCache<(String, String), (Automerge, Row)>,
     pub(crate) hlc: crate::hlc::Hlc,
-    /// The HLC lease stored under `m:hlc`: no time at or above it has been
-    /// issued, and after a restart the clock starts above it.
-    pub(crate) hlc_ceiling: HlcTime,
+    /// The clock's high-water mark stored under `m:hlc`: the last time a
+    /// commit used (after a restart the clock starts above it).
+    pub(crate) hlc_stored: HlcTime,
     /// The sync index (built on first use, then kept up to date by commits).
     pub(crate) index: Option<crate::sync::SyncIndex>,
     /// The next pending-event number (stored under `m:evseq` by each commit
@@ -43,10 +43,6 @@ pub(crate) struct State {
     /// dropped when the rights change).
     pub(crate) scoped: HashMap<Vec<u8>, crate::sync::SyncIndex>,
 }
-
-/// How far ahead of the times it issues the stored HLC lease is set (10 s), so
-/// most commits need not rewrite `m:hlc`.
-pub(crate) const HLC_LEASE_MS: u64 = 10_000;
 
 /// What a write did, returned by each write call.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,8 +130,9 @@ pub struct Tx<'r> {
     pub(crate) system: bool,
     /// Whether a verdict record is staged.
     staged_verdicts: bool,
-    /// The entry a resolution change resolves (set by `Replica::resolve`).
-    pub(crate) resolving: Option<String>,
+    /// The entry a resolution change resolves and the decision (set by
+    /// `Replica::resolve`; both go into the change's mark).
+    pub(crate) resolving: Option<(String, String)>,
     /// Keys the conflict evaluation writes (`None` deletes) with the batch.
     pub(crate) extra: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Conflict list changes to publish after commit.
@@ -344,8 +341,9 @@ impl<'r> Tx<'r> {
             return Err(e);
         }
         let mut mark = edit.mark;
-        if let WriteKind::Resolve = kind {
-            mark.entry = self.resolving.clone();
+        if let (WriteKind::Resolve, Some((entry, decision))) = (kind, &self.resolving) {
+            mark.entry = Some(entry.clone());
+            mark.decision = Some(decision.clone());
         }
         // A member that knows its rights may not write beyond them (one that
         // does not know them yet writes, and an authority judges); rules and
@@ -396,11 +394,19 @@ impl<'r> Tx<'r> {
             });
         mark.event = event;
         mark.cancels = self.cancels;
-        let (hash, _) = tx.commit_with(
+        let message = mark.encode();
+        let options = || {
             CommitOptions::default()
                 .with_time(time.to_change_time())
-                .with_message(mark.encode()),
-        );
+                .with_message(message.clone())
+        };
+        let (mut hash, _) = tx.commit_with(options());
+        if hash.is_none() && kind == WriteKind::Resolve {
+            // A decision that changes no value (dismissing a rejection,
+            // keeping what shows) is still a change of the record: the
+            // decision travels in it.
+            hash = Some(s.doc.empty_commit(options()));
+        }
         if let (Some(h), Some(n)) = (hash, event) {
             self.new_events.push(crate::pending::PendingEvent {
                 id: n,
@@ -953,13 +959,15 @@ impl<'r> Tx<'r> {
                 .pending_stale
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        // Extend the HLC lease in the same batch when this transaction's times
-        // reached it, so a restart never reissues a time.
+        // The clock's high-water mark goes in the same batch, so a restart
+        // never reissues a time. It is the last time issued, never a time
+        // ahead of it: a stamp is max(wall clock, last + 1), so no stamp runs
+        // ahead of real time because of this mark (an earlier release stored
+        // a lease 10 s ahead, and every new process stamped from there).
         let last = self.state.hlc.last();
-        let ceiling = (last >= self.state.hlc_ceiling)
-            .then(|| HlcTime::from_parts(last.millis().saturating_add(HLC_LEASE_MS), 0));
-        if let Some(c) = ceiling {
-            batch.put(keys::HLC.to_vec(), c.as_u64().to_be_bytes().to_vec());
+        let mark = (last > self.state.hlc_stored).then_some(last);
+        if let Some(t) = mark {
+            batch.put(keys::HLC.to_vec(), t.as_u64().to_be_bytes().to_vec());
         }
         let membership = self.staged.iter().any(|s| {
             s.dirty
@@ -985,8 +993,8 @@ impl<'r> Tx<'r> {
                 .has_verdicts
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        if let Some(c) = ceiling {
-            self.state.hlc_ceiling = c;
+        if let Some(t) = mark {
+            self.state.hlc_stored = t;
         }
         let changes = self.return_to_cache(true);
         Ok(Some(Committed {

@@ -3,7 +3,7 @@
 //! ```text
 //! m:actor                          this replica's automerge actor id: its ed25519
 //!                                  public key (32 bytes)
-//! m:hlc                            HLC lease: every time issued is below it (u64 BE)
+//! m:hlc                            the clock's high-water mark: the last time a commit used (u64 BE)
 //! m:schema                         the schema (codec-encoded)
 //! g:root                           the group's founding admin (its actor)
 //! m:sign                           the ed25519 secret key (stores without an

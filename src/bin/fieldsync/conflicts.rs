@@ -74,14 +74,23 @@ pub(crate) enum Conflicts {
     },
 }
 
-fn side(s: &str) -> Result<Side, Failure> {
-    match s {
-        "authority" | "other" => Ok(Side::Other),
-        "device" | "subject" => Ok(Side::Subject),
-        other => Err(Failure(format!(
-            "unknown side `{other}` (authority or device)"
-        ))),
-    }
+/// The side of `e` a person names (`authority`, `device`, or a member id).
+fn side(e: &Entry, s: &str) -> Result<Side, Failure> {
+    e.side_named(s).ok_or_else(|| {
+        Failure(format!(
+            "no side of this conflict is named `{s}`: its sides are `{}` and `{}`",
+            e.side_name(Side::Subject),
+            e.side_name(Side::Other)
+        ))
+    })
+}
+
+/// A side's name as a column heading (member ids shortened).
+fn short_side(name: &str) -> String {
+    name.split(',')
+        .map(fieldsync::member::short_member_id)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The full id of the entry named by `id` or a unique prefix of it.
@@ -117,16 +126,30 @@ fn detail_json(d: &EntryDetail) -> J {
     json!({
         "entry": entry_json(&d.entry),
         "base": fields_json(&d.base),
-        "authority": fields_json(&d.authority),
-        "device": fields_json(&d.device),
+        "sides": [side_json(&d.subject), side_json(&d.other)],
+        "versions": {
+            d.subject.name.clone(): fields_json(&d.subject.fields),
+            d.other.name.clone(): fields_json(&d.other.fields),
+        },
         "visible": fields_json(&d.visible),
+        "visible_deleted": d.visible_deleted,
         "diff": d.diff.iter().map(|f| json!({
             "field": f.field,
             "base": opt_json(&f.base),
-            "authority": opt_json(&f.authority),
-            "device": opt_json(&f.device),
+            d.subject.name.clone(): opt_json(&f.subject),
+            d.other.name.clone(): opt_json(&f.other),
             "visible": opt_json(&f.visible),
         })).collect::<Vec<_>>(),
+    })
+}
+
+fn side_json(v: &fieldsync::conflict::SideVersion) -> J {
+    json!({
+        "name": v.name,
+        "members": v.members,
+        "authority": v.authority,
+        "deleted": v.deleted,
+        "fields": fields_json(&v.fields),
     })
 }
 
@@ -243,8 +266,8 @@ pub(crate) fn run(ctx: &Ctx, action: &Conflicts, out: &mut Vec<u8>) -> Result<()
                 "  {:<14} {:<22} {:<22} {:<22} {:<22}",
                 "field",
                 "base",
-                "authority",
-                "device",
+                short_side(&d.subject.name),
+                short_side(&d.other.name),
                 "shown"
             );
             for f in &d.diff {
@@ -253,8 +276,8 @@ pub(crate) fn run(ctx: &Ctx, action: &Conflicts, out: &mut Vec<u8>) -> Result<()
                     "  {:<14} {:<22} {:<22} {:<22} {:<22}",
                     f.field,
                     show_value(&f.base),
-                    show_value(&f.authority),
-                    show_value(&f.device),
+                    show_value(&f.subject),
+                    show_value(&f.other),
                     show_value(&f.visible)
                 );
             }
@@ -278,17 +301,17 @@ pub(crate) fn run(ctx: &Ctx, action: &Conflicts, out: &mut Vec<u8>) -> Result<()
                 ));
             }
             let choice = if let Some(k) = keep {
-                match side(k)? {
-                    Side::Other => Choice::KeepAuthority,
-                    _ => Choice::KeepDevice,
-                }
+                Choice::Keep(k.clone())
             } else if !fields.is_empty() {
+                let entry = r
+                    .conflict_entry(&id)?
+                    .ok_or_else(|| Failure(format!("no conflict entry `{id}`")))?;
                 let mut map = BTreeMap::new();
                 for kv in fields {
                     let (f, s) = kv
                         .split_once('=')
                         .ok_or_else(|| Failure(format!("expected FIELD=SIDE, given `{kv}`")))?;
-                    map.insert(f.to_owned(), side(s)?);
+                    map.insert(f.to_owned(), side(&entry, s)?);
                 }
                 Choice::Fields(map)
             } else {

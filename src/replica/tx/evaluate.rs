@@ -450,6 +450,7 @@ impl Tx<'_> {
             )
             && st.doc.get_heads().len() == 1)
             || conflict::linear(&st.doc);
+        let corrected = |_: &ActorId, t: crate::hlc::HlcTime| t;
         let cx = conflict::Context {
             linear,
             collection: c,
@@ -457,6 +458,7 @@ impl Tx<'_> {
             is_authority: &is_auth,
             verdicts: &verdicts,
             human: &human,
+            corrected: &corrected,
         };
         let s = &self.staged[i];
         let analysis = conflict::analyze(&s.doc, &cx).unwrap_or_else(|e| {
