@@ -578,3 +578,162 @@ fn concurrent_status_writes_show_the_most_advanced_state_whatever_automerge_pick
         );
     }
 }
+
+/// A resolution reaches a third peer in pieces (the sync is cut after ever
+/// more bytes): whatever has arrived, the record shows either what it
+/// showed before the decision or what it shows after, never a mix (the
+/// resolution change carries the decision; the `_entry` record only adds the
+/// note).
+#[test]
+fn a_resolution_arriving_in_pieces_shows_the_record_before_or_after_never_between() {
+    let c = Collection::builder("case")
+        .required("title", FieldType::String)
+        .field("a", FieldType::String)
+        .field("b", FieldType::String)
+        .field("c", FieldType::String)
+        .policy(Policy::UserAction)
+        .granularity(Granularity::Record)
+        .build()
+        .unwrap();
+    let filler = Collection::builder("filler")
+        .required("blob", FieldType::String)
+        .build()
+        .unwrap();
+    let schema = Schema::new().with(c).unwrap().with(filler).unwrap();
+    let mut cuts_between = 0;
+    for cut in (1..=100u64).map(|k| k * 3000) {
+        let rs: Vec<Replica> = (0..3)
+            .map(|_| Replica::in_memory(Config::default().with_schema(schema.clone())).unwrap())
+            .collect();
+        let hub_id = rs[0].actor().to_hex_string();
+        for r in &rs {
+            r.add_member(&hub_id, Role::Authority).unwrap();
+        }
+        let (hub, dev, other) = (&rs[0], &rs[1], &rs[2]);
+        let v = |s: &str| Value::from(s);
+        hub.insert(
+            "case",
+            "k",
+            fields([
+                ("title", v("t")),
+                ("a", v("a0")),
+                ("b", v("b0")),
+                ("c", v("c0")),
+            ]),
+        )
+        .unwrap();
+        sync(hub, dev);
+        sync(hub, other);
+        dev.update("case", "k", fields([("a", v("a-dev")), ("b", v("b-dev"))]))
+            .unwrap();
+        hub.update("case", "k", fields([("b", v("b-hub")), ("c", v("c-hub"))]))
+            .unwrap();
+        sync(dev, hub);
+        sync(other, hub);
+        let before = other.get("case", "k").unwrap().unwrap().fields;
+        let e = &hub.conflicts(&ConflictFilter::open()).unwrap()[0];
+        hub.resolve(
+            &e.id,
+            Resolution::new(Choice::KeepDevice).note("the device was right"),
+        )
+        .unwrap();
+        // Records between them on the wire, so that the record and its
+        // decision travel in different messages.
+        hub.transaction(|tx| {
+            for i in 0..120 {
+                tx.insert(
+                    "filler",
+                    &format!("f{i}"),
+                    fields([("blob", v(&"x".repeat(1500)))]),
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let after = hub.get("case", "k").unwrap().unwrap().fields;
+        assert_ne!(before, after);
+        let cut_sync = sync_pair(other, hub, NOW, Some(cut)).unwrap();
+        let now = other.get("case", "k").unwrap().unwrap().fields;
+        assert!(
+            now == before || now == after,
+            "cut after {cut} bytes: the record shows {now:?}; before the decision it showed {before:?}, after it shows {after:?}"
+        );
+        let heads = |r: &Replica| r.get("case", "k").unwrap().unwrap().meta.heads;
+        let record_here = heads(other) == heads(hub);
+        let decision_here = other.get("_entry", &e.id).unwrap().is_some();
+        if record_here != decision_here {
+            cuts_between += 1;
+        }
+        sync(other, hub);
+        assert_eq!(other.get("case", "k").unwrap().unwrap().fields, after);
+        let resolved = other.conflict_entry(&e.id).unwrap().unwrap();
+        assert_eq!(resolved.state, EntryState::Resolved);
+        if !cut_sync.cut {
+            break;
+        }
+    }
+    assert!(
+        cuts_between > 0,
+        "no cut fell between the record's resolution and its decision record"
+    );
+}
+
+/// Change events say where a change came from: a local write, a peer's sync
+/// (naming the peer when the session knows it), or a re-evaluation that
+/// changed only what the record shows.
+#[test]
+fn change_events_carry_their_origin() {
+    let rs = group(2, case(Policy::UserAction), true);
+    let (hub, dev) = (&rs[0], &rs[1]);
+    let mut watch = dev.watch(fieldsync::WatchFilter::All);
+    dev.insert("case", "k", title("pump")).unwrap();
+    let e = watch.try_recv().unwrap();
+    assert_eq!(
+        (e.kind, e.peer.clone()),
+        (fieldsync::ChangeKind::Insert, None)
+    );
+    hub.insert("case", "h", title("from the hub")).unwrap();
+    assert!(fieldsync::sim::sync_named(dev, hub, NOW).unwrap().synced);
+    let mut remote = Vec::new();
+    while let Ok(e) = watch.try_recv() {
+        remote.push(e);
+    }
+    let h = remote
+        .iter()
+        .find(|e| e.id == "h")
+        .expect("the hub's record arrived");
+    assert_eq!(h.kind, fieldsync::ChangeKind::Remote);
+    assert_eq!(
+        h.peer.as_deref(),
+        fieldsync::member::member_id(hub.actor().to_bytes()).as_deref()
+    );
+    // A person's decision elsewhere: the record's change and, for a parent,
+    // a child whose standing is only recomputed.
+    dev.update("case", "k", fields([("amount", Value::Int(1))]))
+        .unwrap();
+    assert!(sync_pair(dev, hub, NOW, None).unwrap().synced);
+    hub.update("case", "k", fields([("amount", Value::Int(2))]))
+        .unwrap();
+    dev.update("case", "k", fields([("amount", Value::Int(3))]))
+        .unwrap();
+    sync(dev, hub);
+    let open = hub.conflicts(&ConflictFilter::open()).unwrap();
+    assert_eq!(open.len(), 1);
+    while watch.try_recv().is_ok() {}
+    // Routing an entry writes its decision record only: the case itself is
+    // evaluated again and announced as such.
+    hub.route(&open[0].id, "second_line").unwrap();
+    sync(dev, hub);
+    let mut kinds = Vec::new();
+    while let Ok(e) = watch.try_recv() {
+        kinds.push((e.collection.clone(), e.id.clone(), e.kind));
+    }
+    assert!(
+        kinds.contains(&(
+            "case".into(),
+            "k".into(),
+            fieldsync::ChangeKind::Reevaluated
+        )),
+        "{kinds:?}"
+    );
+}

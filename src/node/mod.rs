@@ -880,8 +880,15 @@ impl Worker {
         }
         let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
         match change {
+            // Only what it shows was computed again: the heads are the same,
+            // there is nothing to offer.
+            Ok(e) if e.kind == crate::ChangeKind::Reevaluated => {}
             Ok(e) => {
                 for p in peers {
+                    // Not offered back to the peer it came from.
+                    if e.peer.as_deref() == Some(p.to_string().as_str()) {
+                        continue;
+                    }
                     let key = crate::sync::Key::new(e.collection.clone(), e.id.clone());
                     self.feed(p, Input::LocalChange(key));
                 }

@@ -803,9 +803,20 @@ impl Replica {
     /// data, fields that do not fit the schema); the others are applied.
     /// Receiving data already held changes nothing.
     pub fn sync_apply(&self, incoming: Vec<Incoming>) -> Result<Vec<ApplyFailure>> {
+        self.sync_apply_from(incoming, None)
+    }
+
+    /// [`Replica::sync_apply`] for the session of `peer` (its key), which
+    /// change events name.
+    pub(crate) fn sync_apply_from(
+        &self,
+        incoming: Vec<Incoming>,
+        peer: Option<&[u8]>,
+    ) -> Result<Vec<ApplyFailure>> {
         let schema = self.schema();
         let mut decoded = self.decode_new_records(&schema, &incoming)?;
         self.transaction(|tx| {
+            tx.from_peer = peer.map(<[u8]>::to_vec);
             let mut failures = Vec::new();
             for (i, item) in incoming.into_iter().enumerate() {
                 let pre = decoded.get_mut(i).and_then(Option::take);
@@ -927,7 +938,7 @@ impl Replica {
                     }
                     Output::Apply(items) => {
                         let keys: Vec<Key> = items.iter().map(|i| i.key.clone()).collect();
-                        let failures = match self.sync_apply(items) {
+                        let failures = match self.sync_apply_from(items, session.remote()) {
                             Ok(f) => f,
                             Err(e) => {
                                 tracing::error!(error = %e, "could not apply records from a peer");

@@ -153,6 +153,9 @@ pub struct Tx<'r> {
     /// Set while writing a compensating change: the event it cancels (such a
     /// change creates no event of its own and may move a status back).
     pub(crate) cancels: Option<u64>,
+    /// The peer (its key) whose sync session brought the changes this
+    /// transaction applies, when known (for change events).
+    pub(crate) from_peer: Option<Vec<u8>>,
 }
 
 /// What a commit wrote, to publish once durable.
@@ -233,6 +236,7 @@ impl<'r> Tx<'r> {
             entries_of: HashMap::new(),
             new_events: Vec::new(),
             cancels: None,
+            from_peer: None,
         }
     }
 
@@ -1063,12 +1067,21 @@ impl<'r> Tx<'r> {
                 }
             }
             if committed && s.dirty && watched {
+                let kind = if s.reeval && s.changes == 0 && s.kind == ChangeKind::Update {
+                    ChangeKind::Reevaluated
+                } else {
+                    s.kind
+                };
+                let peer = (kind == ChangeKind::Remote)
+                    .then(|| self.from_peer.as_deref().and_then(crate::member::member_id))
+                    .flatten();
                 events.push(ChangeEvent {
                     collection: s.collection.clone(),
                     id: s.id.clone(),
-                    kind: s.kind,
+                    kind,
                     heads: s.row.heads(),
                     modified: s.row.modified,
+                    peer,
                 });
             }
             if !(s.uncached && s.changes == 0) {

@@ -17,8 +17,14 @@ pub enum ChangeKind {
     Delete,
     /// Automerge bytes were imported into it.
     Import,
-    /// Changes from a peer were merged into it (sync).
+    /// Changes from a peer were merged into it (sync); [`ChangeEvent::peer`]
+    /// names the peer when the sync knows it.
     Remote,
+    /// No change of its own: what it shows was computed again because
+    /// something it depends on arrived or changed (an authority's verdict, a
+    /// person's decision, its parent's standing, a clock correction, the
+    /// group's membership).
+    Reevaluated,
 }
 
 /// One durable change to one record.
@@ -35,6 +41,10 @@ pub struct ChangeEvent {
     pub heads: Vec<ChangeHash>,
     /// The record's last-modified time after the change.
     pub modified: HlcTime,
+    /// For [`ChangeKind::Remote`]: the member id of the peer the changes came
+    /// from (the peer of the sync session, which may have relayed them), when
+    /// known.
+    pub peer: Option<String>,
 }
 
 /// Which changes a [`Watch`] receives.
