@@ -15,7 +15,7 @@
 
 use std::error::Error;
 
-use fieldsync::node::{Node, NodeConfig, identity};
+use fieldsync::node::{Node, NodeConfig};
 use fieldsync::schema::{Collection, FieldType, Schema};
 use fieldsync::{Config, Replica, Scan, Value, fields};
 
@@ -62,9 +62,9 @@ struct Peer {
 async fn peer(name: &'static str, dir: &std::path::Path) -> Result<Peer, Box<dyn Error>> {
     let store = dir.join(name);
     let replica = Replica::open(&store, Config::default().with_schema(schema()?))?;
-    let key = identity::load_or_create(&store)?;
-    // Defaults: a free TCP (and QUIC) port on 127.0.0.1, manual mode.
-    let node = Node::start(replica.clone(), key, NodeConfig::default()).await?;
+    // Defaults: a free TCP (and QUIC) port on 127.0.0.1, manual mode; the
+    // node's identity is the store's.
+    let node = Node::start(replica.clone(), NodeConfig::default()).await?;
     Ok(Peer {
         name,
         replica,

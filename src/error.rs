@@ -125,6 +125,33 @@ pub enum Error {
         /// The rules it breaks.
         violations: Vec<crate::schema::Violation>,
     },
+    /// The store's identity key (`identity.key`) is missing, empty,
+    /// unreadable or another store's; it is never replaced, since a new key
+    /// would make the store another member.
+    #[error("the identity key {path} cannot be used: {reason}")]
+    Identity {
+        /// The key file.
+        path: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// A record would exceed a size limit ([`crate::MAX_RECORD_BYTES`] for its
+    /// fields, [`crate::MAX_DOCUMENT_BYTES`] for its document with its
+    /// history; from a peer, four times the first): refused before anything
+    /// is written.
+    #[error(
+        "record `{id}` in collection `{collection}` would take {bytes} bytes, over the {limit}-byte limit of one record"
+    )]
+    TooLarge {
+        /// The collection.
+        collection: String,
+        /// The record.
+        id: String,
+        /// Its size (the saved document, or the data given).
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// No conflict entry has this id.
     #[error("no conflict entry `{id}`")]
     NoEntry {

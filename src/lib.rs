@@ -59,6 +59,7 @@
 #![warn(unreachable_pub)]
 
 pub mod bench;
+mod clock;
 mod codec;
 pub mod conflict;
 mod doc;
@@ -82,8 +83,9 @@ pub use doc::Edit;
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcTime};
 pub use replica::{
-    ChangeEvent, ChangeKind, Clock, Config, Meta, Reaction, ReactionWrite, Record, Replica, Role,
-    Scan, StorageInfo, Trigger, Tx, Validator, Watch, WatchError, WatchFilter, Written,
+    ChangeEvent, ChangeKind, Clock, Config, MAX_DOCUMENT_BYTES, MAX_RECORD_BYTES, Meta, PeerClock,
+    Reaction, ReactionWrite, Record, Replica, Role, Scan, StorageInfo, Trigger, Tx, Validator,
+    Watch, WatchError, WatchFilter, Written,
 };
 pub use value::{Fields, Value, fields};
 

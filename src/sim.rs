@@ -849,6 +849,13 @@ pub struct PairSync {
     /// When the starting side's sync ended blocked by its sync gate: the
     /// records whose changes it held back.
     pub blocked: Option<Vec<crate::sync::Key>>,
+    /// Why the starting side's sync stopped short, when it did.
+    pub incomplete: Option<String>,
+    /// The records the starting side could not sync (its own and those the
+    /// peer named), as it reported them.
+    pub issues: Vec<crate::sync::RecordIssue>,
+    /// The records the other side could not sync.
+    pub peer_issues: Vec<crate::sync::RecordIssue>,
 }
 
 /// One side of [`sync_pair`]: its replica, its session, and what it was told.
@@ -861,6 +868,10 @@ struct Side<'r> {
     equal: Option<crate::sync::Summary>,
     /// Records it held back (a blocked sync).
     blocked: Option<Vec<crate::sync::Key>>,
+    /// Why its sync stopped short.
+    incomplete: Option<String>,
+    /// The records it could not sync.
+    issues: Vec<crate::sync::RecordIssue>,
 }
 
 impl<'r> Side<'r> {
@@ -871,12 +882,23 @@ impl<'r> Side<'r> {
             done: None,
             equal: None,
             blocked: None,
+            incomplete: None,
+            issues: Vec::new(),
         }
     }
 
     /// Feed one input; returns the messages it sends.
     fn feed(&mut self, now: u64, input: Input) -> crate::Result<Vec<Vec<u8>>> {
         let outs = self.replica.drive(&mut self.session, now, input)?;
+        for o in &outs {
+            match o {
+                Output::Notify(Notification::Issue(i)) => self.issues.push(i.clone()),
+                Output::Notify(Notification::Incomplete { reason, .. }) => {
+                    self.incomplete = Some(reason.clone());
+                }
+                _ => {}
+            }
+        }
         Ok(sends(
             outs,
             &mut self.done,
@@ -967,7 +989,10 @@ fn sync_sides(
 ) -> crate::Result<PairSync> {
     let mut stats = PairSync::default();
     let (mut a_side, mut b_side) = (Side::new(a), Side::new(b));
-    if named {
+    // Each session knows its peer, as the node's do (for clock offsets and
+    // change events; rights narrow what is reconciled only when enforced).
+    let _ = named;
+    {
         a_side
             .session
             .set_remote(Some(b.actor().to_bytes().to_vec()));
@@ -977,7 +1002,12 @@ fn sync_sides(
     }
     let mut to_b = a_side.feed(now, Input::Start)?;
     while !to_b.is_empty() {
-        stats.round_trips += 1;
+        // A batch that waits for an answer (a message with an id: the first
+        // varint after the tag and version) is a round trip; one that only
+        // answers the other side's hello is not.
+        if to_b.iter().any(|m| m.get(2).is_some_and(|b| *b != 0)) {
+            stats.round_trips += 1;
+        }
         let Some(to_a) = carry(&mut stats, &mut b_side, to_b, now, cut_after, true)? else {
             return Ok(stats);
         };
@@ -997,5 +1027,8 @@ fn sync_sides(
     }
     stats.report = report;
     stats.blocked = a_side.blocked;
+    stats.incomplete = a_side.incomplete;
+    stats.issues = a_side.issues;
+    stats.peer_issues = b_side.issues;
     Ok(stats)
 }

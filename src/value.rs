@@ -39,7 +39,22 @@ pub enum Value {
     Ref(String),
 }
 
+/// About how many bytes `fields` take (their text and list contents; a
+/// number counts 8 bytes): what the record size limit counts.
+pub(crate) fn fields_size(fields: &Fields) -> usize {
+    fields.iter().map(|(k, v)| k.len() + v.approx_size()).sum()
+}
+
 impl Value {
+    /// About how many bytes the value takes (see [`fields_size`]).
+    pub(crate) fn approx_size(&self) -> usize {
+        match self {
+            Value::String(s) | Value::Text(s) | Value::Ref(s) => s.len(),
+            Value::List(items) => items.iter().map(|v| v.approx_size() + 1).sum(),
+            _ => 8,
+        }
+    }
+
     /// The name of this value's type, as used in error messages.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -203,3 +203,44 @@ fn a_garbage_store_directory_is_refused_at_open_without_a_panic() {
     let e = result.unwrap_err();
     assert!(matches!(e, Error::Store(_)), "{e:?}");
 }
+
+/// A store's identity key is never replaced: missing, empty, garbage or
+/// another store's, the store does not open, and the error says what
+/// happened and what to do.
+#[test]
+fn a_missing_or_broken_identity_key_is_never_replaced_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    drop(Replica::open(other.path(), Config::default()).unwrap());
+    drop(Replica::open(dir.path(), Config::default()).unwrap());
+    let key = dir.path().join("identity.key");
+    let good = std::fs::read(&key).unwrap();
+    let cases: [(&str, Option<Vec<u8>>, &str); 4] = [
+        ("missing", None, "restore it from a backup"),
+        ("empty", Some(Vec::new()), "the file is empty"),
+        (
+            "garbage",
+            Some(b"not a key at all".to_vec()),
+            "not an identity key",
+        ),
+        (
+            "another store's",
+            Some(std::fs::read(other.path().join("identity.key")).unwrap()),
+            "belongs to member",
+        ),
+    ];
+    for (what, contents, says) in cases {
+        match &contents {
+            None => std::fs::remove_file(&key).unwrap(),
+            Some(b) => std::fs::write(&key, b).unwrap(),
+        }
+        let e = Replica::open(dir.path(), Config::default()).unwrap_err();
+        assert!(matches!(e, Error::Identity { .. }), "{what}: {e:?}");
+        assert!(e.to_string().contains(says), "{what}: {e}");
+        assert!(!e.to_string().contains("rsa"), "{what}: {e}");
+        // Nothing replaced it.
+        assert_eq!(std::fs::read(&key).ok(), contents, "{what}");
+    }
+    std::fs::write(&key, &good).unwrap();
+    Replica::open(dir.path(), Config::default()).unwrap();
+}

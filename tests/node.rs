@@ -11,21 +11,30 @@ fn replica(dir: &std::path::Path) -> Replica {
     Replica::open(dir, Config::default().with_schema(schema)).expect("opens")
 }
 
+/// The peer id of a store's node (its identity is the store's key).
+fn peer_of(r: &Replica) -> libp2p::PeerId {
+    fieldsync::member::member_id(r.actor().to_bytes())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn item(title: &str) -> fieldsync::Fields {
     fields([("title", Value::from(title))])
 }
 
-/// A node for `r` with a fresh identity, listening on a free loopback port.
-async fn start(r: &Replica, key: Keypair) -> Node {
-    start_with(r, key, NodeConfig::default().listen_on([tcp()])).await
+/// A node for `r` (with the store's identity), listening on a free loopback
+/// port.
+async fn start(r: &Replica) -> Node {
+    start_with(r, NodeConfig::default().listen_on([tcp()])).await
 }
 
 fn tcp() -> libp2p::Multiaddr {
     "/ip4/127.0.0.1/tcp/0".parse().unwrap()
 }
 
-async fn start_with(r: &Replica, key: Keypair, config: NodeConfig) -> Node {
-    Node::start(r.clone(), key, config).await.unwrap()
+async fn start_with(r: &Replica, config: NodeConfig) -> Node {
+    Node::start(r.clone(), config).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,8 +45,8 @@ async fn two_nodes_sync_over_libp2p_on_loopback() {
         a.insert("item", &format!("a{i}"), item("from a")).unwrap();
     }
     b.insert("item", "b0", item("from b")).unwrap();
-    let na = start(&a, Keypair::generate_ed25519()).await;
-    let nb = start(&b, Keypair::generate_ed25519()).await;
+    let na = start(&a).await;
+    let nb = start(&b).await;
     let addr = na.listen_addrs().await.unwrap().remove(0);
     let peer = tokio::time::timeout(Duration::from_secs(10), nb.dial(addr))
         .await
@@ -79,7 +88,7 @@ async fn two_nodes_sync_over_libp2p_on_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_peer_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
-    let n = start(&replica(d.path()), Keypair::generate_ed25519()).await;
+    let n = start(&replica(d.path())).await;
     // A port nobody listens on (bound, then released).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -104,15 +113,11 @@ async fn a_non_member_is_refused_before_any_record_moves() {
     stranger
         .insert("item", "s1", item("stranger data"))
         .unwrap();
-    let keys = [0, 1, 2].map(|_| Keypair::generate_ed25519());
-    hub.add_member(
-        &keys[1].public().to_peer_id().to_string(),
-        fieldsync::Role::Device,
-    )
-    .unwrap();
-    let nh = start(&hub, keys[0].clone()).await;
-    let nm = start(&member, keys[1].clone()).await;
-    let ns = start(&stranger, keys[2].clone()).await;
+    hub.add_member(&peer_of(&member).to_string(), fieldsync::Role::Device)
+        .unwrap();
+    let nh = start(&hub).await;
+    let nm = start(&member).await;
+    let ns = start(&stranger).await;
     let addr = nh.listen_addrs().await.unwrap().remove(0);
 
     // The stranger connects, but the hub closes the connection at once and
@@ -164,8 +169,8 @@ async fn eventually(mut check: impl FnMut() -> bool) -> bool {
 async fn live_mode_moves_changes_at_once_and_manual_mode_waits_for_sync_now() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (replica(da.path()), replica(db.path()));
-    let na = start(&a, Keypair::generate_ed25519()).await;
-    let nb = start(&b, Keypair::generate_ed25519()).await;
+    let na = start(&a).await;
+    let nb = start(&b).await;
     let peer = nb
         .dial(na.listen_addrs().await.unwrap().remove(0))
         .await
@@ -236,7 +241,7 @@ async fn a_change_reaches_a_peer_that_never_met_its_author_through_a_relay() {
     let [a, b, c] = [0, 1, 2].map(|i| replica(dirs[i].path()));
     let mut nodes = Vec::new();
     for r in [&a, &b, &c] {
-        let n = start(r, Keypair::generate_ed25519()).await;
+        let n = start(r).await;
         n.set_live(true).unwrap();
         nodes.push(n);
     }
@@ -263,19 +268,12 @@ async fn a_change_reaches_a_peer_that_never_met_its_author_through_a_relay() {
 async fn a_remembered_peer_is_redialed_after_its_listener_restarts() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (replica(da.path()), replica(db.path()));
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
     let quick =
         |c: NodeConfig| c.with_redial(Duration::from_millis(100), Duration::from_millis(400));
-    let na = start_with(
-        &a,
-        ka.clone(),
-        quick(NodeConfig::default().listen_on([tcp()])),
-    )
-    .await;
+    let na = start_with(&a, quick(NodeConfig::default().listen_on([tcp()]))).await;
     let addr = na.listen_addrs().await.unwrap().remove(0);
     let nb = start_with(
         &b,
-        kb.clone(),
         quick(NodeConfig::default().listen_on([tcp()]).with_live(true)),
     )
     .await;
@@ -305,7 +303,6 @@ async fn a_remembered_peer_is_redialed_after_its_listener_restarts() {
     // itself, and a change made on A afterwards reaches B.
     let na = start_with(
         &a,
-        ka,
         NodeConfig::default()
             .listen_on([addr.clone()])
             .with_live(true),
@@ -320,12 +317,7 @@ async fn a_remembered_peer_is_redialed_after_its_listener_restarts() {
 
     // B itself restarts: it dials A at start, from its store, untold.
     drop(nb);
-    let nb = start_with(
-        &b,
-        kb,
-        NodeConfig::default().listen_on([tcp()]).with_live(true),
-    )
-    .await;
+    let nb = start_with(&b, NodeConfig::default().listen_on([tcp()]).with_live(true)).await;
     a.insert("item", "after-b-restart", item("again")).unwrap();
     assert!(
         eventually(|| b.get("item", "after-b-restart").unwrap().is_some()).await,
@@ -351,10 +343,10 @@ async fn only_peers_holding_the_group_secret_can_connect() {
             .listen_on([tcp()])
             .with_group_secret(s)
     };
-    let nh = start_with(&hub, Keypair::generate_ed25519(), with(Some(secret))).await;
+    let nh = start_with(&hub, with(Some(secret))).await;
     let addr = nh.listen_addrs().await.unwrap().remove(0);
     for (r, s) in [(&other_group, Some(new_secret())), (&open, None)] {
-        let n = start_with(r, Keypair::generate_ed25519(), with(s)).await;
+        let n = start_with(r, with(s)).await;
         // A peer without the secret may only fail at the 10 s handshake
         // timeout; the test waits longer than that.
         let e = tokio::time::timeout(Duration::from_secs(30), n.dial(addr.clone()))
@@ -363,7 +355,7 @@ async fn only_peers_holding_the_group_secret_can_connect() {
         assert!(e.is_err(), "a peer without the secret connected: {e:?}");
         assert!(r.get("item", "h1").unwrap().is_none());
     }
-    let n = start_with(&member, Keypair::generate_ed25519(), with(Some(secret))).await;
+    let n = start_with(&member, with(Some(secret))).await;
     let peer = n.dial(addr).await.unwrap();
     let report = n.sync_now(peer).await.unwrap();
     assert_eq!(report.records_received, 1);
@@ -377,18 +369,8 @@ async fn two_nodes_sync_over_quic() {
     let (a, b) = (replica(da.path()), replica(db.path()));
     a.insert("item", "q1", item("over quic")).unwrap();
     let quic: libp2p::Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
-    let na = start_with(
-        &a,
-        Keypair::generate_ed25519(),
-        NodeConfig::default().listen_on([quic.clone()]),
-    )
-    .await;
-    let nb = start_with(
-        &b,
-        Keypair::generate_ed25519(),
-        NodeConfig::default().listen_on([quic]),
-    )
-    .await;
+    let na = start_with(&a, NodeConfig::default().listen_on([quic.clone()])).await;
+    let nb = start_with(&b, NodeConfig::default().listen_on([quic])).await;
     let addr = na.listen_addrs().await.unwrap().remove(0);
     assert!(addr.to_string().contains("/quic-v1"), "{addr}");
     let peer = nb.dial(addr).await.unwrap();
@@ -404,9 +386,9 @@ async fn sync_all_syncs_with_every_connected_peer_and_reports_each() {
     x.insert("item", "x1", item("from x")).unwrap();
     y.insert("item", "y1", item("from y")).unwrap();
     y.insert("item", "y2", item("from y")).unwrap();
-    let nh = start(&hub, Keypair::generate_ed25519()).await;
-    let nx = start(&x, Keypair::generate_ed25519()).await;
-    let ny = start(&y, Keypair::generate_ed25519()).await;
+    let nh = start(&hub).await;
+    let nx = start(&x).await;
+    let ny = start(&y).await;
     let px = nh
         .dial(nx.listen_addrs().await.unwrap().remove(0))
         .await
@@ -448,7 +430,7 @@ async fn a_hostile_peer_cannot_crash_a_node_or_store_anything() {
     let (dv, dg) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (victim, good) = (replica(dv.path()), replica(dg.path()));
     victim.insert("item", "v1", item("victim's")).unwrap();
-    let nv = start(&victim, Keypair::generate_ed25519()).await;
+    let nv = start(&victim).await;
     let addr = nv.listen_addrs().await.unwrap().remove(0);
 
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
@@ -510,7 +492,7 @@ async fn a_hostile_peer_cannot_crash_a_node_or_store_anything() {
 
     // The victim stored nothing new and still serves a good peer.
     assert_eq!(victim.list("item").unwrap().len(), 1);
-    let ng = start(&good, Keypair::generate_ed25519()).await;
+    let ng = start(&good).await;
     let peer = ng.dial(addr).await.unwrap();
     let report = tokio::time::timeout(Duration::from_secs(30), ng.sync_now(peer))
         .await
@@ -562,7 +544,7 @@ async fn a_remembered_peer_that_refuses_is_redialed_with_growing_backoff() {
         .to_peer_id()
         .to_string();
     hub.add_member(&other, fieldsync::Role::Device).unwrap();
-    let nh = start(&hub, Keypair::generate_ed25519()).await;
+    let nh = start(&hub).await;
     let addr = nh.listen_addrs().await.unwrap().remove(0);
     let Some(libp2p::multiaddr::Protocol::Tcp(port)) = addr.iter().nth(1) else {
         panic!("not a TCP address: {addr}")
@@ -571,7 +553,7 @@ async fn a_remembered_peer_that_refuses_is_redialed_with_growing_backoff() {
     let quick = NodeConfig::default()
         .listen_on([tcp()])
         .with_redial(Duration::from_millis(100), Duration::from_secs(60));
-    let nd = start_with(&device, Keypair::generate_ed25519(), quick).await;
+    let nd = start_with(&device, quick).await;
     let via_proxy: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{proxy}").parse().unwrap();
     // The first connection comes up (the device counts the hub as reachable),
     // then the hub refuses it.
@@ -604,7 +586,7 @@ async fn a_conflict_over_libp2p_is_decided_the_same_on_both_peers() {
         r.add_member(&pd.to_string(), Role::Device).unwrap();
     }
     hub.insert("item", "x", item("pump")).unwrap();
-    let (nh, nd) = (start(&hub, kh).await, start(&dev, kd).await);
+    let (nh, nd) = (start(&hub).await, start(&dev).await);
     let addr = nh.listen_addrs().await.unwrap().remove(0);
     nd.dial(addr).await.unwrap();
     nd.sync_now(ph).await.unwrap();
@@ -680,8 +662,8 @@ async fn a_rejection_reaches_the_origin_over_libp2p_through_a_relay() {
     .unwrap();
     let ids: Vec<_> = keys.iter().map(|k| k.public().to_peer_id()).collect();
     let mut nodes = Vec::new();
-    for (r, k) in rs.iter().zip(keys) {
-        nodes.push(start(r, k).await);
+    for r in &rs {
+        nodes.push(start(r).await);
     }
     let (nh, nr, nd) = (&nodes[0], &nodes[1], &nodes[2]);
     let relay_addr = nr.listen_addrs().await.unwrap().remove(0);
@@ -740,10 +722,7 @@ async fn sync_now_reports_a_blocked_collection_and_still_syncs_the_others() {
         r.define_collection(company.clone()).unwrap();
     }
     let ids: Vec<_> = keys.iter().map(|k| k.public().to_peer_id()).collect();
-    let mut keys = keys.into_iter();
-    let kh = keys.next().unwrap();
-    let kd = keys.nth(1).unwrap();
-    let (nh, nd) = (start(hub, kh).await, start(dev, kd).await);
+    let (nh, nd) = (start(hub).await, start(dev).await);
     nd.dial(nh.listen_addrs().await.unwrap().remove(0))
         .await
         .unwrap();
@@ -798,10 +777,7 @@ async fn a_sync_reports_progress_and_status_shows_the_peer() {
         Ok(())
     })
     .unwrap();
-    let (na, nb) = (
-        start(&a, Keypair::generate_ed25519()).await,
-        start(&b, Keypair::generate_ed25519()).await,
-    );
+    let (na, nb) = (start(&a).await, start(&b).await);
     let peer = nb
         .dial(na.listen_addrs().await.unwrap().remove(0))
         .await
@@ -895,8 +871,8 @@ async fn over_libp2p_a_team_sees_only_its_records_and_a_revoked_peer_is_refused(
     hub.insert("job", "ja", job("for a", "a")).unwrap();
     hub.insert("job", "jb", job("for b", "b")).unwrap();
     let mut nodes = Vec::new();
-    for (r, k) in rs.iter().zip(keys) {
-        nodes.push(start(r, k).await);
+    for r in &rs {
+        nodes.push(start(r).await);
     }
     let hub_addr = nodes[0].listen_addrs().await.unwrap().remove(0);
     let limit = Duration::from_secs(30);
@@ -933,4 +909,66 @@ async fn over_libp2p_a_team_sees_only_its_records_and_a_revoked_peer_is_refused(
         .unwrap()
         .unwrap();
     assert_eq!(titles(a), ["ja", "ja2"]);
+}
+
+#[test]
+fn a_current_thread_runtime_is_refused_at_start_with_a_typed_error() {
+    let d = tempfile::tempdir().unwrap();
+    let r = replica(d.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt
+        .block_on(Node::start(r, NodeConfig::default()))
+        .unwrap_err();
+    assert!(matches!(e, fieldsync::node::NodeError::Runtime(_)), "{e:?}");
+    assert!(e.to_string().contains("multi-threaded"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_is_the_store_and_a_shut_down_node_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    let r = replica(d.path());
+    let n = start(&r).await;
+    assert_eq!(
+        n.peer_id(),
+        peer_of(&r),
+        "the node's peer id is the store's member id"
+    );
+    n.shutdown().await.unwrap();
+    assert!(matches!(
+        n.listen_addrs().await,
+        Err(fieldsync::node::NodeError::Stopped)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_peer_does_not_push_into_a_node_in_manual_mode() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(da.path()), replica(db.path()));
+    // a is live (a hub that offers every change); b is a device in manual
+    // mode (Creatio's offline mode): nothing moves until b syncs.
+    let na = start_with(&a, NodeConfig::default().listen_on([tcp()]).with_live(true)).await;
+    let nb = start(&b).await;
+    let peer = nb
+        .dial(na.listen_addrs().await.unwrap().remove(0))
+        .await
+        .unwrap();
+    a.insert("item", "pushed", item("from the live hub"))
+        .unwrap();
+    b.insert("item", "kept", item("from the manual device"))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        b.get("item", "pushed").unwrap().is_none(),
+        "a live push reached a manual node"
+    );
+    assert!(
+        a.get("item", "kept").unwrap().is_none(),
+        "a manual node's change left before it synced"
+    );
+    nb.sync_now(peer).await.unwrap();
+    assert!(b.get("item", "pushed").unwrap().is_some());
+    assert!(a.get("item", "kept").unwrap().is_some());
 }

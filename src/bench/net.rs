@@ -86,9 +86,8 @@ impl Chain {
         let mut nodes = Vec::new();
         for i in 0..len {
             let r = super::open(&dir.join(format!("chain{i}")), true)?;
-            let key = libp2p::identity::Keypair::generate_ed25519();
             let config = NodeConfig::default().with_live(true);
-            nodes.push(Node::start(r.clone(), key, config).await?);
+            nodes.push(Node::start(r.clone(), config).await?);
             replicas.push(r);
         }
         for i in 0..len - 1 {
@@ -272,9 +271,8 @@ pub fn initial(exe: &Path, dir: &Path, records: usize) -> Result<InitialReport, 
             .enable_all()
             .build()?;
         let (report, seconds) = rt.block_on(async {
-            let key = libp2p::identity::Keypair::generate_ed25519();
             let config = NodeConfig::default().listen_on([]).with_remembered(false);
-            let node = Node::start(target.clone(), key, config).await?;
+            let node = Node::start(target.clone(), config).await?;
             let peer = node.dial(addr).await?;
             let t = Instant::now();
             let report = node.sync_now(peer).await?;

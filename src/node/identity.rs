@@ -18,22 +18,56 @@ pub const FILE: &str = "identity.key";
 /// A file that exists but does not decode is an error (it is never replaced:
 /// replacing it would change the replica's peer id).
 pub fn load_or_create(dir: &Path) -> Result<Keypair, NodeError> {
+    match load(dir)? {
+        Some(k) => Ok(k),
+        None => create(dir),
+    }
+}
+
+/// Load the store directory's identity; `None` if the file does not exist.
+/// An empty or unreadable file, or a key that is not ed25519, is an error
+/// that says so (never replaced).
+pub fn load(dir: &Path) -> Result<Option<Keypair>, NodeError> {
+    let path = dir.join(FILE);
+    let bad = |reason: String| NodeError::Identity {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(format!("it cannot be read: {e}"))),
+    };
+    if bytes.is_empty() {
+        return Err(bad(
+            "the file is empty (it was truncated or overwritten); restore it from a backup of this store"
+                .into(),
+        ));
+    }
+    let key = Keypair::from_protobuf_encoding(&bytes).map_err(|_| {
+        bad(format!(
+            "it is not an identity key ({} bytes that are not a libp2p ed25519 key); restore it from a backup of this store",
+            bytes.len()
+        ))
+    })?;
+    if key.clone().try_into_ed25519().is_err() {
+        return Err(bad("it holds a key that is not ed25519".into()));
+    }
+    Ok(Some(key))
+}
+
+/// Make a new identity and save it (readable by its owner only).
+pub fn create(dir: &Path) -> Result<Keypair, NodeError> {
     let path = dir.join(FILE);
     let bad = |e: &dyn std::fmt::Display| NodeError::Identity {
         path: path.display().to_string(),
         reason: e.to_string(),
     };
-    match std::fs::read(&path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| bad(&e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| bad(&e))?;
-            let key = Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| bad(&e))?;
-            write_private(&path, &bytes).map_err(|e| bad(&e))?;
-            Ok(key)
-        }
-        Err(e) => Err(bad(&e)),
-    }
+    std::fs::create_dir_all(dir).map_err(|e| bad(&e))?;
+    let key = Keypair::generate_ed25519();
+    let bytes = key.to_protobuf_encoding().map_err(|e| bad(&e))?;
+    write_private(&path, &bytes).map_err(|e| bad(&e))?;
+    Ok(key)
 }
 
 /// The group secret's file name inside a store directory (libp2p's

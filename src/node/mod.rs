@@ -14,14 +14,14 @@
 //! ```no_run
 //! # async fn demo(replica: fieldsync::Replica, other: libp2p::Multiaddr) -> Result<(), Box<dyn std::error::Error>> {
 //! use fieldsync::node::{Node, NodeConfig};
-//! let key = libp2p::identity::Keypair::generate_ed25519();
-//! let node = Node::start(replica, key, NodeConfig::default()).await?;
+//! let node = Node::start(replica, NodeConfig::default()).await?;
 //! let peer = node.add_peer(other).await?; // dial now, and again if it drops
 //! let report = node.sync_now(peer).await?;
 //! println!("{} records in, {} out", report.records_received, report.records_sent);
 //! for (peer, result) in node.sync_all().await? {
 //!     println!("{peer}: {result:?}");
 //! }
+//! node.shutdown().await?;
 //! # Ok(()) }
 //! ```
 
@@ -258,6 +258,9 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// The node cannot run on this tokio runtime.
+    #[error("{0}")]
+    Runtime(String),
     /// The store's identity file is unreadable.
     #[error("identity file {path}: {reason}")]
     Identity {
@@ -292,6 +295,7 @@ enum Command {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Forget(PeerId),
     Status(oneshot::Sender<NodeStatus>),
+    Shutdown(oneshot::Sender<()>),
 }
 
 /// A sync's progress with one peer, from [`Node::progress`].
@@ -412,15 +416,30 @@ fn now_ms() -> u64 {
 }
 
 impl Node {
-    /// Start a node for `replica` with identity `keypair` (for a store, use
-    /// [`identity::load_or_create`] on its directory). Must run on a
-    /// multi-threaded tokio runtime (storage work runs in `block_in_place`).
-    /// The app keeps using its `Replica` handle; the node syncs what it writes.
-    pub async fn start(
-        replica: Replica,
-        keypair: Keypair,
-        config: NodeConfig,
-    ) -> Result<Self, NodeError> {
+    /// Start a node for `replica`, with the replica's own identity (its
+    /// signing key is its peer id's key, so the peer id names the member that
+    /// signs its changes). The app keeps using its `Replica` handle; the node
+    /// syncs what it writes. Stop it with [`Node::shutdown`] (or drop every
+    /// handle).
+    ///
+    /// Needs a multi-threaded tokio runtime (storage work runs in
+    /// `block_in_place`): on a current-thread runtime, or outside one, it
+    /// fails at once with [`NodeError::Runtime`].
+    pub async fn start(replica: Replica, config: NodeConfig) -> Result<Self, NodeError> {
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {}
+            Ok(_) => {
+                return Err(NodeError::Runtime(
+                    "a fieldsync node needs a multi-threaded tokio runtime (its storage work runs in `block_in_place`): use `#[tokio::main]` or `tokio::runtime::Builder::new_multi_thread()`, not a current-thread runtime".into(),
+                ));
+            }
+            Err(_) => {
+                return Err(NodeError::Runtime(
+                    "a fieldsync node must be started inside a multi-threaded tokio runtime".into(),
+                ));
+            }
+        }
+        let keypair = replica.node_keypair();
         let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
         let peer_id = keypair.public().to_peer_id();
         let transport = transport(&keypair, config.group_secret)?;
@@ -503,6 +522,7 @@ impl Node {
             redials,
             redial_first: config.redial_first,
             redial_max: config.redial_max,
+            auto_started: HashSet::new(),
         };
         for addr in config.peers {
             let (reply, _) = oneshot::channel();
@@ -522,6 +542,15 @@ impl Node {
 
     fn send(&self, c: Command) -> Result<(), NodeError> {
         self.commands.send(c).map_err(|_| NodeError::Stopped)
+    }
+
+    /// Stop the node: close its connections and listeners and wait until its
+    /// task has let go of them (so a program can end its runtime right
+    /// after). Later calls on any handle fail with [`NodeError::Stopped`].
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Shutdown(tx))?;
+        rx.await.map_err(|_| NodeError::Stopped)
     }
 
     /// Live mode (on) or manual mode (off). Live: a change made on this
@@ -655,6 +684,9 @@ struct Worker {
     redials: HashMap<PeerId, Redial>,
     redial_first: Duration,
     redial_max: Duration,
+    /// Peers with which this live node started a sync on its own since they
+    /// connected (once per connection, after the peer said it is live).
+    auto_started: HashSet<PeerId>,
 }
 
 struct PendingDial {
@@ -808,11 +840,12 @@ impl Worker {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let stopped = loop {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown(reply)) => break Some(reply),
                     Some(c) => self.command(c),
-                    None => return,
+                    None => break None,
                 },
                 event = self.swarm.select_next_some() => self.event(event),
                 change = self.watch.recv() => self.changed(change),
@@ -833,6 +866,12 @@ impl Worker {
                     }
                 }
             }
+        };
+        // The swarm (connections, listeners, transports) goes first, while
+        // the runtime still runs; then the caller of `shutdown` is told.
+        drop(self);
+        if let Some(reply) = stopped {
+            let _ = reply.send(());
         }
     }
 
@@ -929,14 +968,36 @@ impl Worker {
 
     fn command(&mut self, c: Command) {
         match c {
+            // Handled by the loop in `run`.
+            Command::Shutdown(reply) => {
+                let _ = reply.send(());
+            }
             Command::Live(live) => {
                 self.live = live;
                 for s in self.sessions.values_mut() {
                     s.set_live(live);
                 }
+                // Every peer learns the new mode (a live peer then starts a
+                // sync, or stops offering).
+                let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+                for p in peers {
+                    self.feed(p, Input::Hello);
+                }
                 if live {
-                    let peers: Vec<PeerId> = self.admitted.iter().copied().collect();
+                    // Live peers are synced with at once; manual ones wait
+                    // for their own syncs.
+                    let peers: Vec<PeerId> = self
+                        .admitted
+                        .iter()
+                        .filter(|p| {
+                            self.sessions
+                                .get(p)
+                                .is_some_and(|s| s.peer_live() == Some(true))
+                        })
+                        .copied()
+                        .collect();
                     for p in peers {
+                        self.auto_started.insert(p);
                         self.feed(p, Input::Start);
                     }
                 }
@@ -1113,9 +1174,11 @@ impl Worker {
                     r.dialing = false;
                 }
                 self.refused_by.remove(&peer_id);
+                // Say hello: the clocks are measured, and a live peer that
+                // hears this node is live starts a sync (see `PeerHello`).
                 let new = self.admitted.insert(peer_id);
-                if self.live && new {
-                    self.feed(peer_id, Input::Start);
+                if new {
+                    self.feed(peer_id, Input::Hello);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -1142,6 +1205,7 @@ impl Worker {
                 ..
             } => {
                 self.sessions.remove(&peer_id);
+                self.auto_started.remove(&peer_id);
                 self.admitted.remove(&peer_id);
                 self.outbox.remove(&peer_id);
                 self.refusing.remove(&peer_id);
@@ -1294,11 +1358,17 @@ impl Worker {
                 return;
             }
         };
+        let mut start = false;
         for o in outs {
             match o {
                 Output::Send(bytes) => {
                     self.outbox.entry(peer).or_default().queue.push_back(bytes);
                     self.pump(peer);
+                }
+                Output::Notify(Notification::PeerHello { live }) => {
+                    // Two live nodes sync as they meet; a peer in manual mode
+                    // moves nothing until it syncs itself.
+                    start |= self.live && live && self.auto_started.insert(peer);
                 }
                 Output::Notify(Notification::Progress(p)) => {
                     self.last.entry(peer).or_default().progress = Some(p);
@@ -1361,6 +1431,9 @@ impl Worker {
                 }
                 _ => {}
             }
+        }
+        if start {
+            self.feed(peer, Input::Start);
         }
     }
 }

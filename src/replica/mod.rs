@@ -1,5 +1,6 @@
 //! The [`Replica`] handle: the application's way into a store.
 
+mod clock;
 mod conflicts;
 mod durability;
 mod gate;
@@ -20,12 +21,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use automerge::{ActorId, Automerge};
 use tokio::sync::broadcast;
 
+pub use clock::PeerClock;
 pub use conflicts::Validator;
 pub use members::Role;
 pub use reactions::{Reaction, ReactionWrite, Trigger};
 pub use row::{Meta, Record};
 pub use scan::Scan;
-pub use tx::{Tx, Written};
+pub use tx::{MAX_DOCUMENT_BYTES, MAX_RECORD_BYTES, Tx, Written};
 pub use watch::{ChangeEvent, ChangeKind, Watch, WatchError, WatchFilter};
 
 use crate::codec;
@@ -357,32 +359,59 @@ impl Replica {
         let store = SledStore::open(&dir.join("db"), config.store_cache_bytes)?;
         // The store's automerge actor is its identity's public key, so every
         // change can be traced to (and is signed by) the member that made it.
-        let key = crate::node::identity::load_or_create(dir)
-            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
-        let ed = key.try_into_ed25519().map_err(|e| {
-            crate::store::StoreError::Backend(format!("the identity is not an ed25519 key: {e}"))
+        // A store that exists keeps its key: a missing or unreadable key file
+        // is an error, never replaced (a new key would be another member).
+        let path = dir.join(crate::node::identity::FILE);
+        let identity = |reason: String| Error::Identity {
+            path: path.display().to_string(),
+            reason,
+        };
+        let existing = store.get(keys::ACTOR)?;
+        let loaded = crate::node::identity::load(dir).map_err(|e| match e {
+            crate::node::NodeError::Identity { reason, .. } => identity(reason),
+            other => identity(other.to_string()),
         })?;
+        let key = match (loaded, &existing) {
+            (Some(k), _) => k,
+            (None, None) => {
+                crate::node::identity::create(dir).map_err(|e| identity(e.to_string()))?
+            }
+            (None, Some(_)) => {
+                return Err(identity(
+                    "the file is missing, but this store was made with it: restore it from a backup of this store (a new key would make the store another member, whose changes its peers would not accept as this store's)".into(),
+                ));
+            }
+        };
+        let ed = key
+            .try_into_ed25519()
+            .map_err(|_| identity("it holds a key that is not ed25519".into()))?;
         let signer = Signer::from_keypair(&ed);
-        match store.get(keys::ACTOR)? {
+        match existing {
             None => {
                 store.put(keys::ACTOR, &signer.public())?;
                 store.flush()?;
             }
             Some(actor) if actor.as_slice() != signer.public().as_slice() => {
-                return Err(Error::Metadata {
-                    key: "m:actor",
-                    source: codec::CodecError::Malformed {
-                        what: "actor",
-                        message: format!(
-                            "the store's actor is not the public key of {}",
-                            dir.join(crate::node::identity::FILE).display()
-                        ),
-                    },
-                });
+                return Err(identity(format!(
+                    "it holds the key of member {}, but this store belongs to member {}: put back this store's own identity file",
+                    crate::member::member_id(&signer.public()).unwrap_or_default(),
+                    crate::member::member_id(&actor).unwrap_or_else(|| crate::sign::hex(&actor)),
+                )));
             }
             Some(_) => {}
         }
         Self::open_with(Arc::new(store), config, Some(signer))
+    }
+
+    /// The libp2p identity of this replica's node: its signing key, so that
+    /// its peer id names the member whose key signs its changes.
+    pub(crate) fn node_keypair(&self) -> libp2p::identity::Keypair {
+        let mut secret = self.inner.signer.secret();
+        match libp2p::identity::Keypair::ed25519_from_bytes(&mut secret) {
+            Ok(k) => k,
+            // 32 bytes are always an ed25519 secret key.
+            Err(_) => libp2p::identity::Keypair::generate_ed25519(),
+        }
     }
 
     /// A replica in memory (for tests and simulations).

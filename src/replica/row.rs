@@ -203,20 +203,19 @@ impl Row {
     /// (by HLC time, then actor) of the head changes. Deterministic for any
     /// replica holding the same changes.
     pub(crate) fn set_meta_from(&mut self, doc: &Automerge) {
+        self.set_meta_corrected(doc, &|_, t| t);
+    }
+
+    /// [`Row::set_meta_from`], choosing the latest head change by its save
+    /// time corrected by its author's clock offset (`corrected`), as last
+    /// writer wins does; the time kept is the change's own.
+    pub(crate) fn set_meta_corrected(
+        &mut self,
+        doc: &Automerge,
+        corrected: &dyn Fn(&automerge::ActorId, HlcTime) -> HlcTime,
+    ) {
         let heads = doc.get_heads();
-        let mut best: Option<(HlcTime, Vec<u8>)> = None;
-        for h in &heads {
-            // The metadata alone: `get_change_by_hash` would rebuild the change.
-            if let Some(c) = doc.get_change_meta_by_hash(h) {
-                let cand = (
-                    HlcTime::from_change_time(c.timestamp),
-                    c.actor.to_bytes().to_vec(),
-                );
-                if best.as_ref().is_none_or(|b| cand > *b) {
-                    best = Some(cand);
-                }
-            }
-        }
+        let best = latest_head(doc, &heads, corrected);
         self.heads = heads.iter().map(|h| h.0).collect();
         if let Some((t, a)) = best {
             self.modified = t;
@@ -280,4 +279,29 @@ pub struct Meta {
     pub unresolved: Vec<String>,
     /// How many open conflict entries the record has.
     pub open_conflicts: u32,
+}
+
+/// Of `heads`, the change saved last by corrected time (ties: actor): its own
+/// time and its actor.
+pub(crate) fn latest_head(
+    doc: &Automerge,
+    heads: &[ChangeHash],
+    corrected: &dyn Fn(&automerge::ActorId, HlcTime) -> HlcTime,
+) -> Option<(HlcTime, Vec<u8>)> {
+    let mut best: Option<(HlcTime, HlcTime, Vec<u8>)> = None;
+    for h in heads {
+        // The metadata alone: `get_change_by_hash` would rebuild the change.
+        if let Some(c) = doc.get_change_meta_by_hash(h) {
+            let t = HlcTime::from_change_time(c.timestamp);
+            let cand = (
+                corrected(c.actor.as_ref(), t),
+                t,
+                c.actor.to_bytes().to_vec(),
+            );
+            if best.as_ref().is_none_or(|b| cand > *b) {
+                best = Some(cand);
+            }
+        }
+    }
+    best.map(|(_, t, a)| (t, a))
 }

@@ -22,7 +22,8 @@ use crate::sync::Summary;
 const PARALLEL_DECODE_MIN: usize = 32;
 use crate::sync::index::PURGED_HEAD;
 use crate::sync::{
-    ApplyFailure, Incoming, Input, Key, LoadRequest, Loaded, Output, Session, SyncIndex,
+    ApplyFailure, Incoming, Input, Key, LoadRequest, Loaded, Notification, Output, Session,
+    SyncIndex,
 };
 
 /// Changes to send larger than this are compared with the whole saved document,
@@ -924,6 +925,7 @@ impl Replica {
             .filter(|_| rights.enforced())
             .map(<[u8]>::to_vec);
         while let Some(input) = inputs.pop_front() {
+            session.set_clock(self.inner.clock_now());
             let outs = match &scope {
                 None => self.with_sync_index(|index| session.handle(index, now, input))?,
                 Some(peer) => self
@@ -958,6 +960,14 @@ impl Replica {
                             tracing::error!(error = %e, "could not purge records a peer purged");
                         }
                         inputs.push_back(Input::Applied(Vec::new()));
+                    }
+                    Output::Notify(Notification::Clock(sample)) => {
+                        if let Some(peer) = session.remote()
+                            && let Err(e) = self.note_clock(peer, sample)
+                        {
+                            tracing::warn!(error = %e, "could not record the peer's clock offset");
+                        }
+                        outputs.push(Output::Notify(Notification::Clock(sample)));
                     }
                     other => outputs.push(other),
                 }

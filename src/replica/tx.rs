@@ -72,6 +72,8 @@ struct Staged {
     dirty: bool,
     /// How many changes this transaction made to the record.
     changes: u32,
+    /// How many of them this replica wrote (not received from a peer).
+    local: u32,
     kind: ChangeKind,
     /// Data merged into the document was refused: write nothing for this
     /// record and drop the document rather than caching it.
@@ -118,7 +120,7 @@ impl Staged {
 /// If the closure returns an error (or a write in it fails), nothing is written
 /// and the in-memory state is as before.
 pub struct Tx<'r> {
-    inner: &'r Inner,
+    pub(crate) inner: &'r Inner,
     state: &'r mut State,
     schema: Arc<Schema>,
     staged: Vec<Staged>,
@@ -195,6 +197,66 @@ fn compacts(row: &Row, compact_after: u32) -> bool {
         || row.frames + 1 > compact_after
         || row.log.len() > MAX_LOG_BYTES
         || appended * 2 >= row.snapshot_bytes as usize
+}
+
+/// The most a record's fields may hold: 4 MiB (text and list contents; a
+/// number counts 8 bytes). A write or import that would make a record larger
+/// fails with [`Error::TooLarge`] and writes nothing. Databases of the same
+/// kind have such a limit too (CouchDB 8 MB, Couchbase 20 MB, Ditto 5 MB,
+/// Firestore 1 MiB): keep large files outside records and store a reference.
+pub const MAX_RECORD_BYTES: usize = 4 << 20;
+
+/// The most a record's saved automerge document, history included, may take:
+/// 7 MiB, so that it always travels whole in one sync message (8 MiB, with
+/// room for its seals). A write that would pass it fails with
+/// [`Error::TooLarge`]. Only a merge of concurrent large writes can pass it;
+/// such a record is kept and readable, and every sync that cannot send it
+/// names it (`sync::RecordIssue`).
+pub const MAX_DOCUMENT_BYTES: usize = 7 << 20;
+
+/// Records received from peers are refused when their fields take more than
+/// this (16 MiB): a peer that does not keep the write limit cannot make a
+/// record here that is too large to read back. Merges of two versions each
+/// within [`MAX_RECORD_BYTES`] may pass it a little and are kept.
+pub(crate) const MAX_RECEIVED_FIELDS: usize = 4 * MAX_RECORD_BYTES;
+
+/// Fail with [`Error::TooLarge`] if `fields` alone are over the limit.
+fn check_fields_size(collection: &str, id: &str, fields: &Fields) -> Result<()> {
+    let bytes = crate::value::fields_size(fields);
+    if bytes > MAX_RECORD_BYTES {
+        return Err(Error::TooLarge {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            bytes,
+            limit: MAX_RECORD_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Fail with [`Error::TooLarge`] if a record this transaction wrote is over
+/// the limits: its fields ([`MAX_RECORD_BYTES`]), or its stored document
+/// ([`MAX_DOCUMENT_BYTES`]: the snapshot and the changes appended since, which
+/// a fresh save never exceeds; saved again only when that estimate is over).
+fn check_record_size(collection: &str, id: &str, row: &Row, doc: &Automerge) -> Result<()> {
+    check_fields_size(collection, id, &row.fields)?;
+    let stored = if row.external_snapshot {
+        row.snapshot_bytes as usize + row.log.len()
+    } else {
+        row.log.len()
+    };
+    if stored > MAX_DOCUMENT_BYTES {
+        let bytes = doc.save().len();
+        if bytes > MAX_DOCUMENT_BYTES {
+            return Err(Error::TooLarge {
+                collection: collection.to_owned(),
+                id: id.to_owned(),
+                bytes,
+                limit: MAX_DOCUMENT_BYTES,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Check a record id: 1 to 256 bytes, no control characters.
@@ -294,6 +356,7 @@ impl<'r> Tx<'r> {
             rewrite: false,
             dirty: false,
             changes: 0,
+            local: 0,
             kind,
             discard: false,
             verbatim: None,
@@ -436,6 +499,7 @@ impl<'r> Tx<'r> {
             }
             s.dirty = true;
             s.changes += 1;
+            s.local += 1;
             s.row.modified = time;
             s.row.author = self.inner.actor.to_bytes().to_vec();
             s.row.heads = s.doc.get_heads().iter().map(|h| h.0).collect();
@@ -453,6 +517,7 @@ impl<'r> Tx<'r> {
         let schema = self.schema.clone();
         let c = schema.collection(collection)?;
         validate_id(id)?;
+        check_fields_size(collection, id, &fields)?;
         let fields = c.check_insert(&fields)?;
         if self.entry(collection, id)?.is_some() {
             return Err(Error::AlreadyExists {
@@ -528,6 +593,7 @@ impl<'r> Tx<'r> {
         self.writable(collection)?;
         let schema = self.schema.clone();
         let c = schema.collection(collection)?;
+        check_fields_size(collection, id, &patch)?;
         let patch = c.check_patch(&patch)?;
         let i = self.live(collection, id)?;
         let w = self.change(i, c, WriteKind::Update, |e| e.write_checked(&patch))?;
@@ -660,6 +726,8 @@ impl<'r> Tx<'r> {
             }
         }
         let (fields, deleted) = doc::read_fields(&target, c).map_err(|e| import_err(e.0))?;
+        // The same limit as any write, checked before anything is staged.
+        check_fields_size(&c.name, id, &fields)?;
         match current {
             None => {
                 let fields = c.check_insert(&fields)?;
@@ -825,6 +893,18 @@ impl<'r> Tx<'r> {
                 }
             }
         }
+        // A peer that does not keep the size limit cannot make a record here
+        // that could not be read back.
+        let bytes = crate::value::fields_size(&s.row.fields);
+        if bytes > MAX_RECEIVED_FIELDS {
+            s.discard = true;
+            return Err(Error::TooLarge {
+                collection: c.name.clone(),
+                id: id.to_owned(),
+                bytes,
+                limit: MAX_RECEIVED_FIELDS,
+            });
+        }
         s.row.set_meta_from(&s.doc);
         s.dirty = true;
         if s.kind == ChangeKind::Update {
@@ -933,6 +1013,9 @@ impl<'r> Tx<'r> {
                     .map(|mut c| c.bytes().into_owned());
                 let changes = one.unwrap_or_else(|| s.doc.save_after(&s.base_heads));
                 s.row.push_frame(&changes);
+            }
+            if s.local > 0 && !c.starts_with('_') {
+                check_record_size(c, id, &s.row, &s.doc)?;
             }
             for (h, sid) in &s.sealed.entries {
                 batch.put(keys::signature(c, id, h), sid.to_vec());

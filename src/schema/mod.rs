@@ -767,6 +767,7 @@ pub(crate) fn system_collections() -> &'static [Collection] {
                     f("origin", FieldType::String, true),
                     f("seen", FieldType::String, false),
                     f("held", FieldType::String, false),
+                    f("clock", FieldType::String, false),
                 ],
                 settings: Settings::default(),
             },

@@ -32,6 +32,9 @@
 //! f:<pc>\0<pid>\0<cc>\0<cid>       a reference: record cc/cid refers to pc/pid
 //! a:<peer>                         addresses at which this node reaches the
 //!                                  peer (newline-separated multiaddrs); local
+//! o:<peer key>                     what the last sync measured of the peer's
+//!                                  clock (offset, round trip, when, its clock);
+//!                                  local
 //! ```
 //!
 //! Collection names are `[a-z][a-z0-9_]*` and ids contain no NUL or control
@@ -40,6 +43,16 @@
 //! exactly one collection.
 
 pub(crate) const ACTOR: &[u8] = b"m:actor";
+
+/// `o:`: what the last sync with each peer measured of its clock.
+pub(crate) const PEER_CLOCKS: &[u8] = b"o:";
+
+/// `o:<peer key>`: what the last sync with the peer measured of its clock.
+pub(crate) fn peer_clock(peer: &[u8]) -> Vec<u8> {
+    let mut k = PEER_CLOCKS.to_vec();
+    k.extend_from_slice(peer);
+    k
+}
 pub(crate) const HLC: &[u8] = b"m:hlc";
 pub(crate) const SCHEMA: &[u8] = b"m:schema";
 /// This replica's ed25519 secret key, for stores without an identity file

@@ -24,6 +24,6 @@ pub mod session;
 pub use index::{Key, Node, Summary, SyncIndex};
 pub use msg::{MsgError, PROTOCOL_VERSION};
 pub use session::{
-    ApplyFailure, Incoming, Input, LoadRequest, Loaded, Notification, Output, Progress, Report,
-    Session,
+    ApplyFailure, ClockSample, Incoming, Input, LoadRequest, Loaded, MAX_ISSUES, Notification,
+    Output, Progress, RecordIssue, Report, Session,
 };

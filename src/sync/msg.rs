@@ -13,7 +13,7 @@ use super::index::Node;
 use crate::codec::{self, CodecError};
 
 /// The sync protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 const MSG_TAG: u8 = b'Y';
 const REFUSAL_TAG: u8 = b'Z';
@@ -50,6 +50,8 @@ impl Limits {
     pub const ID: usize = 256;
     /// Records in one `Records` part.
     pub const RECORDS: usize = 100_000;
+    /// Bytes of a reason in a `Skipped` or `Refused` part.
+    pub const REASON: usize = 1024;
 }
 
 /// One message: parts that each stand alone, an id if the peer must answer it,
@@ -125,12 +127,73 @@ pub enum Part {
         /// The records.
         records: Vec<RecordData>,
     },
+    /// "I cannot send you this record" (too large for a message): the
+    /// receiver names it in its report instead of waiting for it in silence.
+    Skipped {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+        /// Why, for people.
+        reason: String,
+    },
+    /// "I refused this record you sent, and why": the sender names it in its
+    /// report.
+    Refused {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+        /// Why, for people.
+        reason: String,
+    },
+    /// The first part a session sends: the sender's clock (milliseconds since
+    /// the epoch, as it would stamp a change now), which the receiver answers
+    /// with a [`Part::HelloEcho`] so both measure their clock offset, and
+    /// whether the sender is in live mode (a live peer offers changes to live
+    /// peers only, and starts syncs with them on its own).
+    Hello {
+        /// The sender's clock.
+        clock: u64,
+        /// Whether the sender is live.
+        live: bool,
+    },
+    /// The answer to a [`Part::Hello`], on the answering side's clock.
+    HelloEcho {
+        /// The `clock` of the hello answered.
+        sent: u64,
+        /// When the hello arrived.
+        received: u64,
+        /// When this answer left.
+        replied: u64,
+    },
+    /// A live offer: "my heads of this record changed", sent outside a sync.
+    /// A live receiver answers it like a `Have`; a receiver in manual mode
+    /// leaves it until it syncs itself.
+    Offer {
+        /// The collection.
+        collection: String,
+        /// The record id.
+        id: String,
+        /// The sender's heads.
+        heads: Vec<[u8; 32]>,
+        /// Prefixes of the sender's recent changes (as in `Have`).
+        recent: Vec<u64>,
+    },
 }
 
 impl Part {
     /// Whether the part asks the receiver for an answer.
     pub fn is_request(&self) -> bool {
-        !matches!(self, Part::Records { .. } | Part::Purged { .. })
+        !matches!(
+            self,
+            Part::Records { .. }
+                | Part::Purged { .. }
+                | Part::Skipped { .. }
+                | Part::Refused { .. }
+                | Part::Hello { .. }
+                | Part::HelloEcho { .. }
+        )
     }
 }
 
@@ -308,6 +371,36 @@ fn check(msg: &Msg) -> Result<(), MsgError> {
                 return oob(format!("{} key hashes (limit {})", h.len(), Limits::HASHES));
             }
             Part::Purged { collection, id } => check_name(collection, id)?,
+            Part::Skipped {
+                collection,
+                id,
+                reason,
+            }
+            | Part::Refused {
+                collection,
+                id,
+                reason,
+            } => {
+                check_name(collection, id)?;
+                if reason.len() > Limits::REASON {
+                    return oob(format!("a reason of {} bytes", reason.len()));
+                }
+            }
+            Part::Offer {
+                collection,
+                id,
+                heads,
+                recent,
+            } => {
+                check_name(collection, id)?;
+                if heads.len() > Limits::HEADS || recent.len() > Limits::RECENT {
+                    return oob(format!(
+                        "an offer of {} heads and {} recent changes",
+                        heads.len(),
+                        recent.len()
+                    ));
+                }
+            }
             Part::Have {
                 collection,
                 id,

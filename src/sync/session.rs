@@ -50,6 +50,9 @@ pub enum Input {
     LocalChange(Key),
     /// Time passed (the caller's clock is passed to every call).
     Tick,
+    /// A connection to the peer is up: say hello (this side's clock, and
+    /// whether it is live) even if there is nothing else to send.
+    Hello,
 }
 
 /// A record that could not be applied, reported back in [`Input::Applied`].
@@ -189,14 +192,65 @@ pub enum Notification {
     /// How far a sync this side started has come (sent after each message
     /// received while syncing).
     Progress(Progress),
-    /// A record was too large to send in one message and was skipped.
-    RecordTooLarge {
-        /// The record.
-        key: Key,
-        /// Its size in bytes.
-        bytes: usize,
+    /// A record could not be synced: this side could not send it (too large)
+    /// or refused it, or the peer said so. Every such record is also in the
+    /// report, and a sync this side started with one does not end `Synced`.
+    Issue(RecordIssue),
+    /// The peer said hello: whether it is live.
+    PeerHello {
+        /// Whether the peer is in live mode.
+        live: bool,
     },
+    /// The peer's clock offset, measured over one round trip (NTP-style:
+    /// the peer's clock minus this side's, assuming the way there and back
+    /// take equally long).
+    Clock(ClockSample),
 }
+
+/// A measurement of the peer's clock against this side's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSample {
+    /// The peer's clock minus this side's, in milliseconds.
+    pub offset_ms: i64,
+    /// The round trip, in milliseconds (the measurement's uncertainty is at
+    /// most half of it).
+    pub rtt_ms: u64,
+    /// The peer's clock when it answered (milliseconds since the epoch).
+    pub peer_clock: u64,
+}
+
+/// A record a sync did not move, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordIssue {
+    /// The record.
+    pub key: Key,
+    /// Whether the peer reported it (it refused what this side sent, or
+    /// could not send it); otherwise this side did.
+    pub by_peer: bool,
+    /// Whether it is too large for a sync message (otherwise it was refused).
+    pub too_large: bool,
+    /// Why, for people.
+    pub reason: String,
+}
+
+impl std::fmt::Display for RecordIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match (self.too_large, self.by_peer) {
+            (true, false) => "not sent",
+            (true, true) => "not sent by the peer",
+            (false, false) => "refused here",
+            (false, true) => "refused by the peer",
+        };
+        write!(
+            f,
+            "{}/{} ({what}: {})",
+            self.key.collection, self.key.id, self.reason
+        )
+    }
+}
+
+/// At most this many record issues are kept in a report (the count goes on).
+pub const MAX_ISSUES: usize = 1000;
 
 /// A sync's progress: records moved so far and records known to be still
 /// to move (reconciliation discovers differences as it goes, so the total
@@ -242,6 +296,12 @@ pub struct Report {
     pub unsealed: u64,
     /// Milliseconds from start to end, on the caller's clock.
     pub elapsed_ms: u64,
+    /// The records this sync did not move, and why (at most [`MAX_ISSUES`]).
+    pub issues: Vec<RecordIssue>,
+    /// How many records it did not move (also beyond [`MAX_ISSUES`]).
+    pub issues_total: u64,
+    /// The peer's clock offset as measured during this sync, if it was.
+    pub clock: Option<ClockSample>,
 }
 
 #[derive(Debug)]
@@ -298,7 +358,40 @@ pub struct Session {
     /// refused, another round brings it with its seals (it is not a refusal
     /// that more rounds cannot help).
     unsealed: HashSet<Key>,
+    /// This side's clock as it would stamp a change now (set by the shell
+    /// before each input; see [`Session::set_clock`]).
+    clock: u64,
+    /// The clock value of the hello this side sent, once sent.
+    hello_sent: Option<u64>,
+    /// Hellos to answer: their clock and when they arrived.
+    echoes: Vec<(u64, u64)>,
+    /// Whether the peer said it is live (unknown until its hello).
+    peer_live: Option<bool>,
+    /// Records this side's live mode offers (their `Have` goes as an offer).
+    offering: HashSet<Key>,
+    /// Offers from the peer left for this side's next sync (manual mode).
+    offered: BTreeSet<Key>,
 }
+
+/// How long after its last hello a side says hello again when the peer
+/// starts a sync (milliseconds of its clock).
+const HELLO_AGAIN_MS: u64 = 5_000;
+
+/// A reason, cut to what a `Refused` part carries.
+fn cut_reason(reason: &str) -> String {
+    if reason.len() <= msg::Limits::REASON {
+        return reason.to_owned();
+    }
+    let mut end = msg::Limits::REASON - 3;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &reason[..end])
+}
+
+/// Offers kept for the next sync in manual mode (beyond it, the next sync
+/// finds them by reconciliation anyway).
+const OFFERED_MAX: usize = 100_000;
 
 /// The most seal bytes a session keeps from its peer (beyond it, it starts
 /// over; records whose seal it dropped are refused and come again, with their
@@ -326,6 +419,23 @@ fn part_size(part: &Part) -> usize {
             collection,
             records,
         } => 8 + collection.len() + records.iter().map(record_size).sum::<usize>(),
+        Part::Skipped {
+            collection,
+            id,
+            reason,
+        }
+        | Part::Refused {
+            collection,
+            id,
+            reason,
+        } => 12 + collection.len() + id.len() + reason.len(),
+        Part::Hello { .. } | Part::HelloEcho { .. } => 32,
+        Part::Offer {
+            collection,
+            id,
+            heads,
+            recent,
+        } => 80 + collection.len() + id.len() + heads.len() * 33 + recent.len() * 9,
     }
 }
 
@@ -386,8 +496,13 @@ impl Session {
         Self::default()
     }
 
-    /// Live mode: local changes are offered to the peer as they happen.
+    /// Live mode: local changes are offered to the peer as they happen. A
+    /// change of mode is told to the peer with the next message (feed
+    /// [`Input::Hello`] to send it at once).
     pub fn set_live(&mut self, live: bool) {
+        if live != self.live {
+            self.hello_sent = None;
+        }
         self.live = live;
     }
 
@@ -418,6 +533,40 @@ impl Session {
     /// Whether a sync started by this side is under way.
     pub fn is_syncing(&self) -> bool {
         self.syncing
+    }
+
+    /// Set this side's clock: milliseconds since the epoch, as this replica
+    /// would stamp a change now. The shell sets it before each input; it goes
+    /// in this side's hello and answers the peer's (the timers use `now`).
+    pub fn set_clock(&mut self, ms: u64) {
+        self.clock = ms;
+    }
+
+    /// Whether the peer said it is live (`None` until its hello arrives).
+    pub fn peer_live(&self) -> Option<bool> {
+        self.peer_live
+    }
+
+    /// How many of the peer's live offers wait for this side's next sync
+    /// (manual mode takes none in between).
+    pub fn offers_waiting(&self) -> usize {
+        self.offered.len()
+    }
+
+    /// Note a record this sync did not move (once per record and kind).
+    fn issue(&mut self, issue: RecordIssue, out: &mut Vec<Output>) {
+        let seen = self.report.issues.iter().any(|i| {
+            i.key == issue.key && i.by_peer == issue.by_peer && i.too_large == issue.too_large
+        });
+        if seen {
+            return;
+        }
+        tracing::warn!(record = %format!("{}/{}", issue.key.collection, issue.key.id), by_peer = issue.by_peer, reason = %issue.reason, "a record was not synced");
+        self.report.issues_total += 1;
+        if self.report.issues.len() < MAX_ISSUES {
+            self.report.issues.push(issue.clone());
+        }
+        out.push(Output::Notify(Notification::Issue(issue)));
     }
 
     /// Whether the session was closed (refusal or protocol error).
@@ -453,6 +602,23 @@ impl Session {
                         self.report.apply_failures += 1;
                         self.last_refused =
                             Some(format!("{}/{}: {}", f.key.collection, f.key.id, f.reason));
+                        // The peer learns which record was refused, and why.
+                        let reason = cut_reason(&f.reason);
+                        self.push_part(Part::Refused {
+                            collection: f.key.collection.clone(),
+                            id: f.key.id.clone(),
+                            reason: reason.clone(),
+                        });
+                        let too_large = f.reason.contains("over the");
+                        self.issue(
+                            RecordIssue {
+                                key: f.key,
+                                by_peer: false,
+                                too_large,
+                                reason,
+                            },
+                            &mut out,
+                        );
                     }
                 }
                 if settled {
@@ -462,11 +628,19 @@ impl Session {
             Input::LocalChange(key) => {
                 if self.syncing {
                     self.activity = true;
-                } else if self.live {
+                } else if self.live && self.peer_live != Some(false) {
+                    // Offered to a live peer (a peer in manual mode fetches
+                    // it when it syncs).
+                    self.offering.insert(key.clone());
                     self.queue.push_back(Work::Load(LoadRequest::Heads(key)));
                 }
             }
             Input::Tick => self.tick(index, now, &mut out),
+            Input::Hello => {
+                if self.hello_sent.is_none() {
+                    self.flush(now, &mut out);
+                }
+            }
         }
         if self.closed {
             return out;
@@ -490,6 +664,10 @@ impl Session {
             self.stalled_rounds = 0;
             self.withheld.clear();
             self.awaited = 0;
+            // Every sync measures the clocks again, and reconciles what the
+            // peer offered meanwhile.
+            self.hello_sent = None;
+            self.offered.clear();
         }
         self.confirm(index, now, out);
     }
@@ -503,7 +681,9 @@ impl Session {
         // (the peer got everything it could in the first of them).
         if self.report.rounds > 0
             && root == self.report.root
-            && (self.last_refused.is_some() || !self.withheld.is_empty())
+            && (self.last_refused.is_some()
+                || !self.withheld.is_empty()
+                || self.report.issues_total > 0)
         {
             self.stalled_rounds += 1;
         } else {
@@ -552,12 +732,33 @@ impl Session {
             }));
             return;
         }
-        let reason = match &self.last_refused {
-            Some(last) => format!(
-                "{reason}; records were refused here {} times (the last: {last})",
-                self.report.apply_failures
-            ),
-            None => reason.to_owned(),
+        let reason = if self.report.issues_total > 0 {
+            let shown: Vec<String> = self
+                .report
+                .issues
+                .iter()
+                .take(5)
+                .map(ToString::to_string)
+                .collect();
+            let more = self.report.issues_total.saturating_sub(shown.len() as u64);
+            format!(
+                "{} record(s) could not be synced: {}{}",
+                self.report.issues_total,
+                shown.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            match &self.last_refused {
+                Some(last) => format!(
+                    "{reason}; records were refused here {} times (the last: {last})",
+                    self.report.apply_failures
+                ),
+                None => reason.to_owned(),
+            }
         };
         out.push(Output::Notify(Notification::Incomplete {
             report: self.report.clone(),
@@ -596,13 +797,20 @@ impl Session {
         }
         // Anything but the peer's own confirmation of an equal root is activity
         // (two peers that both sync must not keep each other confirming).
+        // (Clock parts are not activity either.)
         let root = index.summary(Node::ROOT);
-        let equal_confirmation = matches!(
-            m.parts.as_slice(),
-            [Part::Summary { node, fp, count }]
-                if *node == Node::ROOT && *fp == root.fp && *count == root.count
-        );
-        if !m.parts.is_empty() && !equal_confirmation {
+        let mut content = m
+            .parts
+            .iter()
+            .filter(|p| !matches!(p, Part::Hello { .. } | Part::HelloEcho { .. }));
+        let first = content.next();
+        let equal_confirmation = content.next().is_none()
+            && matches!(
+                first,
+                Some(Part::Summary { node, fp, count })
+                    if *node == Node::ROOT && *fp == root.fp && *count == root.count
+            );
+        if first.is_some() && !equal_confirmation {
             self.activity = true;
         }
         let mut incoming = Vec::new();
@@ -633,6 +841,88 @@ impl Session {
                     ask_back: !reply,
                 })),
                 Part::Purged { collection, id } => purged.push(Key::new(collection, id)),
+                Part::Offer {
+                    collection,
+                    id,
+                    heads,
+                    recent,
+                } => {
+                    let key = Key::new(collection, id);
+                    if self.live || self.syncing {
+                        self.queue.push_back(Work::Load(LoadRequest::Since {
+                            key,
+                            heads,
+                            recent,
+                            ask_back: true,
+                        }));
+                    } else if self.offered.len() < OFFERED_MAX {
+                        // Manual mode: nothing moves until this side syncs.
+                        self.offered.insert(key);
+                    }
+                }
+                Part::Skipped {
+                    collection,
+                    id,
+                    reason,
+                } => self.issue(
+                    RecordIssue {
+                        key: Key::new(collection, id),
+                        by_peer: true,
+                        too_large: true,
+                        reason,
+                    },
+                    out,
+                ),
+                Part::Refused {
+                    collection,
+                    id,
+                    reason,
+                } => self.issue(
+                    RecordIssue {
+                        key: Key::new(collection, id),
+                        by_peer: true,
+                        too_large: reason.contains("over the"),
+                        reason,
+                    },
+                    out,
+                ),
+                Part::Hello { clock, live } => {
+                    self.peer_live = Some(live);
+                    self.echoes.push((clock, self.clock));
+                    // The peer starts a sync: measure from this side too
+                    // (at most once in 5 s, so two sides never ping-pong).
+                    if self
+                        .hello_sent
+                        .is_some_and(|t| self.clock.saturating_sub(t) >= HELLO_AGAIN_MS)
+                    {
+                        self.hello_sent = None;
+                    }
+                    out.push(Output::Notify(Notification::PeerHello { live }));
+                }
+                Part::HelloEcho {
+                    sent,
+                    received,
+                    replied,
+                } => {
+                    if self.hello_sent == Some(sent) {
+                        let t3 = i128::from(self.clock);
+                        let (t0, t1, t2) =
+                            (i128::from(sent), i128::from(received), i128::from(replied));
+                        let rtt = (t3 - t0) - (t2 - t1);
+                        if rtt >= 0 {
+                            let offset = ((t1 - t0) + (t2 - t3)) / 2;
+                            let sample = ClockSample {
+                                offset_ms: i64::try_from(offset).unwrap_or(0),
+                                rtt_ms: u64::try_from(rtt).unwrap_or(0),
+                                peer_clock: replied,
+                            };
+                            if self.syncing {
+                                self.report.clock = Some(sample);
+                            }
+                            out.push(Output::Notify(Notification::Clock(sample)));
+                        }
+                    }
+                }
                 Part::Records {
                     collection,
                     records,
@@ -865,10 +1155,23 @@ impl Session {
         }
         let size = record_size(&record);
         if size + 1024 > MAX_MESSAGE {
-            out.push(Output::Notify(Notification::RecordTooLarge {
-                key,
-                bytes: record.bytes.len(),
-            }));
+            let reason = format!(
+                "its data and seals take {size} bytes, over the {MAX_MESSAGE}-byte limit of one sync message"
+            );
+            self.push_part(Part::Skipped {
+                collection: key.collection.clone(),
+                id: key.id.clone(),
+                reason: reason.clone(),
+            });
+            self.issue(
+                RecordIssue {
+                    key,
+                    by_peer: false,
+                    too_large: true,
+                    reason,
+                },
+                out,
+            );
             return;
         }
         self.sent_seals.extend(seals.iter().map(|s| *s.id()));
@@ -928,14 +1231,24 @@ impl Session {
                     }
                 }
                 LoadRequest::Heads(key) => {
+                    let offer = self.offering.remove(&key);
                     if let Some(heads) = res.heads {
-                        self.push_part(Part::Have {
-                            collection: key.collection,
-                            id: key.id,
-                            heads,
-                            recent: res.recent,
-                            reply: false,
-                        });
+                        if offer {
+                            self.push_part(Part::Offer {
+                                collection: key.collection,
+                                id: key.id,
+                                heads,
+                                recent: res.recent,
+                            });
+                        } else {
+                            self.push_part(Part::Have {
+                                collection: key.collection,
+                                id: key.id,
+                                heads,
+                                recent: res.recent,
+                                reply: false,
+                            });
+                        }
                     }
                 }
             }
@@ -973,10 +1286,30 @@ impl Session {
     /// Send what is buffered, cut into messages of about [`CHUNK_BYTES`]. Returns
     /// the id of the last message if it asks for an answer.
     fn flush(&mut self, now: u64, out: &mut Vec<Output>) -> Option<u64> {
-        if self.out_parts.is_empty() && self.out_acks.is_empty() {
+        if self.out_parts.is_empty()
+            && self.out_acks.is_empty()
+            && self.echoes.is_empty()
+            && self.hello_sent.is_some()
+        {
             return None;
         }
-        let parts = std::mem::take(&mut self.out_parts);
+        // The clock parts go first, stamped as late as possible.
+        let mut parts = Vec::with_capacity(self.out_parts.len() + 2);
+        if self.hello_sent.is_none() {
+            self.hello_sent = Some(self.clock);
+            parts.push(Part::Hello {
+                clock: self.clock,
+                live: self.live,
+            });
+        }
+        for (sent, received) in std::mem::take(&mut self.echoes) {
+            parts.push(Part::HelloEcho {
+                sent,
+                received,
+                replied: self.clock,
+            });
+        }
+        parts.append(&mut self.out_parts);
         self.out_bytes = 0;
         let chunks = chunk(parts);
         let last = chunks.len() - 1;
@@ -1029,7 +1362,10 @@ impl Session {
         {
             return;
         }
-        if self.confirm_id.is_some() && !self.activity {
+        if self.confirm_id.is_some() && !self.activity && self.report.issues_total > 0 {
+            // Equal roots cannot hide a record that did not move.
+            self.finish_incomplete(now, "records were not synced", out);
+        } else if self.confirm_id.is_some() && !self.activity {
             self.syncing = false;
             self.confirm_id = None;
             self.report.elapsed_ms = now.saturating_sub(self.started_at);
@@ -1039,5 +1375,77 @@ impl Session {
         } else {
             self.confirm(index, now, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer() -> Vec<u8> {
+        let m = Msg {
+            id: 1,
+            acks: Vec::new(),
+            parts: vec![Part::Offer {
+                collection: "item".into(),
+                id: "x".into(),
+                heads: vec![[7; 32]],
+                recent: Vec::new(),
+            }],
+        };
+        msg::encode(&m).expect("encodes")
+    }
+
+    fn loads(outs: &[Output]) -> usize {
+        outs.iter().filter(|o| matches!(o, Output::Load(_))).count()
+    }
+
+    #[test]
+    fn a_manual_session_leaves_a_peers_offers_for_its_own_sync() {
+        let index = SyncIndex::new();
+        let mut manual = Session::new();
+        let outs = manual.handle(&index, 0, Input::Received(offer()));
+        assert_eq!(loads(&outs), 0, "nothing is fetched in manual mode");
+        assert_eq!(manual.offers_waiting(), 1);
+        // Its own sync takes them (reconciliation finds them anyway).
+        manual.handle(&index, 1, Input::Start);
+        assert_eq!(manual.offers_waiting(), 0);
+
+        let mut live = Session::new();
+        live.set_live(true);
+        let outs = live.handle(&index, 0, Input::Received(offer()));
+        assert_eq!(loads(&outs), 1, "a live session answers the offer");
+    }
+
+    #[test]
+    fn a_hello_is_answered_and_the_offset_measured_over_the_round_trip() {
+        let index = SyncIndex::new();
+        let (mut a, mut b) = (Session::new(), Session::new());
+        a.set_clock(1_000);
+        let first = a.handle(&index, 0, Input::Hello);
+        let Some(Output::Send(hello)) = first.into_iter().next() else {
+            panic!("no hello sent");
+        };
+        // b's clock is 5 s ahead; the message takes 10 ms each way.
+        b.set_clock(6_010);
+        let answer = b.handle(&index, 0, Input::Received(hello));
+        let bytes: Vec<Vec<u8>> = answer
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        a.set_clock(1_020);
+        let mut sample = None;
+        for m in bytes {
+            for o in a.handle(&index, 0, Input::Received(m)) {
+                if let Output::Notify(Notification::Clock(s)) = o {
+                    sample = Some(s);
+                }
+            }
+        }
+        let s = sample.expect("measured");
+        assert_eq!((s.offset_ms, s.rtt_ms), (5_000, 20));
     }
 }

@@ -653,9 +653,13 @@ fn id(ctx: &Ctx, out: &mut Vec<u8>) -> CliResult {
             (s.node.peer_id(), addrs, peers)
         }
         None => {
-            ctx.replica()?;
-            let key = fieldsync::node::identity::load_or_create(ctx.dir()?)?;
-            (key.public().to_peer_id(), Vec::new(), Vec::new())
+            let r = ctx.replica()?;
+            let member = fieldsync::member::member_id(r.actor().to_bytes())
+                .ok_or_else(|| Failure("the store's actor is not a key".into()))?;
+            let peer: libp2p::PeerId = member
+                .parse()
+                .map_err(|e| Failure(format!("the store's member id does not parse: {e}")))?;
+            (peer, Vec::new(), Vec::new())
         }
     };
     if ctx.json {
@@ -711,7 +715,6 @@ fn serve(ctx: &Ctx, listen: &[String], peers: &[String], mdns: bool, live: bool)
     use fieldsync::node::{Node, NodeConfig, identity};
     let dir = ctx.dir()?;
     let replica = ctx.replica()?;
-    let key = identity::load_or_create(dir)?;
     let mut config = NodeConfig::default()
         .listen_on(
             listen
@@ -727,7 +730,7 @@ fn serve(ctx: &Ctx, listen: &[String], peers: &[String], mdns: bool, live: bool)
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let node = Node::start(replica.clone(), key, config).await?;
+        let node = Node::start(replica.clone(), config).await?;
         let addrs = node.listen_addrs().await?;
         // The control socket is up before the addresses are printed, so a
         // script that waits for them can use the other commands at once.
@@ -854,16 +857,18 @@ fn sync(ctx: &Ctx, peer: Option<&str>, timeout: u64, out: &mut Vec<u8>) -> CliRe
             } else {
                 Vec::new()
             };
-            let key = identity::load_or_create(dir)?;
             let config = NodeConfig::default()
                 .listen_on([])
                 .with_remembered(false)
                 .with_group_secret(identity::load_secret(dir)?);
             runtime()?.block_on(async {
-                let node = Node::start(replica, key, config).await?;
+                let node = Node::start(replica, config).await?;
                 let drawing = tokio::spawn(draw(&node));
-                let r = tokio::time::timeout(limit, work(node, remembered)).await;
+                let r = tokio::time::timeout(limit, work(node.clone(), remembered)).await;
                 drawing.abort();
+                // Closed before the runtime ends, so nothing of it runs
+                // while the runtime shuts down.
+                node.shutdown().await?;
                 Ok::<_, Failure>(r)
             })?
         }

@@ -4,7 +4,7 @@
 //! authority, judge the changes peers sent against the validation rules.
 //! Records whose standing changes re-evaluate the records that refer to them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use automerge::{ActorId, ChangeHash};
 
@@ -157,7 +157,7 @@ pub(crate) fn refs_of(c: &Collection, f: &Fields) -> Vec<(String, String, String
 impl Tx<'_> {
     /// The staged record, or the stored row, of a record (for lookups that
     /// must see this transaction's writes).
-    fn row_of(&self, collection: &str, id: &str) -> Result<Option<Row>> {
+    pub(crate) fn row_of(&self, collection: &str, id: &str) -> Result<Option<Row>> {
         if let Some(&i) = self.index.get(&(collection.to_owned(), id.to_owned())) {
             let s = &self.staged[i];
             // A discarded entry (data from a peer refused in this
@@ -255,6 +255,15 @@ impl Tx<'_> {
                 }
                 continue;
             }
+            if cname == crate::schema::ACKS {
+                // New clock entries for a device: the records whose last
+                // writer it may have been are decided again.
+                for j in self.clock_dependents(i)? {
+                    self.mark_reeval(j);
+                    queue.push_back(j);
+                }
+                continue;
+            }
             if cname.starts_with('_') {
                 continue;
             }
@@ -290,6 +299,54 @@ impl Tx<'_> {
             self.conflict_events.extend(events);
         }
         Ok(())
+    }
+
+    /// For a staged acknowledgement record whose clock entries changed: the
+    /// staged records with an entry that compares save times (last writer
+    /// wins, or what a user action entry shows between equals) and that the
+    /// acknowledged device took part in.
+    fn clock_dependents(&mut self, i: usize) -> Result<Vec<usize>> {
+        let s = &self.staged[i];
+        let clock = |f: &Fields| f.get("clock").and_then(Value::as_str).map(str::to_owned);
+        let now = clock(&s.row.fields);
+        let stored = match self.inner.read_row(&s.collection, &s.id) {
+            Ok(r) => r.and_then(|r| clock(&r.fields)),
+            Err(_) => None,
+        };
+        let Some(origin) = s.row.fields.get("origin").and_then(Value::as_str) else {
+            return Ok(Vec::new());
+        };
+        if now == stored {
+            return Ok(Vec::new());
+        }
+        let origin = origin.to_owned();
+        let mut records: Vec<(String, String)> = Vec::new();
+        self.inner
+            .storage
+            .for_each_prefix(keys::CONFLICTS, &mut |_, v| {
+                if let Some(e) = decode_entry(v) {
+                    let timed = matches!(
+                        e.resolved_by,
+                        Some(ResolvedBy::Policy(crate::schema::Policy::LastWriterWins))
+                    ) || (e.state == EntryState::Open
+                        && e.policy == crate::schema::Policy::UserAction);
+                    let involved =
+                        e.subject.actor == origin || e.others.iter().any(|o| o.actor == origin);
+                    if timed && involved {
+                        records.push((e.collection, e.record));
+                    }
+                }
+                true
+            })?;
+        records.sort();
+        records.dedup();
+        let mut out = Vec::new();
+        for (c, id) in records {
+            if let Ok(Some(j)) = self.entry(&c, &id) {
+                out.push(j);
+            }
+        }
+        Ok(out)
     }
 
     /// Stage the records that refer to `collection/id` to be evaluated again.
@@ -450,7 +507,24 @@ impl Tx<'_> {
             )
             && st.doc.get_heads().len() == 1)
             || conflict::linear(&st.doc);
-        let corrected = |_: &ActorId, t: crate::hlc::HlcTime| t;
+        // Save times corrected by the authors' measured clock offsets (one
+        // lookup per author).
+        let offsets: std::cell::RefCell<HashMap<ActorId, Vec<crate::clock::ClockEntry>>> =
+            Default::default();
+        let corrected = |a: &ActorId, t: crate::hlc::HlcTime| {
+            let mut cache = offsets.borrow_mut();
+            let entries = cache.entry(a.clone()).or_insert_with(|| {
+                self.inner
+                    .clock_entries_with(a, &mut |id| {
+                        Ok(self.row_of(crate::schema::ACKS, id)?.map(|r| r.fields))
+                    })
+                    .unwrap_or_default()
+            });
+            match crate::clock::offset_at(entries, t.millis()) {
+                Some(o) => crate::clock::correct(t, o),
+                None => t,
+            }
+        };
         let cx = conflict::Context {
             linear,
             collection: c,
@@ -470,6 +544,12 @@ impl Tx<'_> {
         let (mut fields, mut deleted) = (s.row.fields.clone(), s.row.deleted);
         let (mut hidden, mut entries) = (None, Vec::new());
         let mut insert_rejection = None;
+        // Concurrent heads: the record was last saved by the head change
+        // saved last in corrected time.
+        let heads = s.doc.get_heads();
+        let corrected_meta = (analysis.is_some() && heads.len() > 1)
+            .then(|| crate::replica::row::latest_head(&s.doc, &heads, &corrected))
+            .flatten();
         if let Some(a) = analysis {
             fields = a.fields;
             deleted = a.deleted;
@@ -603,6 +683,10 @@ impl Tx<'_> {
             self.entries_of.insert(i, entries.clone());
         }
         let s = &mut self.staged[i];
+        if let Some((modified, author)) = corrected_meta {
+            s.row.modified = modified;
+            s.row.author = author;
+        }
         s.row.fields = fields;
         s.row.deleted = deleted;
         s.row.hidden = hidden;
