@@ -66,8 +66,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     // The second hub is an authority too.
     let hub2_id = hub2.actor().to_hex_string();
-    for p in &peers {
-        p.add_member(&hub2_id, Role::Authority)?;
+    hub1.add_member(&hub2_id, Role::Authority)?;
+    for p in [hub2, rep] {
+        sync(p, hub1)?;
     }
     hub1.add_reaction(call_reaction())?;
     hub2.add_reaction(call_reaction())?;

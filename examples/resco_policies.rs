@@ -16,7 +16,7 @@ use std::error::Error;
 use common::sync;
 use fieldsync::conflict::{ConflictFilter, EntryState};
 use fieldsync::schema::{Collection, FieldType, Policy, Schema};
-use fieldsync::{Config, Replica, Role, Value, fields};
+use fieldsync::{Config, Replica, Value, fields};
 
 fn schema(policy: Policy) -> Result<Schema, fieldsync::schema::SchemaError> {
     Schema::new().with(
@@ -86,9 +86,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             )
         };
         let (hub, device) = (open("hub")?, open("device")?);
-        for p in [&hub, &device] {
-            p.add_member(&hub.actor().to_hex_string(), Role::Authority)?;
-        }
+        fieldsync::sim::authority_group(&hub, &[&device], 0)?;
         hub.insert(
             "account",
             "acme",

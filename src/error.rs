@@ -152,6 +152,15 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A role that is neither built in (`admin`, `authority`, `device`) nor
+    /// defined with [`Replica::define_role`](crate::Replica::define_role).
+    #[error(
+        "no role `{role}`: the built-in roles are admin, authority and device; define others with `define_role` (`fieldsync group role`)"
+    )]
+    NoRole {
+        /// The role named.
+        role: String,
+    },
     /// No conflict entry has this id.
     #[error("no conflict entry `{id}`")]
     NoEntry {

@@ -10,8 +10,15 @@
 //!   actor in hex; fields `role`, `team`, `revoked_at`), roles records of
 //!   `_role` (id: the role's name; `read` and `write`: collection names or
 //!   `*`; `scope`: a field that narrows both to records whose value equals
-//!   the member's `team`). Only admins (the root, and members of role
-//!   `admin`) may write either; every peer checks that before applying.
+//!   the member's `team`; `authority`: whether its members are authorities).
+//!   Only admins (the root, and members of role `admin`) may write either;
+//!   every peer checks that before applying.
+//! - Three roles exist without being defined: `admin` (changes members and
+//!   roles, reads and writes everything), `authority` (reads and writes
+//!   everything; its members' verdicts, acknowledgements and values count as
+//!   the authority's, see `docs/conflicts.md`) and `device` (reads and writes
+//!   everything). A `_role` record of the same name replaces `authority` or
+//!   `device`.
 //! - A member reads the records of the collections its role reads or writes
 //!   (within its scope) and every system record; it writes the collections its
 //!   role writes (within its scope). Admins read and write everything.
@@ -42,6 +49,42 @@ pub struct RoleRights {
     /// A field narrowing reads and writes to records whose value equals the
     /// member's team.
     pub scope: Option<String>,
+    /// Whether its members are authorities (their verdicts and
+    /// acknowledgements count, and conflicts are decided between them and
+    /// the devices).
+    pub authority: bool,
+}
+
+/// The role whose members are authorities unless a `_role` record says
+/// otherwise.
+pub const AUTHORITY: &str = "authority";
+/// The role of devices: reads and writes everything, unless a `_role` record
+/// says otherwise.
+pub const DEVICE: &str = "device";
+
+impl RoleRights {
+    /// Everything: every collection read and written.
+    pub fn everything() -> Self {
+        RoleRights {
+            read: vec!["*".into()],
+            write: vec!["*".into()],
+            scope: None,
+            authority: false,
+        }
+    }
+
+    /// The rights of a role that exists without being defined (`authority`,
+    /// `device`).
+    pub fn builtin(name: &str) -> Option<Self> {
+        match name {
+            AUTHORITY => Some(RoleRights {
+                authority: true,
+                ..Self::everything()
+            }),
+            DEVICE | ADMIN => Some(Self::everything()),
+            _ => None,
+        }
+    }
 }
 
 impl RoleRights {
@@ -58,6 +101,7 @@ impl RoleRights {
             read: list("read"),
             write: list("write"),
             scope: f.get("scope").and_then(|v| v.as_str()).map(str::to_owned),
+            authority: matches!(f.get("authority"), Some(Value::Bool(true))),
         }
     }
 }
@@ -142,6 +186,57 @@ impl Rights {
         self.members.get(actor)
     }
 
+    /// The group's root (its founding admin), if it has one.
+    pub fn root(&self) -> Option<&[u8]> {
+        self.root.as_deref()
+    }
+
+    /// Every member (revoked ones too), by actor.
+    pub fn members(&self) -> impl Iterator<Item = (&[u8], &Member)> {
+        self.members.iter().map(|(a, m)| (a.as_slice(), m))
+    }
+
+    /// The rights of role `name`: its `_role` record, or the built-in role.
+    pub fn role(&self, name: &str) -> Option<RoleRights> {
+        self.roles
+            .get(name)
+            .cloned()
+            .or_else(|| RoleRights::builtin(name))
+    }
+
+    /// The defined roles (not the built-in ones), by name.
+    pub fn roles(&self) -> impl Iterator<Item = (&str, &RoleRights)> {
+        self.roles.iter().map(|(n, r)| (n.as_str(), r))
+    }
+
+    /// Whether `actor` is an authority: an unrevoked member whose role says
+    /// so (the built-in `authority` role, or a role defined with
+    /// `authority`).
+    pub fn is_authority(&self, actor: &[u8]) -> bool {
+        self.active(actor)
+            .and_then(|m| self.role(&m.role))
+            .is_some_and(|r| r.authority)
+    }
+
+    /// Every authority, by actor.
+    pub fn authorities(&self) -> Vec<Vec<u8>> {
+        self.members
+            .keys()
+            .filter(|a| self.is_authority(a))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `actor` may take part in the group: in a group with a root,
+    /// the root or an unrevoked member; in an open group, anyone.
+    pub fn in_good_standing(&self, actor: &[u8]) -> bool {
+        match &self.root {
+            None => true,
+            Some(root) if root.as_slice() == actor => true,
+            Some(_) => self.active(actor).is_some(),
+        }
+    }
+
     fn active(&self, actor: &[u8]) -> Option<&Member> {
         self.members.get(actor).filter(|m| m.revoked_at.is_none())
     }
@@ -214,9 +309,8 @@ impl Rights {
         if collection.starts_with('_') {
             return true;
         }
-        self.roles
-            .get(&m.role)
-            .is_some_and(|role| lists(role) && self.scoped(m, role, fields))
+        self.role(&m.role)
+            .is_some_and(|role| lists(&role) && self.scoped(m, &role, fields))
     }
 
     /// Whether a change by `actor` made at `time` (HLC, as u64) to
@@ -265,6 +359,7 @@ mod tests {
                 read: vec![],
                 write: vec!["job".into()],
                 scope: Some("team".into()),
+                authority: false,
             },
         );
         roles.insert(
@@ -273,6 +368,7 @@ mod tests {
                 read: vec!["*".into()],
                 write: vec![],
                 scope: None,
+                authority: false,
             },
         );
         Rights::new(Some(vec![1]), members, roles)
@@ -304,6 +400,7 @@ mod tests {
         ));
         assert!(matches!(r.admit(&[2], ROLES, 1), Err(Refusal::NotAdmin(_))));
         assert_eq!(r.admit(&[1], ROLES, 1), Ok(()));
+        assert!(!r.is_authority(&[2]) && !r.is_authority(&[1]));
         let open = Rights::default();
         assert!(open.can_write(&[9], MEMBERS, &Fields::new()) && open.admit(&[9], "x", 1).is_ok());
     }

@@ -291,13 +291,35 @@ impl Sim {
                 sessions: BTreeMap::new(),
             });
         }
-        let authority = sim.peers[0].replica.actor().to_hex_string();
-        for p in &sim.peers {
-            p.replica
-                .add_member(&authority, crate::Role::Authority)
-                .map_err(|e| sim.fail(format!("add member: {e}")))?;
+        // Replica 0 founds the group and is its authority; every other
+        // replica joins and is a device. Each syncs with it once before the
+        // schedule, so every replica knows the members from the start.
+        let root = sim.peers[0].replica.actor().to_hex_string();
+        let setup = |e: crate::Error| sim.fail(format!("group setup: {e}"));
+        sim.peers[0].replica.found_group().map_err(setup)?;
+        sim.peers[0]
+            .replica
+            .add_member(&root, crate::Role::Authority)
+            .map_err(setup)?;
+        for p in &sim.peers[1..] {
+            let id = p.replica.actor().to_hex_string();
+            sim.peers[0]
+                .replica
+                .add_member(&id, crate::Role::Device)
+                .map_err(setup)?;
+            p.replica.join_group(&root).map_err(setup)?;
+        }
+        let now = sim.clock.load(Ordering::Relaxed);
+        for p in &sim.peers[1..] {
+            sync_pair(&p.replica, &sim.peers[0].replica, now, None).map_err(setup)?;
         }
         Ok(sim)
+    }
+
+    /// A replica's member id, as the node names peers.
+    fn member_name(&self, at: usize) -> String {
+        let a = self.peers[at].replica.actor();
+        crate::member::member_id(a.to_bytes()).unwrap_or_else(|| a.to_hex_string())
     }
 
     fn fail(&self, message: impl Into<String>) -> SimError {
@@ -358,15 +380,17 @@ impl Sim {
                 }
                 Output::Notify(Notification::Synced(report)) => {
                     self.stats.synced += 1;
+                    let name = self.member_name(peer);
                     self.peers[at]
                         .replica
-                        .note_synced(&format!("sim-{peer}"), report.root)
+                        .note_synced(&name, report.root)
                         .map_err(|e| self.fail(format!("replica {at}: {e}")))?;
                 }
                 Output::Notify(Notification::InSync { root }) => {
+                    let name = self.member_name(peer);
                     self.peers[at]
                         .replica
-                        .note_synced(&format!("sim-{peer}"), root)
+                        .note_synced(&name, root)
                         .map_err(|e| self.fail(format!("replica {at}: {e}")))?;
                 }
                 Output::Notify(Notification::ProtocolError { reason }) => {
@@ -959,6 +983,24 @@ fn sends(
     out
 }
 
+/// Set up a group in process: `hub` founds it and is its authority, every
+/// replica of `others` joins it as a device, and each syncs once with the hub
+/// so that all know the members (what a real setup does with `fieldsync group
+/// found`, `group join`, `members add` and a first sync).
+pub fn authority_group(hub: &Replica, others: &[&Replica], now: u64) -> crate::Result<()> {
+    let root = hub.actor().to_hex_string();
+    hub.found_group()?;
+    hub.add_member(&root, crate::Role::Authority)?;
+    for r in others {
+        hub.add_member(&r.actor().to_hex_string(), crate::Role::Device)?;
+        r.join_group(&root)?;
+    }
+    for r in others {
+        sync_pair(r, hub, now, None)?;
+    }
+    Ok(())
+}
+
 /// Sync `a` with `b` over a perfect in-memory link, in lock step: `a` starts,
 /// every message `a` sends is delivered, then every answer, and so on until
 /// nothing moves. With `cut_after` bytes (both ways together), the link drops
@@ -1019,11 +1061,14 @@ fn sync_sides(
     let (report, b_equal) = (a_side.done, b_side.equal);
     stats.synced = report.is_some();
     // Each side remembers the other as holding what it held (for purging).
+    let name = |r: &Replica| {
+        crate::member::member_id(r.actor().to_bytes()).unwrap_or_else(|| r.actor().to_hex_string())
+    };
     if let Some(r) = &report {
-        a.note_synced(&b.actor().to_hex_string(), r.root)?;
+        a.note_synced(&name(b), r.root)?;
     }
     if let Some(root) = b_equal {
-        b.note_synced(&a.actor().to_hex_string(), root)?;
+        b.note_synced(&name(a), root)?;
     }
     stats.report = report;
     stats.blocked = a_side.blocked;

@@ -347,25 +347,68 @@ fn a_live_server_relays_between_processes_that_never_meet() {
 }
 
 #[test]
-fn members_are_added_listed_and_removed() {
+fn members_and_the_group_are_one_command_set_and_every_command_says_what_it_did() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     ok(a.path(), &["init"]);
     ok(b.path(), &["init"]);
-    let peer = ok(b.path(), &["id"]);
-    let peer = peer.trim();
-    ok(a.path(), &["members", "add", peer, "--role", "authority"]);
-    assert_eq!(
-        ok(a.path(), &["members", "list"]).trim(),
-        format!("{peer} authority")
+    let id_a = ok(a.path(), &["id"]).trim().to_owned();
+    let id_b = ok(b.path(), &["id"]).trim().to_owned();
+    // Without a group: no members, and the list says how to make one.
+    assert!(ok(a.path(), &["members"]).contains("no group"));
+    // Adding a member needs a group.
+    let err = fails(a.path(), &["members", "add", &id_b]);
+    assert!(err.contains("found or join one"), "{err}");
+    let out = ok(a.path(), &["group", "found", "--role", "authority"]);
+    assert!(
+        out.contains("founded a group") && out.contains(&id_a),
+        "{out}"
+    );
+    assert!(out.contains("fieldsync group join"), "{out}");
+    let out = ok(a.path(), &["members", "add", &id_b, "--role", "device"]);
+    assert!(
+        out.contains(&format!("added member {id_b} as `device`")),
+        "{out}"
+    );
+    let out = ok(a.path(), &["members", "add", &id_b, "--role", "authority"]);
+    assert!(
+        out.contains("changed member") && out.contains("`device` -> `authority`"),
+        "{out}"
+    );
+    let list = ok(a.path(), &["members", "list"]);
+    assert!(
+        list.contains(&id_a) && list.contains("root") && list.contains("this store"),
+        "{list}"
+    );
+    assert!(list.contains(&id_b) && list.contains("authority"), "{list}");
+    // The actor in hex is accepted for a member id, and shown as the peer id.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(a.path(), &["--json", "members"])).unwrap();
+    let members = json["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{json}");
+    assert!(
+        members
+            .iter()
+            .all(|m| m["member"].as_str().unwrap().starts_with("12D3KooW"))
     );
     let err = fails(a.path(), &["members", "add", "nonsense"]);
-    assert!(err.contains("not a peer id"), "{err}");
-    let err = fails(a.path(), &["members", "add", peer, "--role", "boss"]);
-    assert!(err.contains("unknown role"), "{err}");
-    ok(a.path(), &["members", "remove", peer]);
-    assert!(ok(a.path(), &["members", "list"]).trim().is_empty());
-    let err = fails(a.path(), &["members", "remove", peer]);
+    assert!(
+        err.contains("is not a member id") && err.contains("fieldsync id"),
+        "{err}"
+    );
+    let err = fails(a.path(), &["members", "add", &id_b, "--role", "boss"]);
+    assert!(err.contains("no role `boss`"), "{err}");
+    let out = ok(a.path(), &["members", "remove", &id_b]);
+    assert!(out.contains(&format!("revoked member {id_b}")), "{out}");
+    assert!(ok(a.path(), &["members"]).contains("revoked"));
+    let err = fails(
+        a.path(),
+        &[
+            "members",
+            "remove",
+            "12D3KooWBmwkafWE2fqfzS96VoTZXPmJdRz1ZF3kwuNcjqbJb2Bp",
+        ],
+    );
     assert!(err.contains("is not a member"), "{err}");
 }
 
@@ -503,11 +546,20 @@ fn a_store_that_is_not_a_member_is_told_so_and_nothing_moves() {
     ok(a, &["put", "customer", "a1", "name=Private"]);
     ok(b, &["put", "customer", "b1", "name=Stranger"]);
     let member = ok(c, &["id"]);
+    ok(a, &["group", "found"]);
     ok(a, &["members", "add", member.trim()]);
     let (_server, addr) = serve(a, &[]);
     let err = fails(b, &["sync", "--peer", &addr, "--timeout", "30"]);
     assert!(err.contains("refused to sync"), "{err}");
     assert!(err.contains("as a member of its group"), "{err}");
+    let id_b = ok(b, &["id"]);
+    assert!(
+        err.contains(&format!(
+            "fieldsync members add {} --role device",
+            id_b.trim()
+        )),
+        "the refusal names the command that admits it: {err}"
+    );
     assert!(fails(b, &["get", "customer", "a1"]).contains("no record"));
     assert!(fails(a, &["get", "customer", "b1"]).contains("no record"));
     // The member syncs.
@@ -518,7 +570,7 @@ fn a_store_that_is_not_a_member_is_told_so_and_nothing_moves() {
 #[test]
 fn conflicts_list_show_assign_and_resolve_from_the_command_line() {
     use fieldsync::schema::Schema;
-    use fieldsync::{Config, Replica, Role, Value, fields};
+    use fieldsync::{Config, Replica, Value, fields};
     let schema = Schema::from_toml(
         r#"
 [collections.expense]
@@ -537,10 +589,7 @@ status = { type = "string", default = "draft" }
         let open =
             |d: &Path| Replica::open(d, Config::default().with_schema(schema.clone())).unwrap();
         let (hub, dev) = (open(hub_dir.path()), open(dev_dir.path()));
-        for r in [&hub, &dev] {
-            r.add_member(&hub.actor().to_hex_string(), Role::Authority)
-                .unwrap();
-        }
+        fieldsync::sim::authority_group(&hub, &[&dev], 0).unwrap();
         hub.insert(
             "expense",
             "e1",
@@ -684,36 +733,56 @@ fn pending_events_are_listed_cancelled_and_confirmed_by_a_sync() {
 }
 
 #[test]
-fn group_commands_found_define_grant_revoke_and_refuse_non_admins() {
+fn group_commands_found_define_and_show_roles_and_refuse_non_admins() {
     let [a, b] = stores_with_schema::<2>();
     let id_a = ok(a.path(), &["id"]).trim().to_owned();
     let id_b = ok(b.path(), &["id"]).trim().to_owned();
     ok(a.path(), &["group", "found"]);
-    ok(
+    let out = ok(
         a.path(),
         &[
             "group", "role", "clerk", "--write", "invoice", "--read", "customer", "--scope", "team",
         ],
     );
-    ok(
-        a.path(),
-        &["group", "grant", &id_b, "clerk", "--team", "north"],
+    assert!(
+        out.contains("defined role `clerk`: reads customer, writes invoice, only records whose `team` is the member's team"),
+        "{out}"
     );
+    let out = ok(
+        a.path(),
+        &[
+            "members", "add", &id_b, "--role", "clerk", "--team", "north",
+        ],
+    );
+    assert!(out.contains("in team `north`"), "{out}");
     let shown: serde_json::Value =
         serde_json::from_str(&ok(a.path(), &["--json", "group", "show"])).unwrap();
-    assert_eq!(shown["enforced"], true, "{shown}");
+    assert_eq!(shown["group"], true, "{shown}");
     let members = shown["members"].as_array().unwrap();
-    assert_eq!(members.len(), 1, "{shown}");
-    assert_eq!(members[0]["role"], "clerk");
-    assert_eq!(members[0]["team"], "north");
-    ok(a.path(), &["group", "revoke", &id_b]);
+    assert_eq!(members.len(), 2, "the root and b: {shown}");
+    let b_entry = members
+        .iter()
+        .find(|m| m["member"] == id_b.as_str())
+        .unwrap();
+    assert_eq!(b_entry["role"], "clerk");
+    assert_eq!(b_entry["team"], "north");
+    let text = ok(a.path(), &["group", "show"]);
+    assert!(
+        text.contains("role `clerk`") && text.contains("built in"),
+        "{text}"
+    );
+    ok(a.path(), &["members", "remove", &id_b]);
     assert!(ok(a.path(), &["group", "show"]).contains("revoked"));
-    // b joins a's group but is no admin: it may not grant.
-    ok(b.path(), &["group", "join", &id_a]);
-    let e = fails(b.path(), &["group", "grant", &id_b, "clerk"]);
+    // b joins a's group but is no admin: it may not add members.
+    let out = ok(b.path(), &["group", "join", &id_a]);
+    assert!(
+        out.contains("joined the group") && out.contains(&format!("fieldsync members add {id_b}")),
+        "{out}"
+    );
+    let e = fails(b.path(), &["members", "add", &id_b, "--role", "clerk"]);
     assert!(e.contains("only the group's admins"), "{e}");
     let e = fails(b.path(), &["group", "join", "not-a-peer"]);
-    assert!(e.contains("not a peer id"), "{e}");
+    assert!(e.contains("is not a member id"), "{e}");
 }
 
 /// A one-shot `sync` ends its node before its runtime: no panic at exit,

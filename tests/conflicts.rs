@@ -57,16 +57,20 @@ fn group(n: usize, c: Collection, authority: bool) -> Vec<Replica> {
         .map(|_| Replica::in_memory(Config::default().with_schema(schema.clone())).unwrap())
         .collect();
     if authority {
-        let hub = rs[0].actor().to_hex_string();
-        for r in &rs {
-            r.add_member(&hub, Role::Authority).unwrap();
-        }
+        let others: Vec<&Replica> = rs[1..].iter().collect();
+        fieldsync::sim::authority_group(&rs[0], &others, NOW).unwrap();
     }
     rs
 }
 
+#[track_caller]
 fn sync(a: &Replica, b: &Replica) {
-    assert!(sync_pair(a, b, NOW, None).unwrap().synced);
+    let r = sync_pair(a, b, NOW, None).unwrap();
+    assert!(
+        r.synced,
+        "{:?}; {:?}; {:?}",
+        r.incomplete, r.issues, r.peer_issues
+    );
 }
 
 fn title(t: &str) -> fieldsync::Fields {
@@ -331,9 +335,9 @@ fn declarative_rules_refuse_local_writes_and_authorities_reject_peer_writes() {
         ),
     )
     .unwrap();
-    loose
-        .add_member(&hub.actor().to_hex_string(), Role::Authority)
+    hub.add_member(&loose.actor().to_hex_string(), Role::Device)
         .unwrap();
+    loose.join_group(&hub.actor().to_hex_string()).unwrap();
     loose
         .insert(
             "item",
@@ -508,17 +512,29 @@ fn only_an_authority_s_verdicts_count_and_apps_cannot_write_system_records() {
         .unwrap();
     let rs = group(3, c, true);
     let (hub, rogue, dev) = (&rs[0], &rs[1], &rs[2]);
-    // The rogue counts itself an authority and rejects everything.
-    rogue
-        .add_member(&rogue.actor().to_hex_string(), Role::Authority)
-        .unwrap();
+    let id = |r: &Replica| r.actor().to_hex_string();
+    // A device cannot make itself an authority of the group...
+    let err = rogue.add_member(&id(rogue), Role::Authority).unwrap_err();
+    assert!(matches!(err, Error::Forbidden { .. }), "{err:?}");
+    // ...so the rogue founds a group of its own in which it is one, with a
+    // rule that refuses everything.
+    rogue.found_group().unwrap();
+    for (r, role) in [
+        (rogue, Role::Authority),
+        (dev, Role::Device),
+        (hub, Role::Device),
+    ] {
+        rogue.add_member(&id(r), role).unwrap();
+    }
     rogue
         .add_validator("item", |_| {
             vec![fieldsync::schema::Violation::new("no", "rogue says no")]
         })
         .unwrap();
     dev.insert("item", "a", title("fine")).unwrap();
-    sync(dev, rogue);
+    // Its membership records are refused by the others (it is no admin of
+    // their group), its verdict is taken but does not count.
+    let _ = sync_pair(dev, rogue, NOW, None).unwrap();
     assert_eq!(
         rogue
             .conflicts(&ConflictFilter::all().kind(Kind::Rejected))
@@ -527,10 +543,12 @@ fn only_an_authority_s_verdicts_count_and_apps_cannot_write_system_records() {
         1,
         "the rogue wrote a verdict"
     );
-    sync(rogue, hub);
+    let _ = sync_pair(rogue, hub, NOW, None).unwrap();
     sync(dev, hub);
     for r in [hub, dev] {
         assert!(r.conflicts(&ConflictFilter::all()).unwrap().is_empty());
+        assert!(!r.members().unwrap().iter().any(|m| m.authority
+            && m.member != fieldsync::member::member_id(hub.actor().to_bytes()).unwrap()));
         assert_eq!(r.list("item").unwrap().len(), 1, "the record stands");
     }
     let err = dev
@@ -605,10 +623,7 @@ fn a_resolution_arriving_in_pieces_shows_the_record_before_or_after_never_betwee
         let rs: Vec<Replica> = (0..3)
             .map(|_| Replica::in_memory(Config::default().with_schema(schema.clone())).unwrap())
             .collect();
-        let hub_id = rs[0].actor().to_hex_string();
-        for r in &rs {
-            r.add_member(&hub_id, Role::Authority).unwrap();
-        }
+        fieldsync::sim::authority_group(&rs[0], &[&rs[1], &rs[2]], NOW).unwrap();
         let (hub, dev, other) = (&rs[0], &rs[1], &rs[2]);
         let v = |s: &str| Value::from(s);
         hub.insert(

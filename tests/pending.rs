@@ -83,10 +83,7 @@ fn trio(schema: &Schema) -> Trio {
     let stores = [MemoryStore::new(), MemoryStore::new(), MemoryStore::new()];
     let [d, r, a] = &stores;
     let (device, relay, authority) = (open(d, schema), open(r, schema), open(a, schema));
-    let auth = authority.actor().to_hex_string();
-    for p in [&device, &relay, &authority] {
-        p.add_member(&auth, Role::Authority).unwrap();
-    }
+    fieldsync::sim::authority_group(&authority, &[&device, &relay], NOW).unwrap();
     tax_rule(&authority);
     Trio {
         device,
@@ -487,11 +484,15 @@ fn without_authorities_events_are_confirmed_once_every_member_holds_them() {
         open(&MemoryStore::new(), &s),
         open(&MemoryStore::new(), &s),
     ];
-    for r in [&a, &b, &c] {
-        for m in [&a, &b, &c] {
-            r.add_member(&m.actor().to_hex_string(), Role::Device)
-                .unwrap();
-        }
+    // A group without an authority: a founds it, all three are devices.
+    a.found_group().unwrap();
+    for m in [&a, &b, &c] {
+        a.add_member(&m.actor().to_hex_string(), Role::Device)
+            .unwrap();
+    }
+    for r in [&b, &c] {
+        r.join_group(&a.actor().to_hex_string()).unwrap();
+        assert!(fieldsync::sim::sync_pair(r, &a, NOW, None).unwrap().synced);
     }
     a.insert("customer", "x", fields([("name", "X".into())]))
         .unwrap();
@@ -541,10 +542,7 @@ fn gated_schema() -> Schema {
 fn the_sync_gate_holds_back_a_conflicted_collection_and_lets_others_through() {
     let s = gated_schema();
     let (device, auth) = (open(&MemoryStore::new(), &s), open(&MemoryStore::new(), &s));
-    for r in [&device, &auth] {
-        r.add_member(&auth.actor().to_hex_string(), Role::Authority)
-            .unwrap();
-    }
+    fieldsync::sim::authority_group(&auth, &[&device], NOW).unwrap();
     device
         .insert("company", "k1", fields([("name", "Kay".into())]))
         .unwrap();
@@ -659,11 +657,11 @@ fn a_reaction_run_by_two_authorities_writes_one_record() {
         open(&MemoryStore::new(), &s),
         open(&MemoryStore::new(), &s),
     ];
-    for r in [&d, &a1, &a2] {
-        r.add_member(&a1.actor().to_hex_string(), Role::Authority)
-            .unwrap();
-        r.add_member(&a2.actor().to_hex_string(), Role::Authority)
-            .unwrap();
+    fieldsync::sim::authority_group(&a1, &[&d, &a2], NOW).unwrap();
+    a1.add_member(&a2.actor().to_hex_string(), Role::Authority)
+        .unwrap();
+    for r in [&d, &a2] {
+        assert!(fieldsync::sim::sync_pair(r, &a1, NOW, None).unwrap().synced);
     }
     a1.add_reaction(negotiation_call()).unwrap();
     a2.add_reaction(negotiation_call()).unwrap();

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fieldsync::conflict::{Choice, ConflictFilter, Entry, EntryState, Resolution};
 use fieldsync::schema::{Collection, FieldType, Granularity, Policy, Schema};
 use fieldsync::sim::sync_pair;
-use fieldsync::{Config, Replica, Role, Value, fields};
+use fieldsync::{Config, Replica, Value, fields};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -302,10 +302,7 @@ impl Trio {
             .unwrap()
         };
         let (hub, dev, other) = (open("hub"), open("dev"), open("other"));
-        let h = hub.actor().to_hex_string();
-        for r in [&hub, &dev, &other] {
-            r.add_member(&h, Role::Authority).unwrap();
-        }
+        fieldsync::sim::authority_group(&hub, &[&dev, &other], T0).unwrap();
         Trio {
             _dir: dir,
             hub,

@@ -112,6 +112,7 @@ fn hub() -> Replica {
             read: vec!["job".into()],
             write: vec![],
             scope: None,
+            authority: false,
         },
     )
     .unwrap();
@@ -121,17 +122,18 @@ fn hub() -> Replica {
             read: vec![],
             write: vec!["job".into()],
             scope: Some("team".into()),
+            authority: false,
         },
     )
     .unwrap();
     hub
 }
 
-/// A device of the hub's group (told the root and the authority).
+/// A device of the hub's group (told the root; it learns the members,
+/// the authority among them, when it syncs).
 fn device(hub: &Replica) -> Replica {
     let d = memory();
     d.join_group(&hex(hub)).unwrap();
-    d.add_member(&hex(hub), Role::Authority).unwrap();
     d
 }
 

@@ -45,9 +45,10 @@ pub fn group(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let authority = peers.first().ok_or("no peers")?.actor().to_hex_string();
-    for p in &peers {
-        p.add_member(&authority, fieldsync::Role::Authority)?;
-    }
+    // The first founds the group and is its authority; the others join as
+    // devices and learn the members in a first sync.
+    let (hub, others) = peers.split_first().ok_or("no peers")?;
+    let others: Vec<&Replica> = others.iter().collect();
+    fieldsync::sim::authority_group(hub, &others, 0)?;
     Ok(peers)
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::sync::{copy_of, filled};
 use super::{COLLECTION, collection, id, patch};
 use crate::store::MemoryStore;
-use crate::{Config, Replica, Result, Role};
+use crate::{Config, Replica, Result};
 
 /// Two prepared stores: the authority's and the device's, not yet synced.
 #[derive(Debug, Clone)]
@@ -44,10 +44,7 @@ pub fn prepare(n: usize, concurrent: usize) -> Result<Prepared> {
     let base = filled(n)?;
     let (a, d) = (base.deep_copy()?, copy_of(&base)?);
     let (ra, rd) = (open(a.clone(), true)?, open(d.clone(), true)?);
-    let authority = ra.actor().to_hex_string();
-    for r in [&ra, &rd] {
-        r.add_member(&authority, Role::Authority)?;
-    }
+    crate::sim::authority_group(&ra, &[&rd], 0)?;
     rd.transaction(|tx| {
         for i in 0..n {
             tx.update(COLLECTION, &id(i), patch(i, 1))?;

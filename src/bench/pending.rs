@@ -43,10 +43,7 @@ pub fn prepare(n: usize) -> Result<Prepared> {
     let base = filled(n)?;
     let (a, d) = (base.deep_copy()?, copy_of(&base)?);
     let (ra, rd) = (open(a.clone(), true, 256)?, open(d.clone(), true, 256)?);
-    let authority = ra.actor().to_hex_string();
-    for r in [&ra, &rd] {
-        r.add_member(&authority, Role::Authority)?;
-    }
+    crate::sim::authority_group(&ra, &[&rd], 0)?;
     rd.transaction(|tx| {
         for i in 0..n {
             tx.update(COLLECTION, &id(i), patch(i, 1))?;
@@ -76,7 +73,9 @@ pub fn sync(a: &Replica, d: &Replica) -> Result<usize> {
 fn local_updates(n: usize, pending: bool) -> Result<f64> {
     let r = open(MemoryStore::new(), pending, n)?;
     // An authority elsewhere: this replica's writes are events.
-    r.add_member("00ff", Role::Authority)?;
+    r.found_group()?;
+    let elsewhere = crate::sign::hex(&crate::sign::Signer::generate().public());
+    r.add_member(&elsewhere, Role::Authority)?;
     super::insert_batched(&r, 0..n, 100)?;
     let t = Instant::now();
     super::update_batched(&r, 0..n, 100, 1)?;

@@ -777,32 +777,16 @@ impl Worker {
         }
     }
 
-    /// Whether `peer` may exchange data with this replica: any peer while the
-    /// group has no members (an open group), else members only.
+    /// Whether `peer` may exchange data with this replica: in a group (with a
+    /// root), its root or an unrevoked member; in an open group, any peer.
+    /// Cheap: the rights are cached.
     fn is_member(&self, peer: &PeerId) -> bool {
-        if !self.in_good_standing(peer) {
-            return false;
-        }
-        match self.replica.members() {
-            Ok(members) => {
-                members.is_empty() || members.iter().any(|(m, _)| *m == peer.to_string())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the members; refusing the peer");
-                false
-            }
-        }
+        self.in_good_standing(peer)
     }
 
-    /// With group rights: whether `peer` is an admin or an unrevoked member
-    /// (always, in a group without rights). Cheap: the rights are cached.
     fn in_good_standing(&self, peer: &PeerId) -> bool {
         match self.replica.rights() {
-            Ok(r) if r.enforced() => identity::actor_of(peer).is_some_and(|a| {
-                let a = a.to_bytes();
-                r.is_admin(a) || r.member(a).is_some_and(|m| m.revoked_at.is_none())
-            }),
-            Ok(_) => true,
+            Ok(r) => identity::actor_of(peer).is_some_and(|a| r.in_good_standing(a.to_bytes())),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the rights; refusing the peer");
                 false
@@ -821,10 +805,23 @@ impl Worker {
         self.sessions.remove(&peer);
         self.outbox.remove(&peer);
         if self.refusing.insert(peer, Instant::now()).is_none() {
-            let reason = format!(
-                "{} does not count {peer} as a member of its group",
-                self.swarm.local_peer_id()
-            );
+            let revoked = identity::actor_of(&peer).is_some_and(|a| {
+                self.replica.rights().is_ok_and(|r| {
+                    r.member(a.to_bytes())
+                        .is_some_and(|m| m.revoked_at.is_some())
+                })
+            });
+            let reason = if revoked {
+                format!(
+                    "{} does not count {peer} as a member of its group: it was revoked",
+                    self.swarm.local_peer_id()
+                )
+            } else {
+                format!(
+                    "{} does not count {peer} as a member of its group: an admin of the group adds it with `fieldsync members add {peer} --role device`",
+                    self.swarm.local_peer_id()
+                )
+            };
             let refusal = crate::sync::msg::encode_refusal(&reason);
             self.swarm.behaviour_mut().sync.send_request(&peer, refusal);
         }

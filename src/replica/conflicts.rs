@@ -34,6 +34,10 @@ impl Inner {
     }
 
     pub(crate) fn authorities(&self) -> Arc<HashSet<ActorId>> {
+        // The set follows the rights (rebuilt when members or roles change).
+        if let Err(e) = self.rights() {
+            tracing::warn!(error = %e, "cannot read the group's members; no authorities known");
+        }
         self.authorities
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -15,7 +15,7 @@ use crate::value::{Fields, Value};
 fn actor_named(member: &str) -> Result<ActorId> {
     super::members::actor_of_member(member).ok_or_else(|| Error::InvalidId {
         id: member.to_owned(),
-        reason: "not a peer id or an actor id in hex",
+        reason: "not a member id (a peer id as `fieldsync id` prints it, or the key in hex)",
     })
 }
 
@@ -62,6 +62,12 @@ impl Inner {
             }
         }
         let rights = Arc::new(Rights::new(root, members, roles));
+        let authorities: std::collections::HashSet<ActorId> = rights
+            .authorities()
+            .iter()
+            .map(|a| ActorId::from(a.as_slice()))
+            .collect();
+        *self.authorities.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authorities);
         *self.rights.write().unwrap_or_else(|p| p.into_inner()) = Some(rights.clone());
         Ok(rights)
     }
@@ -77,7 +83,8 @@ impl Replica {
     /// now on this replica enforces rights. Every other replica of the group
     /// is told the root with [`Replica::join_group`].
     pub fn found_group(&self) -> Result<()> {
-        self.set_root(&self.inner.actor)
+        self.set_root(&self.inner.actor)?;
+        self.migrate_legacy_members()
     }
 
     /// Join the group whose root (founding admin) is `root` (a peer id or an
@@ -141,7 +148,11 @@ impl Replica {
     pub fn define_role(&self, name: &str, rights: &RoleRights) -> Result<()> {
         self.require_admin("defining a role")?;
         let list = |v: &[String]| Value::List(v.iter().map(|s| Value::from(s.as_str())).collect());
-        let mut f = crate::fields([("read", list(&rights.read)), ("write", list(&rights.write))]);
+        let mut f = crate::fields([
+            ("read", list(&rights.read)),
+            ("write", list(&rights.write)),
+            ("authority", Value::Bool(rights.authority)),
+        ]);
         f.insert(
             "scope".into(),
             rights.scope.as_deref().map_or(Value::Null, Value::from),
@@ -155,6 +166,11 @@ impl Replica {
     pub fn grant(&self, member: &str, role: &str, team: Option<&str>) -> Result<()> {
         self.require_admin("granting a role")?;
         let actor = actor_named(member)?;
+        if self.inner.rights()?.role(role).is_none() {
+            return Err(Error::NoRole {
+                role: role.to_owned(),
+            });
+        }
         let f = crate::fields([
             ("role", Value::from(role)),
             ("team", team.map_or(Value::Null, Value::from)),

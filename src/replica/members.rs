@@ -1,35 +1,36 @@
-//! The replica group's members: which peers may exchange data with this
-//! replica, and their role. Kept in the store under `g:m:<peer id>`.
+//! The group's members as the rest of fieldsync reads them: the replicated
+//! `_member` records an admin writes (see `crate::rights` and
+//! `docs/security.md`), named by member id; the addresses this node
+//! remembers for its peers (local); and the migration of the local member
+//! list of earlier releases.
 
 use super::Replica;
 use crate::error::{Error, Result};
 use crate::store::keys;
 
-/// A member's role.
+/// A built-in role (custom roles, defined with
+/// [`Replica::define_role`], are named by text in [`Replica::grant`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Role {
-    /// An authority (an office hub, a server peer): its rules and verdicts count
-    /// (used by the conflict and pending-event issues).
+    /// Changes members and roles; reads and writes everything.
+    Admin,
+    /// An authority (an office hub, a server peer): its rules, verdicts and
+    /// acknowledgements count, and conflicts are decided between it and the
+    /// devices.
     Authority,
-    /// A device in the field.
+    /// A device in the field: reads and writes everything.
     Device,
 }
 
 impl Role {
-    fn byte(self) -> u8 {
+    /// The role's name (`admin`, `authority`, `device`).
+    pub fn name(self) -> &'static str {
         match self {
-            Role::Authority => b'a',
-            Role::Device => b'd',
-        }
-    }
-
-    fn from_byte(b: u8) -> Option<Self> {
-        match b {
-            b'a' => Some(Role::Authority),
-            b'd' => Some(Role::Device),
-            _ => None,
+            Role::Admin => crate::rights::ADMIN,
+            Role::Authority => crate::rights::AUTHORITY,
+            Role::Device => crate::rights::DEVICE,
         }
     }
 }
@@ -38,71 +39,143 @@ impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
+            "admin" => Ok(Role::Admin),
             "authority" => Ok(Role::Authority),
             "device" => Ok(Role::Device),
-            other => Err(format!("unknown role `{other}` (authority or device)")),
+            other => Err(format!(
+                "unknown role `{other}` (admin, authority, device, or a role defined with `fieldsync group role`)"
+            )),
         }
     }
 }
 
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Authority => "authority",
-            Role::Device => "device",
-        })
+        f.write_str(self.name())
     }
 }
 
+/// A member of the group, as this replica knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct MemberInfo {
+    /// Its member id (peer id).
+    pub member: String,
+    /// Its role's name.
+    pub role: String,
+    /// Its team, if its role is scoped.
+    pub team: Option<String>,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// Whether it is an authority.
+    pub authority: bool,
+    /// Whether it is an admin (the root, or role `admin`).
+    pub admin: bool,
+    /// Whether it is the group's root (its founding admin).
+    pub root: bool,
+    /// Whether it is this replica.
+    pub this: bool,
+}
+
 impl Replica {
-    /// Add (or change the role of) a member, by peer id. Once a replica has any
-    /// member, its node exchanges data with members only.
-    pub fn add_member(&self, peer: &str, role: Role) -> Result<()> {
-        if peer.is_empty() || peer.len() > 128 || peer.chars().any(char::is_control) {
-            return Err(Error::InvalidId {
-                id: peer.to_owned(),
-                reason: "not a peer id",
+    /// Add a member with a built-in role (or change its role): the same as
+    /// [`Replica::grant`] with the role's name. Admins only; replicated.
+    pub fn add_member(&self, member: &str, role: Role) -> Result<()> {
+        self.grant(member, role.name(), None)
+    }
+
+    /// Revoke a member ([`Replica::revoke`]). Returns whether it was one.
+    pub fn remove_member(&self, member: &str) -> Result<bool> {
+        match self.revoke(member) {
+            Ok(()) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The group's members as this replica knows them (the root first, then
+    /// by member id). Empty for an open group.
+    pub fn members(&self) -> Result<Vec<MemberInfo>> {
+        let rights = self.inner.rights()?;
+        let me = self.inner.actor.to_bytes();
+        let id = |a: &[u8]| crate::member::member_id(a).unwrap_or_else(|| crate::sign::hex(a));
+        let mut out: Vec<MemberInfo> = rights
+            .members()
+            .map(|(a, m)| MemberInfo {
+                member: id(a),
+                role: m.role.clone(),
+                team: m.team.clone(),
+                revoked: m.revoked_at.is_some(),
+                authority: rights.is_authority(a),
+                admin: rights.is_admin(a),
+                root: rights.root() == Some(a),
+                this: a == me,
+            })
+            .collect();
+        if let Some(root) = rights.root()
+            && !out.iter().any(|m| m.root)
+        {
+            out.push(MemberInfo {
+                member: id(root),
+                role: crate::rights::ADMIN.to_owned(),
+                team: None,
+                revoked: false,
+                authority: false,
+                admin: true,
+                root: true,
+                this: root == me,
             });
         }
-        self.inner
-            .storage
-            .put(&keys::member(peer), &[role.byte()])?;
-        self.inner.storage.flush()?;
-        self.inner.refresh_authorities()?;
-        self.inner
-            .pending_stale
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        out.sort_by(|a, b| (!a.root, &a.member).cmp(&(!b.root, &b.member)));
+        Ok(out)
     }
 
-    /// Remove a member. Returns whether it was one.
-    pub fn remove_member(&self, peer: &str) -> Result<bool> {
-        let key = keys::member(peer);
-        let was = self.inner.storage.get(&key)?.is_some();
-        self.inner.storage.delete(&key)?;
-        self.inner.storage.flush()?;
-        self.inner.refresh_authorities()?;
-        self.inner
-            .pending_stale
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(was)
-    }
-
-    /// The members and their roles, by peer id. Empty: the group is open (any
-    /// peer may sync).
-    pub fn members(&self) -> Result<Vec<(String, Role)>> {
+    /// The entries of the local member list of earlier releases (`g:m:`,
+    /// member id and role) that are not migrated yet: they are not used. An
+    /// admin's replica migrates them into replicated members when it opens.
+    pub fn legacy_members(&self) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         self.inner
             .storage
             .for_each_prefix(keys::MEMBERS, &mut |k, v| {
                 let peer = String::from_utf8_lossy(&k[keys::MEMBERS.len()..]).into_owned();
-                match v.first().copied().and_then(Role::from_byte) {
-                    Some(role) => out.push((peer, role)),
-                    None => tracing::warn!(%peer, "a member entry with an unknown role is ignored"),
-                }
+                let role = match v.first() {
+                    Some(b'a') => "authority",
+                    _ => "device",
+                };
+                out.push((peer, role.to_owned()));
                 true
             })?;
         Ok(out)
+    }
+
+    /// Migrate the local member list of earlier releases: on an admin of a
+    /// group, each entry becomes a replicated member and the list is removed;
+    /// elsewhere it is left, unused, with a warning saying what to do.
+    pub(crate) fn migrate_legacy_members(&self) -> Result<()> {
+        let legacy = self.legacy_members()?;
+        if legacy.is_empty() {
+            return Ok(());
+        }
+        let rights = self.inner.rights()?;
+        if !(rights.enforced() && rights.is_admin(self.inner.actor.to_bytes())) {
+            tracing::warn!(
+                entries = legacy.len(),
+                "this store's local member list (from an earlier release) is not used any more: membership and authorities are replicated records an admin writes; found a group on the hub (`fieldsync group found`) and add the members there (`fieldsync members add ID --role authority|device`)"
+            );
+            return Ok(());
+        }
+        for (peer, role) in &legacy {
+            match self.grant(peer, role, None) {
+                Ok(()) => tracing::info!(%peer, %role, "migrated a member of the local list"),
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "could not migrate a member of the local list")
+                }
+            }
+            self.inner.storage.delete(&keys::member(peer))?;
+        }
+        self.inner.storage.flush()?;
+        Ok(())
     }
 
     /// Remember `addr` as an address of `peer`, so that a node on this store
@@ -167,14 +240,12 @@ fn parse_addresses(v: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The automerge actor of a member: its peer id's key (a libp2p peer id), or
-/// the actor id itself written in hex (replicas without a network identity,
-/// such as in-memory ones).
+/// The automerge actor of a member: its member id's key (a peer id), or the
+/// key itself written in hex.
 pub(crate) fn actor_of_member(peer: &str) -> Option<automerge::ActorId> {
-    if let Ok(id) = peer.parse::<libp2p::PeerId>() {
-        return crate::node::identity::actor_of(&id);
-    }
-    hex_bytes(peer).map(|b| automerge::ActorId::from(b.as_slice()))
+    crate::member::parse_member_id(peer)
+        .ok()
+        .map(|k| automerge::ActorId::from(&k[..]))
 }
 
 /// Bytes written in hex (an even, non-zero number of hex digits).
@@ -186,29 +257,4 @@ pub(crate) fn hex_bytes(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
         .collect()
-}
-
-/// The actors of every member with the authority role.
-pub(crate) fn authorities(
-    storage: &dyn crate::store::Storage,
-) -> Result<std::collections::HashSet<automerge::ActorId>> {
-    let mut out = std::collections::HashSet::new();
-    storage.for_each_prefix(keys::MEMBERS, &mut |k, v| {
-        let peer = String::from_utf8_lossy(&k[keys::MEMBERS.len()..]);
-        if v.first().copied().and_then(Role::from_byte) == Some(Role::Authority)
-            && let Some(a) = actor_of_member(&peer)
-        {
-            out.insert(a);
-        }
-        true
-    })?;
-    Ok(out)
-}
-
-impl super::Inner {
-    pub(crate) fn refresh_authorities(&self) -> Result<()> {
-        let set = authorities(&*self.storage)?;
-        *self.authorities.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(set);
-        Ok(())
-    }
 }

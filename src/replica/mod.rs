@@ -206,7 +206,8 @@ pub(crate) struct Inner {
     commits: GroupCommit,
     events: broadcast::Sender<ChangeEvent>,
     conflict_events: broadcast::Sender<crate::conflict::ConflictEvent>,
-    /// The actors of the group's authorities (from the members).
+    /// The actors of the group's authorities (from the replicated members;
+    /// recomputed with the rights).
     authorities: RwLock<Arc<std::collections::HashSet<ActorId>>>,
     /// Validation closures by collection.
     validators: RwLock<std::collections::HashMap<String, Vec<Validator>>>,
@@ -400,7 +401,9 @@ impl Replica {
             }
             Some(_) => {}
         }
-        Self::open_with(Arc::new(store), config, Some(signer))
+        let r = Self::open_with(Arc::new(store), config, Some(signer))?;
+        r.migrate_legacy_members()?;
+        Ok(r)
     }
 
     /// The libp2p identity of this replica's node: its signing key, so that
@@ -509,7 +512,6 @@ impl Replica {
         }
         let (events, _) = broadcast::channel(config.watch_capacity);
         let (conflict_events, _) = broadcast::channel(config.watch_capacity);
-        let authorities = members::authorities(&*storage)?;
         let mut has_verdicts = false;
         storage.for_each_prefix(&keys::rows_of(crate::schema::VERDICTS), &mut |_, _| {
             has_verdicts = true;
@@ -555,7 +557,7 @@ impl Replica {
                 commits: GroupCommit::default(),
                 events,
                 conflict_events,
-                authorities: RwLock::new(Arc::new(authorities)),
+                authorities: RwLock::new(Arc::new(std::collections::HashSet::new())),
                 validators: RwLock::new(std::collections::HashMap::new()),
                 has_purged: std::sync::atomic::AtomicBool::new(has_purged),
                 has_verdicts: std::sync::atomic::AtomicBool::new(has_verdicts),
@@ -646,8 +648,51 @@ impl Replica {
                     from: None,
                 });
         }
+        if events.authorities_changed
+            && let Err(e) = self.reevaluate_judged()
+        {
+            tracing::warn!(error = %e, "could not evaluate records again after the authorities changed");
+        }
         self.refresh_pending_if_stale();
         Ok(out)
+    }
+
+    /// Evaluate again, in one transaction, every record whose evaluation
+    /// depends on who is an authority: those with conflict entries or with
+    /// verdicts (entries name their sides by role, and only authorities'
+    /// verdicts count).
+    fn reevaluate_judged(&self) -> Result<()> {
+        let mut records: Vec<(String, String)> = Vec::new();
+        self.inner
+            .storage
+            .for_each_prefix(keys::CONFLICT_INDEX, &mut |_, v| {
+                if let Some(nul) = v.iter().position(|b| *b == 0) {
+                    records.push((
+                        String::from_utf8_lossy(&v[..nul]).into_owned(),
+                        String::from_utf8_lossy(&v[nul + 1..]).into_owned(),
+                    ));
+                }
+                true
+            })?;
+        for v in self.list(crate::schema::VERDICTS)? {
+            let text = |k: &str| v.fields.get(k).and_then(Value::as_str).map(str::to_owned);
+            if let (Some(c), Some(id)) = (text("collection"), text("record")) {
+                records.push((c, id));
+            }
+        }
+        records.sort();
+        records.dedup();
+        let schema = self.schema();
+        records.retain(|(c, id)| schema.collection(c).is_ok() && validate_id(id).is_ok());
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.transaction(|tx| {
+            for (c, id) in &records {
+                tx.reevaluate(c, id)?;
+            }
+            Ok(())
+        })
     }
 
     /// Create a record with the id `id`; see [`Tx::insert`].

@@ -142,8 +142,8 @@ impl Replica {
             let members: Vec<String> = self
                 .members()?
                 .into_iter()
-                .map(|(p, _)| p)
-                .filter(|p| super::members::actor_of_member(p).is_none_or(|a| a != me))
+                .filter(|m| !m.this && !m.revoked)
+                .map(|m| m.member)
                 .collect();
             let confirmers: Vec<Option<HlcTime>> = if members.is_empty() {
                 remembered.values().copied().map(Some).collect()

@@ -550,6 +550,7 @@ impl Replica {
     /// is known to hold every tombstone this replica holds now. Returns whether
     /// it was kept.
     pub fn note_synced(&self, peer: &str, root: Summary) -> Result<bool> {
+        let peer = &canonical_peer(peer);
         let mut state = self.inner.state();
         if state.index.is_none() {
             state.index = Some(self.inner.build_index()?);
@@ -576,7 +577,9 @@ impl Replica {
     /// Forget a peer (it left the group): tombstones no longer wait for it. If it
     /// comes back holding records purged meanwhile, they are not taken back.
     pub fn forget_peer(&self, peer: &str) -> Result<()> {
-        self.inner.storage.delete(&keys::peer(peer))?;
+        self.inner
+            .storage
+            .delete(&keys::peer(&canonical_peer(peer)))?;
         self.inner.storage.flush()?;
         Ok(())
     }
@@ -918,13 +921,15 @@ impl Replica {
         }
         let mut inputs = VecDeque::from([input]);
         let mut outputs = Vec::new();
-        // With rights, a named peer sees only what both sides may read.
-        let rights = self.inner.rights()?;
-        let scope = session
-            .remote()
-            .filter(|_| rights.enforced())
-            .map(<[u8]>::to_vec);
         while let Some(input) = inputs.pop_front() {
+            // With rights, a named peer sees only what both sides may read.
+            // Read for every input: records applied by the last one may have
+            // changed the membership (and dropped the scoped indexes).
+            let rights = self.inner.rights()?;
+            let scope = session
+                .remote()
+                .filter(|_| rights.enforced())
+                .map(<[u8]>::to_vec);
             session.set_clock(self.inner.clock_now());
             let outs = match &scope {
                 None => self.with_sync_index(|index| session.handle(index, now, input))?,
@@ -975,4 +980,13 @@ impl Replica {
         }
         Ok(outputs)
     }
+}
+
+/// A peer's name as this replica keeps it: its member id when the text names
+/// a member (a peer id, or the key in hex), else the text itself.
+fn canonical_peer(text: &str) -> String {
+    crate::member::parse_member_id(text)
+        .ok()
+        .and_then(|k| crate::member::member_id(&k))
+        .unwrap_or_else(|| text.to_owned())
 }

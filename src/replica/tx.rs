@@ -166,6 +166,9 @@ pub(crate) struct Committed {
     pub(crate) changes: Vec<ChangeEvent>,
     pub(crate) conflicts: Vec<crate::conflict::ConflictEvent>,
     pub(crate) new_events: Vec<crate::pending::PendingEvent>,
+    /// The set of authorities changed: every record judged against it is
+    /// evaluated again.
+    pub(crate) authorities_changed: bool,
 }
 
 /// A snapshot at most this large stays inline in the record's row (4 KiB);
@@ -1068,8 +1071,11 @@ impl<'r> Tx<'r> {
                 .store(true, std::sync::atomic::Ordering::Release);
         }
         self.inner.cache_seals(stored_seals);
+        let mut authorities_changed = false;
         if membership {
+            let before = self.inner.authorities();
             self.inner.invalidate_rights();
+            authorities_changed = self.inner.authorities() != before;
             self.state.scoped.clear();
             self.inner
                 .pending_stale
@@ -1088,6 +1094,7 @@ impl<'r> Tx<'r> {
             changes,
             conflicts: conflict_events,
             new_events,
+            authorities_changed,
         }))
     }
 

@@ -757,6 +757,7 @@ pub(crate) fn system_collections() -> &'static [Collection] {
                     f("read", s(), false),
                     f("write", s(), false),
                     f("scope", FieldType::String, false),
+                    f("authority", FieldType::Boolean, false),
                 ],
                 settings: Settings::default(),
             },

@@ -238,9 +238,12 @@ pub(crate) fn conflict(collection: &str, id: &str, entry: &str) -> Vec<u8> {
     k
 }
 
+/// `ci:`: the record of every entry.
+pub(crate) const CONFLICT_INDEX: &[u8] = b"ci:";
+
 /// `ci:<entry>`
 pub(crate) fn conflict_index(entry: &str) -> Vec<u8> {
-    let mut k = b"ci:".to_vec();
+    let mut k = CONFLICT_INDEX.to_vec();
     k.extend_from_slice(entry.as_bytes());
     k
 }

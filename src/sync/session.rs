@@ -371,7 +371,18 @@ pub struct Session {
     offering: HashSet<Key>,
     /// Offers from the peer left for this side's next sync (manual mode).
     offered: BTreeSet<Key>,
+    /// Issues told to the shell in this sync (each once).
+    issues_told: HashSet<(Key, bool, bool)>,
+    /// Records received before their seals (which travel with the first
+    /// record of the round that needs them, in a message this one overtook):
+    /// applied when the seals arrive; at the round's end, asked for again.
+    waiting: Vec<(Key, Vec<u8>, Vec<u8>)>,
+    waiting_bytes: usize,
 }
+
+/// The most record bytes kept waiting for their seals (beyond, a record is
+/// refused as unsealed and comes again in the next round).
+const WAITING_MAX: usize = 32 << 20;
 
 /// How long after its last hello a side says hello again when the peer
 /// starts a sync (milliseconds of its clock).
@@ -553,20 +564,27 @@ impl Session {
         self.offered.len()
     }
 
-    /// Note a record this sync did not move (once per record and kind).
+    /// Note a record this round did not move (once per record and kind). The
+    /// report keeps the last round's: a record refused because something it
+    /// needs came later in the same round (its author's membership, a seal)
+    /// moves in the next round and is no issue.
     fn issue(&mut self, issue: RecordIssue, out: &mut Vec<Output>) {
-        let seen = self.report.issues.iter().any(|i| {
+        let same = |i: &RecordIssue| {
             i.key == issue.key && i.by_peer == issue.by_peer && i.too_large == issue.too_large
-        });
-        if seen {
+        };
+        if self.report.issues.iter().any(same) {
             return;
         }
-        tracing::warn!(record = %format!("{}/{}", issue.key.collection, issue.key.id), by_peer = issue.by_peer, reason = %issue.reason, "a record was not synced");
         self.report.issues_total += 1;
         if self.report.issues.len() < MAX_ISSUES {
             self.report.issues.push(issue.clone());
         }
-        out.push(Output::Notify(Notification::Issue(issue)));
+        // Told (and logged) once per sync.
+        let told = (issue.key.clone(), issue.by_peer, issue.too_large);
+        if self.issues_told.len() < MAX_ISSUES && self.issues_told.insert(told) {
+            tracing::warn!(record = %format!("{}/{}", issue.key.collection, issue.key.id), by_peer = issue.by_peer, reason = %issue.reason, "a record was not synced");
+            out.push(Output::Notify(Notification::Issue(issue)));
+        }
     }
 
     /// Whether the session was closed (refusal or protocol error).
@@ -668,6 +686,7 @@ impl Session {
             // peer offered meanwhile.
             self.hello_sent = None;
             self.offered.clear();
+            self.issues_told.clear();
         }
         self.confirm(index, now, out);
     }
@@ -689,8 +708,18 @@ impl Session {
         } else {
             self.stalled_rounds = 0;
         }
+        // Records still waiting for seals that never came: the new round asks
+        // for them again.
+        if !self.waiting.is_empty() {
+            self.report.unsealed += self.waiting.len() as u64;
+            self.waiting.clear();
+            self.waiting_bytes = 0;
+        }
         self.report.rounds += 1;
         self.report.root = root;
+        // A new round: the issues are the ones it meets.
+        self.report.issues.clear();
+        self.report.issues_total = 0;
         self.sent_seals.clear();
         self.activity = false;
         self.out_parts.push(Part::Summary {
@@ -937,23 +966,29 @@ impl Session {
                     }
                     for r in records {
                         let key = Key::new(collection.clone(), r.id);
-                        let mut seals = Vec::with_capacity(r.seals.len() / 32);
-                        for id in r.seals.chunks_exact(32) {
-                            match <&[u8; 32]>::try_from(id)
-                                .ok()
-                                .and_then(|id| self.seals_in.get(id))
-                            {
-                                Some(seal) => seals.push(seal.clone()),
-                                None => {
-                                    self.unsealed.insert(key.clone());
-                                }
+                        match self.sealed(&r.seals) {
+                            Some(seals) => incoming.push(Incoming {
+                                key,
+                                bytes: r.bytes,
+                                seals,
+                            }),
+                            // Its seal travels in another message of this
+                            // round (messages may overtake each other): it
+                            // waits for it, within bounds.
+                            None if self.waiting_bytes + r.bytes.len() <= WAITING_MAX => {
+                                self.waiting_bytes += r.bytes.len() + r.seals.len();
+                                self.waiting.push((key, r.bytes, r.seals));
+                            }
+                            None => {
+                                self.unsealed.insert(key.clone());
+                                let seals = self.sealed_partly(&r.seals);
+                                incoming.push(Incoming {
+                                    key,
+                                    bytes: r.bytes,
+                                    seals,
+                                });
                             }
                         }
-                        incoming.push(Incoming {
-                            key,
-                            bytes: r.bytes,
-                            seals,
-                        });
                     }
                 }
             }
@@ -961,6 +996,19 @@ impl Session {
         if !need.is_empty() {
             self.awaited += need.len() as u64;
             self.push_part(Part::NeedHashes(need));
+        }
+        // Records whose seals have now all arrived go with this message's.
+        if !self.waiting.is_empty() {
+            for (key, bytes, ids) in std::mem::take(&mut self.waiting) {
+                match self.sealed(&ids) {
+                    Some(seals) => {
+                        self.waiting_bytes =
+                            self.waiting_bytes.saturating_sub(bytes.len() + ids.len());
+                        incoming.push(Incoming { key, bytes, seals });
+                    }
+                    None => self.waiting.push((key, bytes, ids)),
+                }
+            }
         }
         if !incoming.is_empty() {
             self.applying += 1;
@@ -1116,6 +1164,31 @@ impl Session {
     fn push_part(&mut self, part: Part) {
         self.out_bytes += part_size(&part);
         self.out_parts.push(part);
+    }
+
+    /// The seals that `ids` (32 bytes each) name, if this session holds them
+    /// all.
+    fn sealed(&self, ids: &[u8]) -> Option<Vec<Arc<Seal>>> {
+        ids.chunks_exact(32)
+            .map(|id| {
+                <&[u8; 32]>::try_from(id)
+                    .ok()
+                    .and_then(|id| self.seals_in.get(id))
+                    .cloned()
+            })
+            .collect()
+    }
+
+    /// The seals of `ids` this session holds.
+    fn sealed_partly(&self, ids: &[u8]) -> Vec<Arc<Seal>> {
+        ids.chunks_exact(32)
+            .filter_map(|id| {
+                <&[u8; 32]>::try_from(id)
+                    .ok()
+                    .and_then(|id| self.seals_in.get(id))
+                    .cloned()
+            })
+            .collect()
     }
 
     /// Keep the seals a record brought (see [`Session::seals_in`]).

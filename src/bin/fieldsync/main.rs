@@ -161,13 +161,14 @@ enum Command {
     /// The sync state: pending events by status, open conflicts, blocked
     /// collections, and (while `serve` runs) each peer's connection and sync.
     Status,
-    /// Manage the group's members (once there is one, only members may sync).
+    /// The group's members: add, remove, list (admins add and remove; the
+    /// list replicates). Without a subcommand: the list.
     Members {
         #[command(subcommand)]
-        action: Members,
+        action: Option<group::Members>,
     },
-    /// The group's rights: found or join a group, define roles, grant and
-    /// revoke members (see docs/security.md).
+    /// The group: found one (this store is its root), join one, define roles,
+    /// show it (see docs/security.md).
     Group {
         #[command(subcommand)]
         action: group::Group,
@@ -197,25 +198,6 @@ enum Secret {
     },
     /// Remove the store's secret.
     Remove,
-}
-
-#[derive(Subcommand, Serialize, Deserialize)]
-enum Members {
-    /// Add a member (or change its role).
-    Add {
-        /// Its peer id (as printed by `fieldsync id`).
-        peer: String,
-        /// `authority` or `device`.
-        #[arg(long, default_value = "device")]
-        role: String,
-    },
-    /// List the members and their roles.
-    List,
-    /// Remove a member.
-    Remove {
-        /// Its peer id.
-        peer: String,
-    },
 }
 
 #[derive(Subcommand, Serialize, Deserialize)]
@@ -572,45 +554,15 @@ pub(crate) fn run(ctx: &Ctx, command: &Command, out: &mut Vec<u8>) -> CliResult 
             }
             serve(ctx, listen, peer, *mdns, *live)?
         }
-        Command::Members { action } => members(ctx, action, out)?,
+        Command::Members { action } => {
+            group::members(ctx, action.as_ref().unwrap_or(&group::Members::List), out)?
+        }
         Command::Group { action } => group::run(ctx, action, out)?,
         Command::Conflicts { action } => conflicts::run(ctx, action, out)?,
         Command::Pending { action } => pending::run(ctx, action.as_ref(), out)?,
         Command::Status => pending::status(ctx, out)?,
         Command::Secret { action } => secret(ctx, action, out)?,
         Command::Sync { peer, timeout } => sync(ctx, peer.as_deref(), *timeout, out)?,
-    }
-    Ok(())
-}
-
-fn members(ctx: &Ctx, action: &Members, out: &mut Vec<u8>) -> CliResult {
-    let r = ctx.replica()?;
-    match action {
-        Members::Add { peer, role } => {
-            let role: fieldsync::Role = role.parse().map_err(Failure)?;
-            peer.parse::<libp2p::PeerId>()
-                .map_err(|e| Failure(format!("not a peer id: {peer}: {e}")))?;
-            r.add_member(peer, role)?;
-        }
-        Members::Remove { peer } => {
-            if !r.remove_member(peer)? {
-                return Err(Failure(format!("{peer} is not a member")));
-            }
-        }
-        Members::List => {
-            let members = r.members()?;
-            if ctx.json {
-                let list: Vec<_> = members
-                    .iter()
-                    .map(|(p, role)| serde_json::json!({ "peer": p, "role": role }))
-                    .collect();
-                outln!(out, "{}", serde_json::Value::Array(list));
-            } else {
-                for (p, role) in members {
-                    outln!(out, "{p} {role}");
-                }
-            }
-        }
     }
     Ok(())
 }

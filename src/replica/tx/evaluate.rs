@@ -213,7 +213,7 @@ impl Tx<'_> {
         Some(human_of(&row.fields))
     }
 
-    fn mark_reeval(&mut self, i: usize) {
+    pub(crate) fn mark_reeval(&mut self, i: usize) {
         let s = &mut self.staged[i];
         if !s.dirty {
             s.dirty = true;
@@ -347,6 +347,14 @@ impl Tx<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// Stage a record to be evaluated again (if it exists).
+    pub(crate) fn reevaluate(&mut self, collection: &str, id: &str) -> Result<()> {
+        if let Ok(Some(j)) = self.entry(collection, id) {
+            self.mark_reeval(j);
+        }
+        Ok(())
     }
 
     /// Stage the records that refer to `collection/id` to be evaluated again.
