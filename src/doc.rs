@@ -186,6 +186,20 @@ pub(crate) fn read_frontier<D: ReadDoc>(
         .collect()
 }
 
+/// A scalar field's value as of `heads` (the value the change at those heads
+/// left); `None` if unset there or not a scalar.
+pub(crate) fn read_scalar_at<D: ReadDoc>(
+    doc: &D,
+    field: &crate::schema::Field,
+    heads: &[automerge::ChangeHash],
+) -> Option<Value> {
+    let (v, id) = doc.get_at(ROOT, field.name.as_str(), heads).ok()??;
+    if !matches!(v, AmValue::Scalar(_)) {
+        return None;
+    }
+    convert(doc, field, (v, id)).ok()
+}
+
 /// The ids of the operations that hold the `_deleted` key, each with its value.
 pub(crate) fn deleted_frontier<D: ReadDoc>(doc: &D) -> Vec<(bool, ObjId)> {
     doc.get_all(ROOT, DELETED_KEY)

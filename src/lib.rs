@@ -83,9 +83,10 @@ pub use doc::Edit;
 pub use error::{Error, Result};
 pub use hlc::{Hlc, HlcTime};
 pub use replica::{
-    ChangeEvent, ChangeKind, Clock, Config, MAX_DOCUMENT_BYTES, MAX_RECORD_BYTES, Meta, PeerClock,
-    Reaction, ReactionWrite, Record, Replica, Role, Scan, StorageInfo, Trigger, Tx, Validator,
-    Watch, WatchError, WatchFilter, Written,
+    ChangeEvent, ChangeKind, Clock, Config, MAX_DOCUMENT_BYTES, MAX_REACTION_ATTEMPTS,
+    MAX_RECORD_BYTES, MemberInfo, Meta, PeerClock, Reaction, ReactionJob, ReactionRunner,
+    ReactionWrite, ReactionsFileError, Record, Replica, Role, Scan, StorageInfo, Trigger, Tx,
+    Validator, Watch, WatchError, WatchFilter, Written, reactions_from_toml,
 };
 pub use value::{Fields, Value, fields};
 

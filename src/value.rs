@@ -55,6 +55,51 @@ impl Value {
         }
     }
 
+    /// A value of type `ty` from JSON, as [`Value::to_json`] writes it
+    /// (timestamps in milliseconds since the epoch; `null` is
+    /// [`Value::Null`]).
+    pub fn from_json(
+        ty: &crate::schema::FieldType,
+        j: &serde_json::Value,
+    ) -> std::result::Result<Value, String> {
+        use crate::schema::{FieldType as T, ScalarType as S};
+        use serde_json::Value as J;
+        let int =
+            |n: &serde_json::Number| n.as_i64().ok_or_else(|| format!("{n} is not an integer"));
+        let scalar = |s: &S, j: &J| -> std::result::Result<Value, String> {
+            match (s, j) {
+                (S::String, J::String(x)) => Ok(Value::String(x.clone())),
+                (S::Integer, J::Number(n)) => int(n).map(Value::Int),
+                (S::Float, J::Number(n)) => n
+                    .as_f64()
+                    .map(Value::Float)
+                    .ok_or_else(|| format!("{n} is not a number")),
+                (S::Boolean, J::Bool(b)) => Ok(Value::Bool(*b)),
+                (S::Timestamp, J::Number(n)) => int(n).map(Value::Timestamp),
+                (s, j) => Err(format!("expected {s}, given {j}")),
+            }
+        };
+        if j.is_null() {
+            return Ok(Value::Null);
+        }
+        match (ty, j) {
+            (T::String, _) => scalar(&S::String, j),
+            (T::Integer, _) => scalar(&S::Integer, j),
+            (T::Float, _) => scalar(&S::Float, j),
+            (T::Boolean, _) => scalar(&S::Boolean, j),
+            (T::Timestamp, _) => scalar(&S::Timestamp, j),
+            (T::Counter, J::Number(n)) => int(n).map(Value::Counter),
+            (T::Text, J::String(x)) => Ok(Value::Text(x.clone())),
+            (T::Reference(_), J::String(x)) => Ok(Value::Ref(x.clone())),
+            (T::List(s), J::Array(items)) => items
+                .iter()
+                .map(|i| scalar(s, i))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(Value::List),
+            (ty, j) => Err(format!("expected {ty}, given {j}")),
+        }
+    }
+
     /// The name of this value's type, as used in error messages.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -752,3 +752,31 @@ fn change_events_carry_their_origin() {
         "{kinds:?}"
     );
 }
+
+/// Two peers that write the same value concurrently do not conflict.
+#[test]
+fn the_same_value_written_on_both_sides_is_no_conflict() {
+    let rs = group(2, case(Policy::UserAction), true);
+    let (hub, dev) = (&rs[0], &rs[1]);
+    hub.insert("case", "k", title("pump")).unwrap();
+    sync(hub, dev);
+    hub.update("case", "k", fields([("note", Value::from("same"))]))
+        .unwrap();
+    dev.update("case", "k", fields([("note", Value::from("same"))]))
+        .unwrap();
+    sync(dev, hub);
+    for r in [hub, dev] {
+        assert!(r.conflicts(&ConflictFilter::all()).unwrap().is_empty());
+        assert_eq!(
+            r.get("case", "k").unwrap().unwrap().fields["note"],
+            Value::from("same")
+        );
+    }
+    // Different values still do.
+    hub.update("case", "k", fields([("note", Value::from("hub"))]))
+        .unwrap();
+    dev.update("case", "k", fields([("note", Value::from("dev"))]))
+        .unwrap();
+    sync(dev, hub);
+    assert_eq!(hub.conflicts(&ConflictFilter::open()).unwrap().len(), 1);
+}

@@ -207,6 +207,30 @@ fn foreign_mark(c: &Collection) -> Mark {
     m
 }
 
+/// Whether changes `i` and `j` both wrote field `f` with the same value
+/// (`cache` keeps each change's value of a field).
+fn same_value(
+    doc: &Automerge,
+    h: &History,
+    c: &Collection,
+    f: &str,
+    i: usize,
+    j: usize,
+    cache: &mut HashMap<(usize, String), Option<Value>>,
+) -> bool {
+    let Ok(fd) = c.field(f) else {
+        return false;
+    };
+    let mut value = |k: usize| {
+        cache
+            .entry((k, f.to_owned()))
+            .or_insert_with(|| doc::read_scalar_at(doc, fd, &[h.changes[k].hash]))
+            .clone()
+    };
+    let (a, b) = (value(i), value(j));
+    a.is_some() && a == b
+}
+
 /// Whether the history is one line of changes (no concurrency at all).
 pub(crate) fn linear(doc: &Automerge) -> bool {
     if doc.get_heads().len() > 1 {
@@ -286,6 +310,7 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
         e.others.insert(other);
         e.fields.extend(fields);
     };
+    let mut written: HashMap<(usize, String), Option<Value>> = HashMap::new();
     let without_status = |s: BTreeSet<String>| -> BTreeSet<String> {
         s.into_iter()
             .filter(|f| Some(f.as_str()) != status_field)
@@ -367,7 +392,13 @@ pub(crate) fn analyze(doc: &Automerge, cx: &Context<'_>) -> Result<Option<Analys
                     }
                 }
             };
-            let contested = without_status(contested);
+            // Fields both wrote with the same value are no conflict (two
+            // main nodes whose reactions wrote one record, two devices that
+            // both closed a job).
+            let contested: BTreeSet<String> = without_status(contested)
+                .into_iter()
+                .filter(|f| !same_value(doc, &h, c, f, i, j, &mut written))
+                .collect();
             if contested.is_empty() {
                 continue;
             }

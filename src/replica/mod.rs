@@ -5,6 +5,7 @@ mod conflicts;
 mod durability;
 mod gate;
 mod group;
+mod jobs;
 pub(crate) mod members;
 mod pending;
 mod reactions;
@@ -23,8 +24,9 @@ use tokio::sync::broadcast;
 
 pub use clock::PeerClock;
 pub use conflicts::Validator;
-pub use members::Role;
-pub use reactions::{Reaction, ReactionWrite, Trigger};
+pub use jobs::{MAX_ATTEMPTS as MAX_REACTION_ATTEMPTS, ReactionJob, ReactionRunner};
+pub use members::{MemberInfo, Role};
+pub use reactions::{Reaction, ReactionWrite, ReactionsFileError, Trigger, reactions_from_toml};
 pub use row::{Meta, Record};
 pub use scan::Scan;
 pub use tx::{MAX_DOCUMENT_BYTES, MAX_RECORD_BYTES, Tx, Written};
@@ -222,6 +224,8 @@ pub(crate) struct Inner {
     pending_events: broadcast::Sender<crate::pending::StatusChange>,
     /// Reactions by collection.
     reactions: RwLock<std::collections::HashMap<String, Vec<reactions::Registered>>>,
+    /// Wakes the reaction runner when a commit queues jobs.
+    pub(crate) jobs_waiting: jobs::Signal,
     /// The sync gate: collections whose local changes are held back, with
     /// the open entries that hold them (`None`: to be computed again).
     gate: RwLock<Option<gate::Gate>>,
@@ -564,6 +568,7 @@ impl Replica {
                 pending_stale: std::sync::atomic::AtomicBool::new(true),
                 pending_events,
                 reactions: RwLock::new(std::collections::HashMap::new()),
+                jobs_waiting: jobs::Signal::default(),
                 gate: RwLock::new(None),
                 signer,
                 verifier: crate::sign::Verifier::default(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::Replica;
 use crate::error::Result;
-use crate::value::Fields;
+use crate::value::{Fields, Value};
 
 /// What a reaction is shown: the record whose watched field changed.
 #[derive(Debug)]
@@ -79,6 +79,8 @@ pub struct Reaction {
     pub(crate) field: String,
     pub(crate) when: When,
     pub(crate) then: Then,
+    /// A command to run instead of `then` (see [`Reaction::run`]).
+    pub(crate) command: Option<Arc<super::jobs::Command>>,
 }
 
 impl std::fmt::Debug for Reaction {
@@ -102,7 +104,34 @@ impl Reaction {
             field: field.to_owned(),
             when: Arc::new(|_| true),
             then: Arc::new(|_| Vec::new()),
+            command: None,
         }
+    }
+
+    /// Fire only when the watched field's new value is `value`.
+    pub fn when_equals(self, value: Value) -> Self {
+        let field = self.field.clone();
+        self.when(move |t| t.after.get(&field) == Some(&value))
+    }
+
+    /// Run a program when it fires, instead of a closure: `argv[0]` with the
+    /// other arguments, the trigger as JSON on its standard input
+    /// (`{"reaction", "collection", "id", "before", "after"}`), for at most
+    /// `timeout`. What it prints on its standard output, a JSON array of
+    /// `{"collection", "key", "fields"}` (or one such object, or nothing),
+    /// are the records to write, with ids derived like a closure's writes.
+    ///
+    /// The program runs outside the triggering transaction, from a durable
+    /// queue kept in the store (the trigger is queued in that transaction,
+    /// so a crash loses none; its writes and its removal from the queue are
+    /// one transaction): call [`Replica::run_reaction_jobs`] or start
+    /// [`Replica::spawn_reaction_runner`]. A run that fails is tried again
+    /// later, up to 5 times (see [`Replica::reaction_jobs`]). Two main nodes
+    /// that run the same reaction write the same record ids, which merge into
+    /// one record when the program's output is the same for the same trigger.
+    pub fn run(mut self, argv: Vec<String>, timeout: std::time::Duration) -> Self {
+        self.command = Some(Arc::new(super::jobs::Command { argv, timeout }));
+        self
     }
 
     /// Fire only when `f` holds for the changed record.
@@ -125,9 +154,20 @@ pub(crate) type Registered = Reaction;
 
 /// The id of the record a reaction writes for a trigger.
 pub(crate) fn written_id(r: &Reaction, t: &Trigger<'_>, key: &str) -> String {
+    written_id_of(&r.name, t.collection, t.id, t.cause, key)
+}
+
+/// [`written_id`] from its parts.
+pub(crate) fn written_id_of(
+    name: &str,
+    collection: &str,
+    id: &str,
+    cause: &str,
+    key: &str,
+) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in [&r.name, t.collection, t.id, t.cause, key] {
+    for part in [name, collection, id, cause, key] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -174,5 +214,97 @@ impl Replica {
             .or_default()
             .push(reaction);
         Ok(())
+    }
+}
+
+/// Why a reactions file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReactionsFileError {
+    /// The text is not TOML of the expected shape.
+    #[error("not a reactions file: {0}")]
+    Format(String),
+    /// A reaction does not fit the schema, or is incomplete.
+    #[error("reaction `{name}`: {reason}")]
+    Reaction {
+        /// The reaction.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileReactions {
+    #[serde(default)]
+    reaction: Vec<FileReaction>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileReaction {
+    name: String,
+    collection: String,
+    field: String,
+    #[serde(default)]
+    equals: Option<toml::Value>,
+    run: Vec<String>,
+    #[serde(default)]
+    timeout: Option<u64>,
+}
+
+/// The reactions a reactions file declares (format in `docs/pending.md`):
+/// `[[reaction]]` tables with `name`, `collection`, `field`, an optional
+/// `equals` (the field's new value it fires on), `run` (the program and its
+/// arguments, see [`Reaction::run`]) and an optional `timeout` in seconds
+/// (default 10). Checked against `schema`; nothing is registered.
+pub fn reactions_from_toml(
+    text: &str,
+    schema: &crate::schema::Schema,
+) -> std::result::Result<Vec<Reaction>, ReactionsFileError> {
+    let file: FileReactions =
+        toml::from_str(text).map_err(|e| ReactionsFileError::Format(e.to_string()))?;
+    let mut out = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for r in file.reaction {
+        let bad = |reason: String| ReactionsFileError::Reaction {
+            name: r.name.clone(),
+            reason,
+        };
+        if r.name.is_empty() || !names.insert(r.name.clone()) {
+            return Err(bad("a reaction needs a name of its own".into()));
+        }
+        let c = schema
+            .collection(&r.collection)
+            .map_err(|e| bad(e.to_string()))?;
+        let f = c.field(&r.field).map_err(|e| bad(e.to_string()))?;
+        if r.run.is_empty() || r.run[0].is_empty() {
+            return Err(bad("`run` names no program".into()));
+        }
+        let timeout = std::time::Duration::from_secs(r.timeout.unwrap_or(10).clamp(1, 3600));
+        let mut reaction = Reaction::new(&r.name, &r.collection, &r.field).run(r.run, timeout);
+        if let Some(v) = r.equals {
+            let j = serde_json::to_value(&v).map_err(|e| bad(e.to_string()))?;
+            let value = Value::from_json(&f.ty, &j).map_err(|e| bad(format!("`equals`: {e}")))?;
+            reaction = reaction.when_equals(value);
+        }
+        out.push(reaction);
+    }
+    Ok(out)
+}
+
+impl Reaction {
+    /// The reaction's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What it watches and does, for people: `opportunity.stage -> ./script`.
+    pub fn describe(&self) -> String {
+        match &self.command {
+            Some(c) => format!("{}.{} -> {}", self.collection, self.field, c.argv.join(" ")),
+            None => format!("{}.{} -> (Rust closure)", self.collection, self.field),
+        }
     }
 }

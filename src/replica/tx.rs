@@ -158,6 +158,8 @@ pub struct Tx<'r> {
     /// The peer (its key) whose sync session brought the changes this
     /// transaction applies, when known (for change events).
     pub(crate) from_peer: Option<Vec<u8>>,
+    /// Whether the reaction step queued jobs for programs.
+    pub(crate) queued_jobs: bool,
 }
 
 /// What a commit wrote, to publish once durable.
@@ -302,6 +304,7 @@ impl<'r> Tx<'r> {
             new_events: Vec::new(),
             cancels: None,
             from_peer: None,
+            queued_jobs: false,
         }
     }
 
@@ -567,6 +570,11 @@ impl<'r> Tx<'r> {
         let t = self.now();
         let id = super::generated_id(t, &self.inner.actor);
         self.insert(collection, &id, fields)
+    }
+
+    /// Whether a record with this id exists (deleted or not).
+    pub(crate) fn exists(&mut self, collection: &str, id: &str) -> Result<bool> {
+        Ok(self.entry(collection, id)?.is_some())
     }
 
     /// The staged entry of an existing record (deleted or not).
@@ -1071,6 +1079,9 @@ impl<'r> Tx<'r> {
                 .store(true, std::sync::atomic::Ordering::Release);
         }
         self.inner.cache_seals(stored_seals);
+        if self.queued_jobs {
+            self.inner.jobs_waiting.notify();
+        }
         let mut authorities_changed = false;
         if membership {
             let before = self.inner.authorities();

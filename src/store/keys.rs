@@ -32,6 +32,8 @@
 //! f:<pc>\0<pid>\0<cc>\0<cid>       a reference: record cc/cid refers to pc/pid
 //! a:<peer>                         addresses at which this node reaches the
 //!                                  peer (newline-separated multiaddrs); local
+//! q:<reaction id>                  a reaction job waiting to run its program
+//!                                  (JSON: the trigger, attempts); local
 //! o:<peer key>                     what the last sync measured of the peer's
 //!                                  clock (offset, round trip, when, its clock);
 //!                                  local
@@ -43,6 +45,9 @@
 //! exactly one collection.
 
 pub(crate) const ACTOR: &[u8] = b"m:actor";
+
+/// `q:`: reaction jobs waiting to run a program (local; see `replica::jobs`).
+pub(crate) const JOBS: &[u8] = b"q:";
 
 /// `o:`: what the last sync with each peer measured of its clock.
 pub(crate) const PEER_CLOCKS: &[u8] = b"o:";

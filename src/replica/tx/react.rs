@@ -80,6 +80,19 @@ impl Tx<'_> {
                 if !(r.when)(&t) {
                     continue;
                 }
+                if r.command.is_some() {
+                    // A program runs later, from the durable queue written
+                    // in this transaction.
+                    let job = crate::replica::jobs::Job::new(&r, &t);
+                    match job.encode() {
+                        Ok(v) => self.extra.push((job.key(), Some(v))),
+                        Err(e) => {
+                            tracing::warn!(reaction = %r.name, error = %e, "could not queue a reaction")
+                        }
+                    }
+                    self.queued_jobs = true;
+                    continue;
+                }
                 for w in (r.then)(&t) {
                     let id = written_id(&r, &t, &w.key);
                     writes.push((r.name.clone(), w, id));
