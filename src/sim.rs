@@ -133,9 +133,10 @@ pub struct SimStats {
     /// rejected, rejected FK, edit of deleted.
     pub by_kind: [usize; 5],
     /// Pending events still listed at the end, over the devices: rejected,
-    /// rejected FK, cancelled (none may be pending or processing once the
-    /// authority's acknowledgements have reached everyone).
-    pub events_left: [usize; 3],
+    /// rejected FK, cancelled, held by an open conflict (none may be pending,
+    /// or processing for another reason, once the authority's
+    /// acknowledgements have reached everyone).
+    pub events_left: [usize; 4],
     /// Pending events cancelled by a simulated person.
     pub cancels: u64,
 }
@@ -703,7 +704,7 @@ impl Sim {
     pub fn check_identical(&mut self) -> Result<(), SimError> {
         // At quiescence the authority (replica 0) holds every change and its
         // acknowledgements reached every device: no event is still waiting.
-        self.stats.events_left = [0; 3];
+        self.stats.events_left = [0; 4];
         for (i, p) in self.peers.iter().enumerate().skip(1) {
             let events = p
                 .replica
@@ -711,10 +712,23 @@ impl Sim {
                 .map_err(|e| self.fail(e.to_string()))?;
             for e in events {
                 use crate::pending::EventStatus as S;
+                // An edit waiting in an open conflict for a person waits
+                // at quiescence too; its entry must be open here.
+                let held = e.status == S::Processing
+                    && e.errors.first().is_some_and(|x| x.code == "held")
+                    && p.replica
+                        .conflicts(&crate::conflict::ConflictFilter::open())
+                        .map_err(|x| self.fail(x.to_string()))?
+                        .iter()
+                        .any(|x| {
+                            x.subject.hash == e.change
+                                || x.others.iter().any(|o| o.hash == e.change)
+                        });
                 let slot = match e.status {
                     S::Rejected => 0,
                     S::RejectedFk => 1,
                     S::Cancelled => 2,
+                    S::Processing if held => 3,
                     other => {
                         let auth = &self.peers[0].replica;
                         let has = e.change.parse::<automerge::ChangeHash>().ok().map(|h| {

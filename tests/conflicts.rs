@@ -619,77 +619,98 @@ fn a_resolution_arriving_in_pieces_shows_the_record_before_or_after_never_betwee
         .unwrap();
     let schema = Schema::new().with(c).unwrap().with(filler).unwrap();
     let mut cuts_between = 0;
-    for cut in (1..=100u64).map(|k| k * 3000) {
-        let rs: Vec<Replica> = (0..3)
-            .map(|_| Replica::in_memory(Config::default().with_schema(schema.clone())).unwrap())
-            .collect();
-        fieldsync::sim::authority_group(&rs[0], &[&rs[1], &rs[2]], NOW).unwrap();
-        let (hub, dev, other) = (&rs[0], &rs[1], &rs[2]);
-        let v = |s: &str| Value::from(s);
-        hub.insert(
-            "case",
-            "k",
-            fields([
-                ("title", v("t")),
-                ("a", v("a0")),
-                ("b", v("b0")),
-                ("c", v("c0")),
-            ]),
-        )
-        .unwrap();
-        sync(hub, dev);
-        sync(hub, other);
-        dev.update("case", "k", fields([("a", v("a-dev")), ("b", v("b-dev"))]))
-            .unwrap();
-        hub.update("case", "k", fields([("b", v("b-hub")), ("c", v("c-hub"))]))
-            .unwrap();
-        sync(dev, hub);
-        sync(other, hub);
-        let before = other.get("case", "k").unwrap().unwrap().fields;
-        let e = &hub.conflicts(&ConflictFilter::open()).unwrap()[0];
-        hub.resolve(
-            &e.id,
-            Resolution::new(Choice::KeepDevice).note("the device was right"),
-        )
-        .unwrap();
-        // Records between them on the wire, so that the record and its
-        // decision travel in different messages.
-        hub.transaction(|tx| {
-            for i in 0..120 {
-                tx.insert(
-                    "filler",
-                    &format!("f{i}"),
-                    fields([("blob", v(&"x".repeat(1500)))]),
-                )?;
-            }
-            Ok(())
-        })
-        .unwrap();
-        let after = hub.get("case", "k").unwrap().unwrap().fields;
-        assert_ne!(before, after);
-        let cut_sync = sync_pair(other, hub, NOW, Some(cut)).unwrap();
-        let now = other.get("case", "k").unwrap().unwrap().fields;
-        assert!(
-            now == before || now == after,
-            "cut after {cut} bytes: the record shows {now:?}; before the decision it showed {before:?}, after it shows {after:?}"
-        );
-        let heads = |r: &Replica| r.get("case", "k").unwrap().unwrap().meta.heads;
-        let record_here = heads(other) == heads(hub);
-        let decision_here = other.get("_entry", &e.id).unwrap().is_some();
-        if record_here != decision_here {
-            cuts_between += 1;
-        }
-        sync(other, hub);
-        assert_eq!(other.get("case", "k").unwrap().unwrap().fields, after);
-        let resolved = other.conflict_entry(&e.id).unwrap().unwrap();
-        assert_eq!(resolved.state, EntryState::Resolved);
-        if !cut_sync.cut {
+    // Where the record and its decision record fall on the wire depends on
+    // their key hashes (new actors every run): sweep again until a cut
+    // falls between them.
+    let mut sweeps_done = 0;
+    'sweeps: for _ in 0..6 {
+        if cuts_between > 0 {
             break;
+        }
+        sweeps_done += 1;
+        for cut in (1..=100u64).map(|k| k * 3000) {
+            let rs: Vec<Replica> = (0..3)
+                .map(|_| Replica::in_memory(Config::default().with_schema(schema.clone())).unwrap())
+                .collect();
+            fieldsync::sim::authority_group(&rs[0], &[&rs[1], &rs[2]], NOW).unwrap();
+            let (hub, dev, other) = (&rs[0], &rs[1], &rs[2]);
+            let v = |s: &str| Value::from(s);
+            hub.insert(
+                "case",
+                "k",
+                fields([
+                    ("title", v("t")),
+                    ("a", v("a0")),
+                    ("b", v("b0")),
+                    ("c", v("c0")),
+                ]),
+            )
+            .unwrap();
+            sync(hub, dev);
+            sync(hub, other);
+            dev.update("case", "k", fields([("a", v("a-dev")), ("b", v("b-dev"))]))
+                .unwrap();
+            hub.update("case", "k", fields([("b", v("b-hub")), ("c", v("c-hub"))]))
+                .unwrap();
+            sync(dev, hub);
+            sync(other, hub);
+            let before = other.get("case", "k").unwrap().unwrap().fields;
+            let e = &hub.conflicts(&ConflictFilter::open()).unwrap()[0];
+            hub.resolve(
+                &e.id,
+                Resolution::new(Choice::KeepDevice).note("the device was right"),
+            )
+            .unwrap();
+            // Records between them on the wire, so that the record and its
+            // decision travel in different messages.
+            hub.transaction(|tx| {
+                // Text that does not compress, so the messages are full.
+                for i in 0..120u64 {
+                    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    let blob: String = (0..1500)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            char::from(b'a' + (x % 26) as u8)
+                        })
+                        .collect();
+                    tx.insert("filler", &format!("f{i}"), fields([("blob", v(&blob))]))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            let after = hub.get("case", "k").unwrap().unwrap().fields;
+            assert_ne!(before, after);
+            let cut_sync = sync_pair(other, hub, NOW, Some(cut)).unwrap();
+            let now = other.get("case", "k").unwrap().unwrap().fields;
+            assert!(
+                now == before || now == after,
+                "cut after {cut} bytes: the record shows {now:?}; before the decision it showed {before:?}, after it shows {after:?}"
+            );
+            let heads = |r: &Replica| r.get("case", "k").unwrap().unwrap().meta.heads;
+            let record_here = heads(other) == heads(hub);
+            let decision_here = other.get("_entry", &e.id).unwrap().is_some();
+            eprintln!(
+                "cut {cut}: record {record_here} decision {decision_here} cut {}",
+                cut_sync.cut
+            );
+            if record_here != decision_here {
+                cuts_between += 1;
+            }
+            sync(other, hub);
+            assert_eq!(other.get("case", "k").unwrap().unwrap().fields, after);
+            let resolved = other.conflict_entry(&e.id).unwrap().unwrap();
+            assert_eq!(resolved.state, EntryState::Resolved);
+            if !cut_sync.cut {
+                // This sweep reached a whole sync; the next one starts over.
+                continue 'sweeps;
+            }
         }
     }
     assert!(
         cuts_between > 0,
-        "no cut fell between the record's resolution and its decision record"
+        "no cut fell between the record's resolution and its decision record in {sweeps_done} sweeps"
     );
 }
 

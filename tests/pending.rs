@@ -706,3 +706,78 @@ fn a_reaction_run_by_two_authorities_writes_one_record() {
     .unwrap();
     assert_eq!(a1.list("activity").unwrap().len(), 2);
 }
+
+/// Pega's story from the author's side: an edit made while the case advanced
+/// elsewhere waits in an open conflict, and the author's pending list says
+/// so (it is not confirmed); once a person keeps the other side, the event
+/// is rejected with code `conflict`; keeping the author's side confirms it.
+#[test]
+fn an_edit_held_by_a_conflict_is_shown_as_held_and_ends_by_the_decision() {
+    use fieldsync::conflict::{Choice, ConflictFilter, Resolution};
+    use fieldsync::schema::Policy;
+    let s = Schema::new()
+        .with(
+            Collection::builder("expense")
+                .required("title", FieldType::String)
+                .field("amount", FieldType::Integer)
+                .default("status", FieldType::String, "draft")
+                .status("status", &["draft", "submitted", "approved"])
+                .policy(Policy::UserAction)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    for keep_device in [false, true] {
+        let (dev, hub) = (open(&MemoryStore::new(), &s), open(&MemoryStore::new(), &s));
+        fieldsync::sim::authority_group(&hub, &[&dev], NOW).unwrap();
+        dev.insert(
+            "expense",
+            "e1",
+            fields([("title", "Flight".into()), ("status", "submitted".into())]),
+        )
+        .unwrap();
+        sync(&dev, &hub);
+        sync(&dev, &hub);
+        assert!(statuses(&dev).is_empty(), "the insert is confirmed");
+        dev.update("expense", "e1", fields([("amount", Value::Int(465))]))
+            .unwrap();
+        hub.update("expense", "e1", fields([("status", "approved".into())]))
+            .unwrap();
+        sync(&dev, &hub);
+        sync(&dev, &hub);
+        let list = dev.pending(&PendingFilter::all()).unwrap();
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(
+            list[0].status,
+            EventStatus::Processing,
+            "held, not confirmed"
+        );
+        assert_eq!(list[0].errors[0].code, "held");
+        assert!(
+            list[0].errors[0].message.contains("waiting for a person"),
+            "{:?}",
+            list[0].errors
+        );
+        let entry = &hub.conflicts(&ConflictFilter::open()).unwrap()[0];
+        let keep = if keep_device { "device" } else { "authority" };
+        hub.resolve(&entry.id, Resolution::new(Choice::Keep(keep.into())))
+            .unwrap();
+        sync(&dev, &hub);
+        sync(&dev, &hub);
+        let list = dev.pending(&PendingFilter::all()).unwrap();
+        if keep_device {
+            assert!(list.is_empty(), "kept: confirmed and gone: {list:?}");
+        } else {
+            assert_eq!(list.len(), 1, "{list:?}");
+            assert_eq!(list[0].status, EventStatus::Rejected);
+            assert_eq!(list[0].errors[0].code, "conflict");
+            assert!(
+                list[0].errors[0]
+                    .message
+                    .contains("kept the authority's version"),
+                "{:?}",
+                list[0].errors
+            );
+        }
+    }
+}

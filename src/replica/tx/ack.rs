@@ -16,7 +16,7 @@ use automerge::ActorId;
 
 use super::Tx;
 use crate::conflict::mark::Mark;
-use crate::conflict::{ConflictEvent, Entry, EntryState, Kind};
+use crate::conflict::{ConflictEvent, Entry, EntryState, Kind, ResolvedBy, Side};
 use crate::error::Result;
 use crate::pending::{EventStatus, Held, Ranges, format_held, parse_held};
 use crate::replica::tx::evaluate::decode_entry;
@@ -90,7 +90,7 @@ impl Tx<'_> {
                 parent: None,
             });
         }
-        entries
+        if let Some(h) = entries
             .iter()
             .filter(open)
             .find(|e| e.kind == Kind::RejectedFk)
@@ -102,6 +102,70 @@ impl Tx<'_> {
                 violations: Vec::new(),
                 parent: e.parent.clone(),
             })
+        {
+            return Some(h);
+        }
+        // A conflict about the change: held while a person has to decide;
+        // refused when the other side stood (by policy or by a person).
+        let held = |status, code: &str, message: String, fields: &[String]| Held {
+            status,
+            collection: collection.to_owned(),
+            record: id.to_owned(),
+            change: change.to_owned(),
+            violations: vec![(code.to_owned(), message, fields.join(","))],
+            parent: None,
+        };
+        for e in entries.iter().filter(|e| {
+            matches!(
+                e.kind,
+                Kind::StatusRegression | Kind::ConcurrentEdit | Kind::EditOfDeleted
+            )
+        }) {
+            let side = if e.subject.hash == change {
+                Side::Subject
+            } else if e.others.iter().any(|o| o.hash == change) {
+                Side::Other
+            } else {
+                continue;
+            };
+            let short = &e.id[..e.id.len().min(8)];
+            if e.state == EntryState::Open {
+                return Some(held(
+                    EventStatus::Processing,
+                    "held",
+                    format!(
+                        "waiting for a person to decide conflict {short}: {}",
+                        e.message
+                    ),
+                    &e.fields,
+                ));
+            }
+            let stood = match &e.resolved_by {
+                Some(ResolvedBy::Policy(_)) => e.winner == Some(side),
+                Some(ResolvedBy::Person { decision, .. }) => {
+                    let decision = decision.strip_prefix("reopen+").unwrap_or(decision);
+                    let kept = match decision {
+                        "keep_authority" => e.authority_side(),
+                        "keep_device" => e.authority_side().map(|a| match a {
+                            Side::Subject => Side::Other,
+                            Side::Other => Side::Subject,
+                        }),
+                        d => d.strip_prefix("keep:").and_then(|m| e.side_named(m)),
+                    };
+                    kept.is_none_or(|k| k == side)
+                }
+                _ => true,
+            };
+            if !stood {
+                return Some(held(
+                    EventStatus::Rejected,
+                    "conflict",
+                    format!("not applied: conflict {short}: {}", e.message),
+                    &e.fields,
+                ));
+            }
+        }
+        None
     }
 
     /// Run the acknowledgement step (see the module docs).
@@ -145,12 +209,14 @@ impl Tx<'_> {
         let mut recheck: BTreeSet<Vec<u8>> = BTreeSet::new();
         for ev in &self.conflict_events {
             let (ConflictEvent::New(e) | ConflictEvent::Updated(e)) = ev;
-            if matches!(e.kind, Kind::Rejected | Kind::RejectedFk)
-                && let Some(a) = actor_from_hex(&e.subject.actor)
-                && a != me
-                && !authorities.contains(&a)
-            {
-                recheck.insert(a.to_bytes().to_vec());
+            let sides = std::iter::once(&e.subject.actor).chain(e.others.iter().map(|o| &o.actor));
+            for actor in sides {
+                if let Some(a) = actor_from_hex(actor)
+                    && a != me
+                    && !authorities.contains(&a)
+                {
+                    recheck.insert(a.to_bytes().to_vec());
+                }
             }
         }
         let origins: BTreeSet<Vec<u8>> = received.keys().cloned().chain(recheck).collect();
