@@ -806,8 +806,9 @@ fn describe(d: &Description<'_>) -> String {
     format!("{happened}; {outcome}")
 }
 
-/// A person's decision in words.
-pub(crate) fn decision_text(decision: &str) -> String {
+/// A person's decision in words (`reopen+keep_device` → `kept the device's
+/// version and reopened the record`).
+pub fn decision_text(decision: &str) -> String {
     let (reopen, rest) = match decision.strip_prefix("reopen+") {
         Some(r) => (true, r),
         None => (false, decision),

@@ -23,6 +23,7 @@ use crate::hlc::HlcTime;
 pub use crate::schema::{Granularity, Policy, Violation};
 use crate::value::{Fields, Value};
 
+pub use analyze::decision_text;
 pub(crate) use analyze::{Context, Human, Verdict, analyze, change_time, linear};
 
 /// What kind of conflict an entry is.

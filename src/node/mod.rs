@@ -409,6 +409,37 @@ pub struct Node {
     progress: tokio::sync::broadcast::Sender<SyncProgress>,
 }
 
+/// A dial failure in one plain sentence: libp2p's error nests every layer's
+/// text (`Failed to negotiate transport protocol(s): [(addr: : Connection
+/// refused (os error 111): …)]`); people need the cause.
+fn plain_dial_error(text: &str) -> String {
+    let has = |s: &str| text.contains(s);
+    if has("Connection refused") {
+        "nothing is listening at that address (connection refused)".into()
+    } else if has("timed out") || has("Timeout") || has("timeout") {
+        "it did not answer in time".into()
+    } else if has("No route to host") {
+        "there is no route to that host".into()
+    } else if has("Network is unreachable") {
+        "the network is unreachable".into()
+    } else if has("WrongPeerId") || has("different peer") || has("Unexpected peer ID") {
+        "another peer answered at that address (its /p2p/ part names a different member)".into()
+    } else if has("Handshake failed") || has("pnet") || has("invalid data") {
+        "the connection opened but the handshake failed: it is not a fieldsync node, or the two stores hold different group secrets (`fieldsync secret`)".into()
+    } else if has("LocalPeerId") || has("local peer") {
+        "that address is this node itself".into()
+    } else {
+        // The innermost cause, once.
+        let inner = text
+            .rsplit(": ")
+            .find(|s| !s.trim().is_empty())
+            .unwrap_or(text)
+            .trim_end_matches([')', ']'])
+            .trim();
+        format!("the connection failed ({inner})")
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1187,7 +1218,7 @@ impl Worker {
                 if let Some(d) = self.dials.remove(&connection_id) {
                     let _ = d.reply.send(Err(NodeError::Dial {
                         addr: d.addr.to_string(),
-                        reason: error.to_string(),
+                        reason: plain_dial_error(&error.to_string()),
                     }));
                 }
                 if let Some(peer) = peer_id
@@ -1356,6 +1387,7 @@ impl Worker {
             }
         };
         let mut start = false;
+        let mut restart = false;
         for o in outs {
             match o {
                 Output::Send(bytes) => {
@@ -1372,8 +1404,14 @@ impl Worker {
                     let _ = self.progress.send(SyncProgress { peer, progress: p });
                 }
                 Output::Notify(Notification::Blocked { report, withheld }) => {
-                    tracing::info!(%peer, records = withheld.len(), "sync blocked by unresolved conflicts");
                     let blocked = self.replica.sync_gate().unwrap_or_default();
+                    // The sync brought the decisions that open the gate: the
+                    // changes it held back go in another sync at once.
+                    if blocked.is_empty() && self.syncs.contains_key(&peer) {
+                        restart = true;
+                        continue;
+                    }
+                    tracing::info!(%peer, records = withheld.len(), "sync blocked by unresolved conflicts");
                     let last = self.last.entry(peer).or_default();
                     last.report = Some(report.clone());
                     last.outcome = Some("blocked".into());
@@ -1429,7 +1467,7 @@ impl Worker {
                 _ => {}
             }
         }
-        if start {
+        if start || restart {
             self.feed(peer, Input::Start);
         }
     }

@@ -164,7 +164,7 @@ impl Replica {
     /// in `team` (admins only; replicated). Granting again changes the role
     /// or team, and lifts a revocation.
     pub fn grant(&self, member: &str, role: &str, team: Option<&str>) -> Result<()> {
-        self.require_admin("granting a role")?;
+        self.require_admin("adding or changing a member")?;
         let actor = actor_named(member)?;
         if self.inner.rights()?.role(role).is_none() {
             return Err(Error::NoRole {

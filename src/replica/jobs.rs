@@ -27,6 +27,8 @@ const MAX_OUTPUT: usize = 1 << 20;
 pub(crate) struct Command {
     pub(crate) argv: Vec<String>,
     pub(crate) timeout: Duration,
+    /// The directory it runs in (default: the process's).
+    pub(crate) dir: Option<std::path::PathBuf>,
 }
 
 /// A queued run of a reaction's program.
@@ -157,14 +159,18 @@ impl Drop for ReactionRunner {
 
 /// Run `argv` with `input` on its standard input for at most `timeout`; its
 /// standard output, or why it failed.
-fn run_program(
-    argv: &[String],
-    input: &[u8],
-    timeout: Duration,
-) -> std::result::Result<Vec<u8>, String> {
+fn run_program(command: &Command, input: &[u8]) -> std::result::Result<Vec<u8>, String> {
     use std::io::{Read, Write};
-    let (program, args) = argv.split_first().ok_or("the reaction names no program")?;
-    let mut child = std::process::Command::new(program)
+    let timeout = command.timeout;
+    let (program, args) = command
+        .argv
+        .split_first()
+        .ok_or("the reaction names no program")?;
+    let mut run = std::process::Command::new(program);
+    if let Some(d) = &command.dir {
+        run.current_dir(d);
+    }
+    let mut child = run
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -321,7 +327,7 @@ impl Replica {
                 continue;
             };
             let input = job.input().to_string();
-            let result = run_program(&command.argv, input.as_bytes(), command.timeout)
+            let result = run_program(&command, input.as_bytes())
                 .and_then(|out| parse_writes(&out, &self.schema()));
             match result {
                 Ok(writes) => {

@@ -130,7 +130,24 @@ impl Reaction {
     /// that run the same reaction write the same record ids, which merge into
     /// one record when the program's output is the same for the same trigger.
     pub fn run(mut self, argv: Vec<String>, timeout: std::time::Duration) -> Self {
-        self.command = Some(Arc::new(super::jobs::Command { argv, timeout }));
+        self.command = Some(Arc::new(super::jobs::Command {
+            argv,
+            timeout,
+            dir: None,
+        }));
+        self
+    }
+
+    /// Run its program (see [`Reaction::run`]) in directory `dir` (relative
+    /// paths in its arguments are read from there).
+    pub fn in_dir(mut self, dir: &std::path::Path) -> Self {
+        if let Some(c) = &self.command {
+            self.command = Some(Arc::new(super::jobs::Command {
+                argv: c.argv.clone(),
+                timeout: c.timeout,
+                dir: Some(dir.to_path_buf()),
+            }));
+        }
         self
     }
 

@@ -82,6 +82,39 @@ pub enum Granularity {
     Record,
 }
 
+impl Granularity {
+    /// The snake_case name (`field`, `record`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Granularity::Field => "field",
+            Granularity::Record => "record",
+        }
+    }
+}
+
+impl std::fmt::Display for Granularity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::fmt::Display for Check {
+    /// What the check asks, for people: `required`, `at least 0`, `one of
+    /// a, b`, `matches ^T-`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Check::Required => f.write_str("required"),
+            Check::Min(v) => write!(f, "at least {v}"),
+            Check::Max(v) => write!(f, "at most {v}"),
+            Check::OneOf(values) => {
+                let list: Vec<String> = values.iter().map(ToString::to_string).collect();
+                write!(f, "one of {}", list.join(", "))
+            }
+            Check::Pattern(p) => write!(f, "matches {p}"),
+        }
+    }
+}
+
 impl std::str::FromStr for Granularity {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

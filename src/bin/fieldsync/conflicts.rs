@@ -10,7 +10,7 @@ use fieldsync::{Fields, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as J, json};
 
-use super::output::outln;
+use super::output::{outln, time_json, when};
 use super::{Ctx, Failure, parse};
 
 #[derive(Subcommand, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ pub(crate) enum Conflicts {
         #[arg(long)]
         assignee: Option<String>,
     },
-    /// Show an entry with the base, authority and device versions side by side.
+    /// Show an entry with the base and both sides' versions side by side.
     Show {
         /// The entry id (or a unique prefix of it).
         id: String,
@@ -46,10 +46,12 @@ pub(crate) enum Conflicts {
     Resolve {
         /// The entry id (or a unique prefix of it).
         id: String,
-        /// `authority` or `device`: that side's values for the entry's fields.
+        /// The side to keep: `authority` or `device` when one side is an
+        /// authority, otherwise a member id of one side's author (as
+        /// `conflicts show` names them).
         #[arg(long, value_name = "SIDE")]
         keep: Option<String>,
-        /// Per field: `FIELD=authority` or `FIELD=device`.
+        /// Per field: `FIELD=SIDE`, a side named as for `--keep`.
         #[arg(long = "field", value_name = "FIELD=SIDE")]
         fields: Vec<String>,
         /// Custom values: `FIELD=VALUE`.
@@ -118,8 +120,50 @@ fn opt_json(v: &Option<Value>) -> J {
     v.as_ref().map_or(J::Null, Value::to_json)
 }
 
+fn change_json(c: &fieldsync::conflict::ChangeRef) -> J {
+    let mut m = serde_json::Map::new();
+    m.insert("hash".into(), json!(c.hash));
+    m.insert("member".into(), json!(c.member()));
+    m.insert("authority".into(), json!(c.authority));
+    time_json(&mut m, "time", c.time.millis(), Some(c.time));
+    J::Object(m)
+}
+
 fn entry_json(e: &Entry) -> J {
-    serde_json::to_value(e).unwrap_or(J::Null)
+    let resolved_by = match &e.resolved_by {
+        None => J::Null,
+        Some(fieldsync::conflict::ResolvedBy::Policy(p)) => json!({"policy": p.name()}),
+        Some(fieldsync::conflict::ResolvedBy::Person { decision, by, at }) => {
+            let mut m = serde_json::Map::new();
+            m.insert("decision".into(), json!(decision));
+            m.insert("by".into(), json!(fieldsync::member::member_id_of_hex(by)));
+            time_json(&mut m, "at", u64::try_from(*at).unwrap_or(0), None);
+            json!({ "person": m })
+        }
+        Some(fieldsync::conflict::ResolvedBy::Accepted) => json!("accepted"),
+        Some(fieldsync::conflict::ResolvedBy::ParentStands) => json!("parent_stands"),
+        Some(_) => json!("resolved"),
+    };
+    json!({
+        "id": e.id,
+        "kind": e.kind.name(),
+        "collection": e.collection,
+        "record": e.record,
+        "state": if e.state == EntryState::Open { "open" } else { "resolved" },
+        "resolved_by": resolved_by,
+        "policy": e.policy.name(),
+        "queue": e.queue,
+        "assignee": e.assignee,
+        "sides": [e.side_name(Side::Subject), e.side_name(Side::Other)],
+        "subject": change_json(&e.subject),
+        "others": e.others.iter().map(change_json).collect::<Vec<_>>(),
+        "fields": e.fields,
+        "winner": e.winner.map(|w| e.side_name(w)),
+        "message": e.message,
+        "violations": e.violations.iter().map(|v| json!({"code": v.code, "message": v.message, "field": v.field})).collect::<Vec<_>>(),
+        "linked": e.linked,
+        "parent": e.parent.as_ref().map(|(c, id)| format!("{c}/{id}")),
+    })
 }
 
 fn detail_json(d: &EntryDetail) -> J {
@@ -156,9 +200,14 @@ fn side_json(v: &fieldsync::conflict::SideVersion) -> J {
 fn state(e: &Entry) -> String {
     match (&e.state, &e.resolved_by) {
         (EntryState::Open, _) => "open".into(),
-        (_, Some(fieldsync::conflict::ResolvedBy::Policy(p))) => format!("resolved ({p})"),
-        (_, Some(fieldsync::conflict::ResolvedBy::Person { decision, .. })) => {
-            format!("resolved ({decision})")
+        (_, Some(fieldsync::conflict::ResolvedBy::Policy(p))) => format!("resolved by policy {p}"),
+        (_, Some(fieldsync::conflict::ResolvedBy::Person { decision, by, at })) => {
+            format!(
+                "resolved by {} at {}: {}",
+                fieldsync::member::short_member_id(&fieldsync::member::member_id_of_hex(by)),
+                when(u64::try_from(*at).unwrap_or(0)),
+                fieldsync::conflict::decision_text(decision)
+            )
         }
         (_, Some(fieldsync::conflict::ResolvedBy::Accepted)) => "resolved (accepted)".into(),
         (_, Some(fieldsync::conflict::ResolvedBy::ParentStands)) => {
@@ -171,7 +220,7 @@ fn state(e: &Entry) -> String {
 fn show_value(v: &Option<Value>) -> String {
     match v {
         None => "-".into(),
-        Some(v) => v.to_string(),
+        Some(v) => super::output::value_text(v),
     }
 }
 
@@ -212,6 +261,10 @@ pub(crate) fn run(ctx: &Ctx, action: &Conflicts, out: &mut Vec<u8>) -> Result<()
             if entries.is_empty() {
                 outln!(out, "no conflict entries");
             }
+            let open_ones = entries
+                .iter()
+                .filter(|e| e.state == EntryState::Open)
+                .count();
             for e in &entries {
                 outln!(
                     out,
@@ -228,6 +281,12 @@ pub(crate) fn run(ctx: &Ctx, action: &Conflicts, out: &mut Vec<u8>) -> Result<()
                         .unwrap_or_default()
                 );
                 outln!(out, "    {}", e.message);
+            }
+            if open_ones > 0 {
+                outln!(
+                    out,
+                    "next: `fieldsync conflicts show ID` compares the versions; `fieldsync conflicts resolve ID --keep SIDE` decides"
+                );
             }
         }
         Conflicts::Show { id } => {
@@ -253,13 +312,40 @@ pub(crate) fn run(ctx: &Ctx, action: &Conflicts, out: &mut Vec<u8>) -> Result<()
             if let Some(a) = &e.assignee {
                 outln!(out, "  assigned to {a}");
             }
-            outln!(out, "  origin:  {} at {}", e.subject.actor, e.subject.time);
+            outln!(out, "  sides:   {} and {}", d.subject.name, d.other.name);
+            outln!(
+                out,
+                "  change:  by {} saved {}",
+                fieldsync::member::short_member_id(&e.subject.member()),
+                when(
+                    r.corrected_time(
+                        &fieldsync::automerge::ActorId::from(
+                            fieldsync::member::parse_member_id(&e.subject.actor)
+                                .map(|k| k.to_vec())
+                                .unwrap_or_default()
+                        ),
+                        e.subject.time
+                    )
+                    .map_or(e.subject.time.millis(), |t| t.millis())
+                )
+            );
+            if ctx.verbose {
+                outln!(
+                    out,
+                    "  hlc:     {} change {}",
+                    e.subject.time,
+                    e.subject.hash
+                );
+            }
             outln!(out, "  message: {}", e.message);
             for v in &e.violations {
                 outln!(out, "  error:   {} ({})", v.message, v.code);
             }
             if let Some(l) = &e.linked {
                 outln!(out, "  follows: {l}");
+            }
+            if d.visible_deleted {
+                outln!(out, "  shown:   deleted");
             }
             outln!(
                 out,
@@ -279,6 +365,22 @@ pub(crate) fn run(ctx: &Ctx, action: &Conflicts, out: &mut Vec<u8>) -> Result<()
                     show_value(&f.subject),
                     show_value(&f.other),
                     show_value(&f.visible)
+                );
+            }
+            if e.state == EntryState::Open {
+                let keep = |s: &str| {
+                    if s.contains(',') {
+                        s.split(',').next().unwrap_or(s).to_owned()
+                    } else {
+                        s.to_owned()
+                    }
+                };
+                outln!(
+                    out,
+                    "next: `fieldsync conflicts resolve {} --keep {}` or `--keep {}`",
+                    &e.id[..e.id.len().min(8)],
+                    keep(&d.subject.name),
+                    keep(&d.other.name)
                 );
             }
         }
@@ -334,14 +436,24 @@ pub(crate) fn run(ctx: &Ctx, action: &Conflicts, out: &mut Vec<u8>) -> Result<()
                 res = res.note(n);
             }
             let w = r.resolve(&id, res)?;
+            let after = r.conflict_entry(&id)?;
             if ctx.json {
                 outln!(
                     out,
                     "{}",
-                    json!({ "resolved": id, "collection": w.collection, "id": w.id })
+                    json!({ "resolved": id, "collection": w.collection, "id": w.id, "message": after.as_ref().map(|e| e.message.clone()) })
                 );
             } else {
-                outln!(out, "resolved {id} ({}/{})", w.collection, w.id);
+                outln!(
+                    out,
+                    "resolved {} ({}/{})",
+                    &id[..id.len().min(8)],
+                    w.collection,
+                    w.id
+                );
+                if let Some(e) = after {
+                    outln!(out, "  {}", e.message);
+                }
             }
         }
         Conflicts::Assign {

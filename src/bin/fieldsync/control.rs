@@ -25,6 +25,8 @@ const MAX_REQUEST: u64 = 1 << 20;
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Request {
     pub(crate) json: bool,
+    #[serde(default)]
+    pub(crate) verbose: bool,
     pub(crate) command: Command,
 }
 
@@ -77,6 +79,7 @@ fn answer(served: &Served, request: &[u8]) -> Vec<u8> {
             let ctx = Ctx {
                 dir: None,
                 json: req.json,
+                verbose: req.verbose,
                 served: Some(served),
             };
             crate::run(&ctx, &req.command, &mut out)

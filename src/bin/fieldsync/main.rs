@@ -37,6 +37,9 @@ struct Cli {
     /// Print JSON instead of human-readable text.
     #[arg(long, global = true)]
     json: bool,
+    /// Show more: change heads, logical clock counters.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,6 +84,10 @@ enum Command {
         /// Include deleted records.
         #[arg(long)]
         deleted: bool,
+        /// Include records hidden because an authority rejected them (or
+        /// their parent), with the reasons.
+        #[arg(long)]
+        rejected: bool,
     },
     /// Delete a record (a tombstone that replicates).
     Delete {
@@ -127,14 +134,20 @@ enum Command {
         /// Find peers on the local network by mDNS and connect to them.
         #[arg(long)]
         mdns: bool,
-        /// Live mode: sync with each peer as it connects and offer every change
-        /// at once.
+        /// Live mode: sync with each live peer as it connects and offer it
+        /// every change at once.
         #[arg(long, conflicts_with = "manual")]
         live: bool,
-        /// Manual mode (the default): only answer peers; this node starts a
-        /// sync only when told to (`fieldsync sync`).
+        /// Manual mode (the default): this node starts no sync and takes no
+        /// pushed change until told to (`fieldsync sync`); it answers the
+        /// syncs other peers start.
         #[arg(long)]
         manual: bool,
+        /// A reactions file: programs this node runs when synced data
+        /// matches (format in docs/pending.md). Default: `reactions.toml` in
+        /// the store directory, if there is one.
+        #[arg(long)]
+        reactions: Option<PathBuf>,
     },
     /// Sync until both sides hold the same records, print what moved, and exit.
     /// With `--peer`: that peer. Without: every connected peer when `serve`
@@ -326,20 +339,33 @@ impl<E: std::fmt::Display> From<E> for Failure {
 type CliResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `serve` logs warnings (refused records, clocks off, peers refused); a
+    // one-shot command reports its outcome itself, so only errors are
+    // logged unless -v asks for more.
+    let level = match (&cli.command, cli.verbose) {
+        (_, true) => tracing::Level::INFO,
+        (Command::Serve { .. }, false) => tracing::Level::WARN,
+        _ => tracing::Level::ERROR,
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::WARN)
+        .with_max_level(level)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
     let json = cli.json;
+    let binary = matches!(cli.command, Command::Export { out: None, .. });
     let mut out = Vec::new();
     let result = dispatch(cli, &mut out);
+    if json && !binary {
+        out = output::js_safe_lines(&out);
+    }
     let mut stdout = std::io::stdout();
     let written = stdout.write_all(&out).and_then(|()| stdout.flush());
     match result.and(written.map_err(Failure::from)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg)) => {
+            let msg = with_hint(msg);
             if json {
                 eprintln!("{}", serde_json::json!({ "error": msg }));
             } else {
@@ -348,6 +374,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error with what to do next, for the errors people meet most.
+fn with_hint(msg: String) -> String {
+    let hint = if msg.starts_with("unknown collection") || msg.starts_with("unknown field") {
+        " (`fieldsync schema` shows the collections and their fields)"
+    } else if msg.starts_with("forbidden:") {
+        " (`fieldsync members` shows the group's admins)"
+    } else if msg.contains("is blocked:") && !msg.contains("fieldsync conflicts") {
+        " (`fieldsync conflicts list --open`, then `fieldsync conflicts resolve ID --keep SIDE`)"
+    } else {
+        ""
+    };
+    format!("{msg}{hint}")
 }
 
 /// Run a command: through the control socket of a `serve` running on the
@@ -380,6 +420,7 @@ fn dispatch(mut cli: Cli, out: &mut Vec<u8>) -> CliResult {
         }
         let request = control::Request {
             json: cli.json,
+            verbose: cli.verbose,
             command: cli.command,
         };
         return control::forward(stream, &request, out);
@@ -387,6 +428,7 @@ fn dispatch(mut cli: Cli, out: &mut Vec<u8>) -> CliResult {
     let ctx = Ctx {
         dir: cli.store.as_deref(),
         json: cli.json,
+        verbose: cli.verbose,
         served: None,
     };
     run(&ctx, &cli.command, out)
@@ -396,6 +438,8 @@ fn dispatch(mut cli: Cli, out: &mut Vec<u8>) -> CliResult {
 pub(crate) struct Ctx<'a> {
     dir: Option<&'a Path>,
     json: bool,
+    /// Show heads and logical clock counters.
+    verbose: bool,
     /// The running node, when the command came through `serve`'s control socket.
     served: Option<&'a control::Served>,
 }
@@ -421,6 +465,15 @@ impl Ctx<'_> {
         Ok(dir)
     }
 
+    /// How this command prints.
+    fn view<'r>(&self, replica: &'r Replica) -> output::View<'r> {
+        output::View {
+            json: self.json,
+            verbose: self.verbose,
+            replica,
+        }
+    }
+
     /// The store's replica: the served one, or the store opened here (every
     /// command but `init` refuses to create a store).
     fn replica(&self) -> Result<Replica, Failure> {
@@ -428,15 +481,11 @@ impl Ctx<'_> {
             return Ok(s.replica.clone());
         }
         let dir = self.store_dir()?;
-        Replica::open(dir, Config::default()).map_err(|e| {
-            let text = e.to_string();
-            if text.contains("lock") {
-                Failure(format!(
-                    "{text} (is another process, such as `fieldsync serve`, using the store?)"
-                ))
-            } else {
-                Failure(text)
-            }
+        Replica::open(dir, Config::default()).map_err(|e| match e {
+            fieldsync::Error::Store(fieldsync::store::StoreError::Locked { .. }) => Failure(format!(
+                "{e} (another process, such as `fieldsync serve`, has the store open; while `serve` runs, commands go through it)"
+            )),
+            other => Failure(other.to_string()),
         })
     }
 }
@@ -479,21 +528,26 @@ pub(crate) fn run(ctx: &Ctx, command: &Command, out: &mut Vec<u8>) -> CliResult 
             } else {
                 r.insert(collection, id, fields)?
             };
-            output::written(out, json, if exists { "updated" } else { "inserted" }, &w);
+            ctx.view(&r)
+                .written(out, if exists { "updated" } else { "inserted" }, &w);
         }
-        Command::Get { collection, id } => match ctx.replica()?.get(collection, id)? {
-            Some(rec) => output::record(out, json, &rec),
-            None => {
-                return Err(Failure(format!(
-                    "no record `{id}` in collection `{collection}`"
-                )));
+        Command::Get { collection, id } => {
+            let r = ctx.replica()?;
+            match r.get(collection, id)? {
+                Some(rec) => ctx.view(&r).record(out, &rec),
+                None => {
+                    return Err(Failure(format!(
+                        "no record `{id}` in collection `{collection}` (`fieldsync list {collection}` lists them)"
+                    )));
+                }
             }
-        },
+        }
         Command::List {
             collection,
             filters,
             limit,
             deleted,
+            rejected,
         } => {
             let r = ctx.replica()?;
             let schema = r.schema();
@@ -509,11 +563,15 @@ pub(crate) fn run(ctx: &Ctx, command: &Command, out: &mut Vec<u8>) -> CliResult 
             if *deleted {
                 scan = scan.with_deleted();
             }
-            output::records(out, json, &r.scan(&scan)?);
+            if *rejected {
+                scan = scan.with_rejected();
+            }
+            ctx.view(&r).records(out, &r.scan(&scan)?);
         }
         Command::Delete { collection, id } => {
-            let w = ctx.replica()?.delete(collection, id)?;
-            output::written(out, json, "deleted", &w);
+            let r = ctx.replica()?;
+            let w = r.delete(collection, id)?;
+            ctx.view(&r).written(out, "deleted", &w);
         }
         Command::Export {
             collection,
@@ -537,8 +595,9 @@ pub(crate) fn run(ctx: &Ctx, command: &Command, out: &mut Vec<u8>) -> CliResult 
         } => {
             let bytes = std::fs::read(file)
                 .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?;
-            let w = ctx.replica()?.import(collection, id, &bytes)?;
-            output::written(out, json, "imported", &w);
+            let r = ctx.replica()?;
+            let w = r.import(collection, id, &bytes)?;
+            ctx.view(&r).written(out, "imported", &w);
         }
         Command::Bench { which } => bench(which)?,
         Command::Id => id(ctx, out)?,
@@ -548,11 +607,12 @@ pub(crate) fn run(ctx: &Ctx, command: &Command, out: &mut Vec<u8>) -> CliResult 
             mdns,
             live,
             manual: _,
+            reactions,
         } => {
             if ctx.served.is_some() {
                 return Err(Failure("the store is already being served".into()));
             }
-            serve(ctx, listen, peer, *mdns, *live)?
+            serve(ctx, listen, peer, *mdns, *live, reactions.as_deref())?
         }
         Command::Members { action } => {
             group::members(ctx, action.as_ref().unwrap_or(&group::Members::List), out)?
@@ -659,14 +719,47 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 fn multiaddr(text: &str) -> Result<libp2p::Multiaddr, Failure> {
-    text.parse()
-        .map_err(|e| Failure(format!("not a multiaddr: {text}: {e}")))
+    text.parse().map_err(|_| {
+        Failure(format!(
+            "`{text}` is not a peer address: give one as `fieldsync serve` prints it, such as /ip4/192.168.1.10/tcp/4001/p2p/12D3KooW…"
+        ))
+    })
 }
 
-fn serve(ctx: &Ctx, listen: &[String], peers: &[String], mdns: bool, live: bool) -> CliResult {
+fn serve(
+    ctx: &Ctx,
+    listen: &[String],
+    peers: &[String],
+    mdns: bool,
+    live: bool,
+    reactions: Option<&Path>,
+) -> CliResult {
     use fieldsync::node::{Node, NodeConfig, identity};
     let dir = ctx.dir()?;
     let replica = ctx.replica()?;
+    // Reactions a person attached: registered before the node takes any
+    // change, run from their queue on a thread of their own.
+    let default_file = dir.join("reactions.toml");
+    let file = reactions
+        .map(Path::to_path_buf)
+        .or_else(|| default_file.exists().then_some(default_file));
+    let mut loaded = Vec::new();
+    if let Some(path) = &file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+        let found = fieldsync::reactions_from_toml(&text, &replica.schema())
+            .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+        // Programs run in the file's directory (its relative paths work).
+        let base = std::path::absolute(path)?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        for r in found {
+            loaded.push(format!("reaction {}: {}", r.name(), r.describe()));
+            replica.add_reaction(r.in_dir(&base))?;
+        }
+    }
+    let _runner = (!loaded.is_empty()).then(|| replica.spawn_reaction_runner());
     let mut config = NodeConfig::default()
         .listen_on(
             listen
@@ -692,17 +785,39 @@ fn serve(ctx: &Ctx, listen: &[String], peers: &[String], mdns: bool, live: bool)
             rt: tokio::runtime::Handle::current(),
         };
         let socket = control::listen(dir, served)?;
-        eprintln!("control socket at {}", socket.display());
+        // Everything about the start on one stream (standard output), best
+        // effort: a script that reads the first line and closes the pipe
+        // must not stop the node.
         let mut stdout = std::io::stdout();
         for addr in addrs {
             let full = format!("{addr}/p2p/{}", node.peer_id());
             if ctx.json {
-                writeln!(stdout, "{}", serde_json::json!({ "listening": full }))?;
+                let _ = writeln!(stdout, "{}", serde_json::json!({ "listening": full }));
             } else {
-                writeln!(stdout, "listening on {full}")?;
+                let _ = writeln!(stdout, "listening on {full}");
             }
         }
-        stdout.flush()?;
+        let mode = if live {
+            "live: syncs with live peers as they connect and sends every change at once"
+        } else {
+            "manual: moves nothing on its own and takes no pushed change until `fieldsync sync`; answers the syncs peers start"
+        };
+        if ctx.json {
+            let _ = writeln!(
+                stdout,
+                "{}",
+                serde_json::json!({ "control_socket": socket.display().to_string(), "live": live, "reactions": loaded })
+            );
+        } else {
+            let _ = writeln!(stdout, "control socket at {}", socket.display());
+            for l in &loaded {
+                let _ = writeln!(stdout, "{l}");
+            }
+            let _ = writeln!(stdout, "mode {mode}");
+        }
+        // Best effort: a reader that stops after the first line (a script
+        // waiting for the address) must not stop the node.
+        let _ = stdout.flush();
         // Serve until interrupted (Ctrl-C, or the process is stopped).
         std::future::pending::<()>().await;
         Ok(())
@@ -720,6 +835,13 @@ fn report_json(peer: &libp2p::PeerId, r: &fieldsync::sync::Report) -> serde_json
         "messages_received": r.messages_received,
         "rounds": r.rounds,
         "millis": r.elapsed_ms,
+        "clock_offset_ms": r.clock.map(|c| c.offset_ms),
+        "not_synced": r.issues.iter().map(|i| serde_json::json!({
+            "record": format!("{}/{}", i.key.collection, i.key.id),
+            "by_peer": i.by_peer,
+            "too_large": i.too_large,
+            "reason": i.reason,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -733,6 +855,16 @@ fn report_line(out: &mut Vec<u8>, peer: &libp2p::PeerId, r: &fieldsync::sync::Re
         r.bytes_received,
         r.elapsed_ms
     );
+    if let Some(c) = r.clock
+        && c.offset_ms.abs() > 1000
+    {
+        outln!(
+            out,
+            "  note: its clock is {} ms {} than this store's; save times are corrected for conflicts, but check the clocks",
+            c.offset_ms.unsigned_abs(),
+            if c.offset_ms > 0 { "ahead" } else { "behind" }
+        );
+    }
 }
 
 /// `sync`: with one peer (dialed), or with every connected peer of a running
@@ -836,7 +968,15 @@ fn sync(ctx: &Ctx, peer: Option<&str>, timeout: u64, out: &mut Vec<u8>) -> CliRe
     for (p, r) in &results {
         match r {
             Ok(r) => reports.push((p, r)),
-            Err(e) => failed.push(format!("{p}: {e}")),
+            Err(e) => {
+                let next = match e {
+                    fieldsync::node::NodeError::Blocked { .. } => {
+                        "; resolve them (`fieldsync conflicts list --open`, then `fieldsync conflicts resolve ID --keep SIDE`) and sync again"
+                    }
+                    _ => "",
+                };
+                failed.push(format!("{e}{next}"));
+            }
         }
     }
     if ctx.json {

@@ -16,11 +16,16 @@ fn scalar(ty: ScalarType, field: &str, raw: &str) -> Result<Value, Failure> {
             "false" | "no" | "0" => false,
             _ => return Err(bad("a boolean (true or false)")),
         }),
-        ScalarType::Timestamp => Value::Timestamp(
-            raw.trim()
-                .parse()
-                .map_err(|_| bad("a timestamp (milliseconds since 1970)"))?,
-        ),
+        ScalarType::Timestamp => Value::Timestamp(match raw.trim().parse() {
+            Ok(ms) => ms,
+            Err(_) => humantime::parse_rfc3339_weak(raw.trim())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_millis()).ok())
+                .ok_or_else(|| {
+                    bad("a time (`2026-12-03 08:37:07`, UTC, or milliseconds since 1970)")
+                })?,
+        }),
         other => {
             return Err(Failure(format!(
                 "field `{field}`: the CLI cannot parse {other} values"
@@ -48,11 +53,23 @@ fn list_items(raw: &str) -> Result<Vec<String>, Failure> {
     }
 }
 
-/// Parse one `field=value` for collection `c`.
+/// Parse one `field=value` for collection `c` (`field@=path`: the value is
+/// the file's content).
 pub(crate) fn assignment(c: &Collection, kv: &str) -> Result<(String, Value), Failure> {
-    let (field, raw) = kv
-        .split_once('=')
-        .ok_or_else(|| Failure(format!("expected FIELD=VALUE, given `{kv}`")))?;
+    let (field, raw) = kv.split_once('=').ok_or_else(|| {
+        Failure(format!(
+            "expected FIELD=VALUE (or FIELD@=FILE), given `{kv}`"
+        ))
+    })?;
+    let content;
+    let (field, raw) = match field.strip_suffix('@') {
+        Some(f) => {
+            content = std::fs::read_to_string(raw)
+                .map_err(|e| Failure(format!("cannot read {raw} for field `{f}`: {e}")))?;
+            (f, content.as_str())
+        }
+        None => (field, raw),
+    };
     let f = c.field(field)?;
     let value = match &f.ty {
         FieldType::String => scalar(ScalarType::String, field, raw)?,

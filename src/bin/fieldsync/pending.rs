@@ -6,7 +6,7 @@ use fieldsync::pending::{EventStatus, PendingEvent, PendingFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as J, json};
 
-use super::output::outln;
+use super::output::{member_id, outln, time_json, when};
 use super::{Ctx, Failure};
 
 #[derive(Subcommand, Serialize, Deserialize)]
@@ -34,40 +34,79 @@ pub(crate) enum Pending {
 }
 
 fn event_json(e: &PendingEvent) -> J {
-    json!({
-        "id": e.id,
-        "collection": e.collection,
-        "record": e.record,
-        "kind": e.kind.name(),
-        "change": e.change,
-        "time": e.time.as_u64(),
-        "status": e.status.name(),
-        "errors": e.errors.iter().map(|v| json!({"code": v.code, "message": v.message, "field": v.field})).collect::<Vec<_>>(),
-        "parent": e.parent.as_ref().map(|(c, id)| format!("{c}/{id}")),
-        "linked": e.linked,
-        "decided_by": e.decided_by,
-    })
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), json!(e.id));
+    m.insert("collection".into(), json!(e.collection));
+    m.insert("record".into(), json!(e.record));
+    m.insert("kind".into(), json!(e.kind.name()));
+    m.insert("change".into(), json!(e.change));
+    time_json(&mut m, "time", e.time.millis(), Some(e.time));
+    m.insert("status".into(), json!(e.status.name()));
+    m.insert("held".into(), json!(held(e)));
+    m.insert(
+        "errors".into(),
+        e.errors
+            .iter()
+            .map(|v| json!({"code": v.code, "message": v.message, "field": v.field}))
+            .collect(),
+    );
+    m.insert(
+        "parent".into(),
+        json!(e.parent.as_ref().map(|(c, id)| format!("{c}/{id}"))),
+    );
+    m.insert("linked".into(), json!(e.linked));
+    m.insert(
+        "decided_by".into(),
+        json!(
+            e.decided_by
+                .as_deref()
+                .map(fieldsync::member::member_id_of_hex)
+        ),
+    );
+    J::Object(m)
+}
+
+/// Whether the event waits in an open conflict for a person.
+fn held(e: &PendingEvent) -> bool {
+    e.status == EventStatus::Processing && e.errors.first().is_some_and(|v| v.code == "held")
 }
 
 fn event_line(out: &mut Vec<u8>, e: &PendingEvent) {
+    let status = if held(e) {
+        "held".to_owned()
+    } else {
+        e.status.name().to_owned()
+    };
     let mut line = format!(
-        "{:>5}  {:<11}  {:<6}  {}/{}",
+        "{:>5}  {:<11}  {:<6}  {}/{}  saved {}",
         e.id,
-        e.status.name(),
+        status,
         e.kind.name(),
         e.collection,
-        e.record
+        e.record,
+        when(e.time.millis())
     );
-    for v in &e.errors {
-        line.push_str(&format!("  [{}] {}", v.code, v.message));
-    }
     if let Some((c, id)) = &e.parent {
         line.push_str(&format!("  parent {c}/{id}"));
-    }
-    if let Some(l) = e.linked {
-        line.push_str(&format!(" (event {l})"));
+        if let Some(l) = e.linked {
+            line.push_str(&format!(" (event {l})"));
+        }
     }
     outln!(out, "{line}");
+    for v in &e.errors {
+        outln!(out, "         {}: {}", v.code, v.message);
+    }
+    let next = match e.status {
+        EventStatus::Rejected | EventStatus::RejectedFk => Some(format!(
+            "`fieldsync pending cancel {}` undoes it; `fieldsync pending dismiss {}` takes it off the list",
+            e.id, e.id
+        )),
+        _ if held(e) => Some("a person decides with `fieldsync conflicts resolve`".to_owned()),
+        _ => None,
+    };
+    if let Some(n) = next {
+        outln!(out, "         next: {n}");
+    }
 }
 
 pub(crate) fn run(ctx: &Ctx, action: Option<&Pending>, out: &mut Vec<u8>) -> Result<(), Failure> {
@@ -138,39 +177,70 @@ pub(crate) fn status(ctx: &Ctx, out: &mut Vec<u8>) -> Result<(), Failure> {
         .len();
     let blocked = r.sync_gate()?;
     let remembered = r.remembered_peers()?;
+    let clocks = r.peer_clocks()?;
+    let jobs = r.reaction_jobs()?;
+    // Sync times in the authority's clock when this store has measured it.
+    let offset = r.authority_offset()?;
+    let shown = |t: fieldsync::HlcTime| -> u64 {
+        let ms = i128::from(t.millis()) + i128::from(offset.unwrap_or(0));
+        u64::try_from(ms.max(0)).unwrap_or(0)
+    };
+    let clock_of = |peer: &str| clocks.iter().find(|(m, _)| m == peer).map(|(_, c)| *c);
+    let peer_rows: Vec<(String, bool, Option<fieldsync::HlcTime>)> = match &node {
+        Some(n) => n
+            .peers
+            .iter()
+            .map(|p| (p.peer.to_string(), p.connected, p.last_synced))
+            .collect(),
+        None => remembered
+            .iter()
+            .map(|(p, t)| (p.clone(), false, Some(*t)))
+            .collect(),
+    };
     if ctx.json {
-        let peers: Vec<J> = match &node {
-            Some(n) => n
-                .peers
-                .iter()
-                .map(|p| {
-                    json!({
-                        "peer": p.peer.to_string(),
-                        "connected": p.connected,
-                        "syncing": p.syncing,
-                        "last_synced": p.last_synced.map(|t| t.millis()),
-                        "last_outcome": p.last_outcome,
-                        "records_out": p.records_out,
-                        "bytes_out": p.bytes_out,
-                        "records_in": p.records_in,
-                        "progress": p.progress.map(|g| json!({"records_done": g.records_done, "records_total": g.records_total, "bytes": g.bytes})),
-                    })
-                })
-                .collect(),
-            None => remembered
-                .iter()
-                .map(|(p, t)| json!({"peer": p, "connected": false, "last_synced": t.millis()}))
-                .collect(),
-        };
+        let peers: Vec<J> = peer_rows
+            .iter()
+            .map(|(p, connected, last)| {
+                let mut m = serde_json::Map::new();
+                m.insert("peer".into(), json!(p));
+                m.insert("connected".into(), json!(connected));
+                match last {
+                    Some(t) => time_json(&mut m, "last_synced", shown(*t), Some(*t)),
+                    None => {
+                        m.insert("last_synced".into(), J::Null);
+                    }
+                }
+                if let Some(c) = clock_of(p) {
+                    m.insert("clock_offset_ms".into(), json!(c.offset_ms));
+                    m.insert("clock_rtt_ms".into(), json!(c.rtt_ms));
+                }
+                if let Some(st) = node.as_ref().and_then(|n| n.peers.iter().find(|x| x.peer.to_string() == *p)) {
+                    m.insert("syncing".into(), json!(st.syncing));
+                    m.insert("last_outcome".into(), json!(st.last_outcome));
+                    m.insert("records_out".into(), json!(st.records_out));
+                    m.insert("bytes_out".into(), json!(st.bytes_out));
+                    m.insert("records_in".into(), json!(st.records_in));
+                    m.insert(
+                        "progress".into(),
+                        json!(st.progress.map(|g| json!({"records_done": g.records_done, "records_total": g.records_total, "bytes": g.bytes}))),
+                    );
+                }
+                J::Object(m)
+            })
+            .collect();
         outln!(
             out,
             "{}",
             json!({
                 "served": node.is_some(),
+                "member": member_id(r.actor()),
                 "mode": node.as_ref().map(|n| if n.live { "live" } else { "manual" }),
                 "pending": counts.iter().map(|(s, n)| (s.name().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
                 "open_conflicts": open,
                 "blocked": blocked.iter().map(|b| json!({"collection": b.collection, "conflicts": b.conflicts})).collect::<Vec<_>>(),
+                "times_in": if offset.is_some() { "authority" } else { "this store" },
+                "authority_offset_ms": offset,
+                "reaction_jobs": jobs.iter().map(|j| json!({"reaction": j.reaction, "collection": j.collection, "id": j.id, "attempts": j.attempts, "last_error": j.last_error, "failed": j.failed})).collect::<Vec<_>>(),
                 "peers": peers,
             })
         );
@@ -185,11 +255,33 @@ pub(crate) fn status(ctx: &Ctx, out: &mut Vec<u8>) -> Result<(), Failure> {
         ),
         None => outln!(
             out,
-            "not served (start `fieldsync serve` for live peer state)"
+            "not served: peers below are the ones this store remembers (`fieldsync serve` shows live connections)"
         ),
     }
     let total: usize = counts.values().sum();
-    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    // Edits a conflict holds are counted apart from the other processing ones.
+    let held_n = r
+        .pending(&PendingFilter::all().status(EventStatus::Processing))?
+        .iter()
+        .filter(|e| held(e))
+        .count();
+    let parts: Vec<String> = counts
+        .iter()
+        .filter_map(|(s, n)| {
+            match (
+                s,
+                *n - if *s == EventStatus::Processing {
+                    held_n
+                } else {
+                    0
+                },
+            ) {
+                (_, 0) => None,
+                (s, n) => Some(format!("{n} {s}")),
+            }
+        })
+        .chain((held_n > 0).then(|| format!("{held_n} held by a conflict")))
+        .collect();
     outln!(
         out,
         "pending events: {}{}",
@@ -197,14 +289,22 @@ pub(crate) fn status(ctx: &Ctx, out: &mut Vec<u8>) -> Result<(), Failure> {
         if parts.is_empty() {
             String::new()
         } else {
-            format!(" ({})", parts.join(", "))
+            format!(" ({}; `fieldsync pending`)", parts.join(", "))
         }
     );
-    outln!(out, "open conflicts: {open}");
+    outln!(
+        out,
+        "open conflicts: {open}{}",
+        if open > 0 {
+            " (`fieldsync conflicts list --open`)"
+        } else {
+            ""
+        }
+    );
     for b in &blocked {
         outln!(
             out,
-            "blocked: `{}` is not sent until its {} conflict(s) are resolved ({})",
+            "blocked: `{}` is not sent until its {} conflict(s) are resolved ({}): `fieldsync conflicts resolve ID --keep SIDE`",
             b.collection,
             b.conflicts.len(),
             b.conflicts
@@ -214,35 +314,81 @@ pub(crate) fn status(ctx: &Ctx, out: &mut Vec<u8>) -> Result<(), Failure> {
                 .join(", ")
         );
     }
-    match &node {
-        Some(n) => {
-            for p in &n.peers {
-                outln!(
-                    out,
-                    "peer {}: {}{}; last equal sync: {}; waiting: {} record(s), {} byte(s) out, {} record(s) in{}",
-                    p.peer,
-                    if p.connected {
-                        "connected"
-                    } else {
-                        "not connected"
-                    },
-                    if p.syncing { ", syncing" } else { "" },
-                    p.last_synced
-                        .map_or("never".to_owned(), |t| format!("{} ms", t.millis())),
-                    p.records_out,
-                    p.bytes_out,
-                    p.records_in,
-                    p.last_outcome
-                        .as_ref()
-                        .map_or(String::new(), |o| format!("; last sync: {o}"))
-                );
+    for j in &jobs {
+        outln!(
+            out,
+            "reaction {} for {}/{}: {}{}",
+            j.reaction,
+            j.collection,
+            j.id,
+            if j.failed {
+                format!("failed {} times, left alone", j.attempts)
+            } else if j.attempts > 0 {
+                format!("failed {} time(s), tried again", j.attempts)
+            } else {
+                "waiting to run".to_owned()
+            },
+            j.last_error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    let clock_note = if offset.is_some() {
+        "the authority's clock"
+    } else {
+        "this store's clock"
+    };
+    for (p, connected, last) in &peer_rows {
+        let mut line = format!(
+            "peer {p}: {}",
+            if *connected {
+                "connected"
+            } else {
+                "not connected"
+            }
+        );
+        if let Some(st) = node
+            .as_ref()
+            .and_then(|n| n.peers.iter().find(|x| x.peer.to_string() == *p))
+        {
+            if st.syncing {
+                line.push_str(", syncing");
+            }
+            line.push_str(&format!(
+                "; waiting: {} record(s) out, {} byte(s) queued, {} record(s) in",
+                st.records_out, st.bytes_out, st.records_in
+            ));
+            if let Some(o) = &st.last_outcome {
+                line.push_str(&format!("; last sync: {o}"));
             }
         }
-        None => {
-            for (p, t) in &remembered {
-                outln!(out, "peer {p}: last equal sync at {} ms", t.millis());
+        line.push_str(&match last {
+            Some(t) => format!("; last equal sync {} ({clock_note})", when(shown(*t))),
+            None => "; never synced to the end".to_owned(),
+        });
+        if let Some(c) = clock_of(p) {
+            let off = c.offset_ms;
+            if off.abs() > 1000 {
+                line.push_str(&format!(
+                    "; its clock is {} {} than this store's (measured {})",
+                    human_ms(off.unsigned_abs()),
+                    if off > 0 { "ahead" } else { "behind" },
+                    when(c.measured_at)
+                ));
             }
         }
+        outln!(out, "{line}");
     }
     Ok(())
+}
+
+/// A duration for people: `850 ms`, `4.2 s`, `3 min`, `1.0 h`.
+fn human_ms(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min", ms / 60_000),
+        _ => format!("{:.1} h", ms as f64 / 3_600_000.0),
+    }
 }
