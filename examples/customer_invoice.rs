@@ -141,13 +141,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         )?;
         let all = r.conflicts(&ConflictFilter::all())?;
         for e in &all {
-            println!(
-                "{name}: {} {} {:?} {:?}",
-                &e.id[..8],
-                e.kind,
-                e.state,
-                e.resolved_by
-            );
+            println!("{name}: {} {}: {}", &e.id[..8], e.kind, e.message);
         }
         check(
             all.len() == 2

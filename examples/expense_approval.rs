@@ -96,10 +96,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         .get("expense", "exp-17")?
         .ok_or("the hub lost the expense")?;
     println!(
-        "hub: status {:?}, amount {:?}, note {:?}",
+        "hub: status {}, amount {}, note {}",
         rec.fields["status"],
         rec.fields["amount"],
-        rec.fields.get("note")
+        common::show(rec.fields.get("note"))
     );
     check(
         rec.fields["status"] == Value::from("resolved"),
@@ -133,8 +133,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         .ok_or("no side is the manager's")?;
     for d in &detail.diff {
         println!(
-            "  {:<7} base {:?} | employee {:?} | manager {:?} | shown {:?}",
-            d.field, d.base, d.subject, d.other, d.visible
+            "  {:<7} base {} | employee {} | manager {} | shown {}",
+            d.field,
+            common::show(d.base.as_ref()),
+            common::show(d.subject.as_ref()),
+            common::show(d.other.as_ref()),
+            common::show(d.visible.as_ref())
         );
     }
     check(
@@ -165,13 +169,22 @@ fn main() -> Result<(), Box<dyn Error>> {
         let r = p.get("expense", "exp-17")?.ok_or("lost")?;
         let entries = p.conflicts(&ConflictFilter::all())?;
         println!(
-            "{name:<8} status {:?} amount {:?} entries {:?}",
+            "{name:<8} status {} amount {} entries {}",
             r.fields["status"],
             r.fields["amount"],
             entries
                 .iter()
-                .map(|e| (&e.id[..8], e.state))
+                .map(|e| format!(
+                    "{} {}",
+                    &e.id[..8],
+                    if e.state == EntryState::Open {
+                        "open"
+                    } else {
+                        "resolved"
+                    }
+                ))
                 .collect::<Vec<_>>()
+                .join(", ")
         );
         check(
             r.fields == first.fields,

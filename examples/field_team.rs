@@ -142,13 +142,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
     for p in [&hub, &tablet, &laptop] {
         let s1 = p.replica.get("site", "s1")?.ok_or("the site is missing")?;
         let jobs = p.replica.list("job")?;
+        let show = |k: &str| s1.fields.get(k).map_or("-".to_owned(), |v| v.to_string());
         println!(
-            "{:>6}: site note={:?} visits={:?} instructions={:?}; jobs {:?}",
+            "{:>6}: site note \"{}\", visits {}, instructions \"{}\"; jobs {}",
             p.name,
-            s1.fields.get("note").map(|v| v.to_string()),
-            s1.fields.get("visits").map(|v| v.to_string()),
-            s1.fields.get("instructions").map(|v| v.to_string()),
-            jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>()
+            show("note"),
+            show("visits"),
+            show("instructions"),
+            jobs.iter()
+                .map(|j| j.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         snapshots.push(snapshot(&p.replica)?);
     }

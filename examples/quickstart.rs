@@ -122,8 +122,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (field, value) in expect {
         if job.fields.get(field) != Some(&value) {
             return Err(format!(
-                "after reopen, {field} is {:?}, expected {value:?}",
-                job.fields.get(field)
+                "after reopen, {field} is {}, expected {value}",
+                job.fields
+                    .get(field)
+                    .map_or("missing".to_owned(), ToString::to_string)
             )
             .into());
         }

@@ -134,7 +134,11 @@ fn main() -> Result<(), Box<dyn Error>> {
             show(f("phone")),
             show(f("city")),
             show(f("credit")),
-            entry.map_or("none".into(), |e| format!("{:?}", e.state).to_lowercase()),
+            entry.map_or("none", |e| if e.state == EntryState::Open {
+                "open"
+            } else {
+                "resolved"
+            }),
             entry.map_or(String::new(), |e| e.message.clone()),
         );
         let ok = h.fields == d.fields

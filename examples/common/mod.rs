@@ -7,6 +7,11 @@ use std::error::Error;
 
 use fieldsync::Replica;
 
+/// A field's value for people (`-` when it has none).
+pub fn show(v: Option<&fieldsync::Value>) -> String {
+    v.map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
 /// Print `ok: what`, or fail the example with `FAILED: what`.
 pub fn check(ok: bool, what: &str) -> Result<(), Box<dyn Error>> {
     if ok {

@@ -323,6 +323,12 @@ impl Replica {
                 Side::Subject => Side::Other,
                 Side::Other => Side::Subject,
             }),
+            Choice::Keep(name) if !roles && (name == "authority" || name == "device") => {
+                return Err(bad(format!(
+                    "neither side of this conflict is an authority, so there is no {name} side: {}",
+                    names()
+                )));
+            }
             Choice::Keep(name) => Some(
                 e.side_named(name)
                     .ok_or_else(|| bad(format!("no side is named `{name}`: {}", names())))?,

@@ -376,6 +376,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// The replica's configuration: the defaults, with the wall clock moved by
+/// `FIELDSYNC_CLOCK_SKEW_MS` milliseconds when that is set (to try, or test,
+/// a device whose clock is wrong; see docs/conflicts.md, "Clocks").
+fn config() -> Config {
+    let skew: i64 = std::env::var("FIELDSYNC_CLOCK_SKEW_MS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if skew == 0 {
+        return Config::default();
+    }
+    Config::default().with_clock(move || {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        u64::try_from(wall.saturating_add(skew)).unwrap_or(0)
+    })
+}
+
 /// An error with what to do next, for the errors people meet most.
 fn with_hint(msg: String) -> String {
     let hint = if msg.starts_with("unknown collection") || msg.starts_with("unknown field") {
@@ -481,7 +500,7 @@ impl Ctx<'_> {
             return Ok(s.replica.clone());
         }
         let dir = self.store_dir()?;
-        Replica::open(dir, Config::default()).map_err(|e| match e {
+        Replica::open(dir, config()).map_err(|e| match e {
             fieldsync::Error::Store(fieldsync::store::StoreError::Locked { .. }) => Failure(format!(
                 "{e} (another process, such as `fieldsync serve`, has the store open; while `serve` runs, commands go through it)"
             )),
@@ -500,7 +519,7 @@ pub(crate) fn run(ctx: &Ctx, command: &Command, out: &mut Vec<u8>) -> CliResult 
                 ));
             }
             let dir = ctx.dir()?;
-            let mut config = Config::default();
+            let mut config = config();
             if let Some(path) = schema {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;

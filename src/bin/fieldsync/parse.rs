@@ -66,6 +66,13 @@ pub(crate) fn assignment(c: &Collection, kv: &str) -> Result<(String, Value), Fa
         Some(f) => {
             content = std::fs::read_to_string(raw)
                 .map_err(|e| Failure(format!("cannot read {raw} for field `{f}`: {e}")))?;
+            // A file's text becomes the value as it is (no second copy).
+            let fd = c.field(f)?;
+            match &fd.ty {
+                FieldType::String => return Ok((f.to_owned(), Value::String(content))),
+                FieldType::Text => return Ok((f.to_owned(), Value::Text(content))),
+                _ => {}
+            }
             (f, content.as_str())
         }
         None => (field, raw),
