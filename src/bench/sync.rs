@@ -283,9 +283,14 @@ mod tests {
         assert!(c.fieldsync.bytes_out + c.fieldsync.bytes_in > 0);
         let c = initial(300).expect("runs");
         let saved = c.saved_bytes.expect("initial cases measure saved sizes");
+        // `ours` already refuses a sync that did not converge; with
+        // deflated frames the data may cross in fewer bytes than it is saved
+        // in, but never in more than 1.1x (the wire target).
+        assert!(c.fieldsync.bytes_out > 0);
         assert!(
-            c.fieldsync.bytes_out >= saved,
-            "every record's data crossed"
+            c.fieldsync.bytes_out * 10 <= saved * 11,
+            "{} bytes sent for {saved} saved",
+            c.fieldsync.bytes_out
         );
     }
 }
