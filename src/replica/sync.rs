@@ -233,26 +233,40 @@ impl Inner {
     }
 
     fn seal_listed(&self) -> Result<usize> {
-        let mut listed: Vec<([u8; 32], Vec<u8>)> = Vec::new();
+        // (change hash, its `x:` key, the `u:` key listing it)
+        let mut listed: Vec<([u8; 32], Vec<u8>, usize)> = Vec::new();
+        let mut lists: Vec<Vec<u8>> = Vec::new();
         self.storage.for_each_prefix(keys::UNSEALED, &mut |k, v| {
-            if let Ok(h) = <[u8; 32]>::try_from(&k[keys::UNSEALED.len()..]) {
-                listed.push((h, v.to_vec()));
+            let at = lists.len();
+            match unsealed_entries(k, v) {
+                Some(entries) => {
+                    lists.push(k.to_vec());
+                    listed.extend(entries.into_iter().map(|(h, x)| (h, x, at)));
+                }
+                None => tracing::warn!("an unreadable list of unsealed changes is skipped"),
             }
             true
         })?;
         let mut batch = Batch::new();
         let mut made = Vec::new();
+        let mut unsealed = std::collections::HashSet::new();
         for chunk in listed.chunks(crate::sign::SEAL_MAX) {
-            let hashes = chunk.iter().map(|(h, _)| *h).collect();
+            let hashes = chunk.iter().map(|(h, _, _)| *h).collect();
             let Some(seal) = self.signer.seal_one(hashes) else {
+                unsealed.extend(chunk.iter().map(|(_, _, at)| *at));
                 continue;
             };
             batch.put(keys::seal(seal.id()), seal.as_bytes().to_vec());
-            for (h, x) in chunk {
+            for (_, x, _) in chunk {
                 batch.put(x.clone(), seal.id().to_vec());
-                batch.delete(keys::unsealed(h));
             }
             made.push(Arc::new(seal));
+        }
+        // A list goes once every change it names is sealed.
+        for (at, k) in lists.into_iter().enumerate() {
+            if !unsealed.contains(&at) {
+                batch.delete(k);
+            }
         }
         self.storage.apply(batch)?;
         self.cache_seals(made);
@@ -989,4 +1003,23 @@ fn canonical_peer(text: &str) -> String {
         .ok()
         .and_then(|k| crate::member::member_id(&k))
         .unwrap_or_else(|| text.to_owned())
+}
+
+/// The changes one `u:` entry lists: (hash, `x:` key) pairs; `None` if the
+/// entry is unreadable.
+fn unsealed_entries(key: &[u8], value: &[u8]) -> Option<Vec<([u8; 32], Vec<u8>)>> {
+    if value.first() != Some(&keys::UNSEALED_LIST) {
+        let h = <[u8; 32]>::try_from(key.get(keys::UNSEALED.len()..)?).ok()?;
+        return Some(vec![(h, value.to_vec())]);
+    }
+    let mut out = Vec::new();
+    let mut rest = &value[1..];
+    while !rest.is_empty() {
+        let h = <[u8; 32]>::try_from(rest.get(..32)?).ok()?;
+        let len = u32::from_be_bytes(rest.get(32..36)?.try_into().ok()?) as usize;
+        let x = rest.get(36..36usize.checked_add(len)?)?.to_vec();
+        rest = &rest[36 + len..];
+        out.push((h, x));
+    }
+    Some(out)
 }

@@ -1113,17 +1113,26 @@ impl<'r> Tx<'r> {
     /// commit's batch; sealed before they leave the replica, see
     /// [`crate::Replica::seal_pending`]). Returns whether it listed any.
     fn list_own(&mut self, batch: &mut Batch) -> bool {
-        let mut any = false;
+        // One `u:` entry for the whole transaction (keyed by its first
+        // change): one more key per commit, not one per record.
+        let mut first = None;
+        let mut list = vec![keys::UNSEALED_LIST];
         for s in self.staged.iter_mut().filter(|s| s.dirty && !s.discard) {
             for h in std::mem::take(&mut s.own) {
-                batch.put(
-                    keys::unsealed(&h),
-                    keys::signature(&s.collection, &s.id, &h),
-                );
-                any = true;
+                first.get_or_insert(h);
+                let sig = keys::signature(&s.collection, &s.id, &h);
+                list.extend_from_slice(&h);
+                list.extend_from_slice(&u32::try_from(sig.len()).unwrap_or(u32::MAX).to_be_bytes());
+                list.extend_from_slice(&sig);
             }
         }
-        any
+        match first {
+            Some(h) => {
+                batch.put(keys::unsealed(&h), list);
+                true
+            }
+            None => false,
+        }
     }
 
     fn return_to_cache(self, committed: bool) -> Vec<ChangeEvent> {

@@ -88,7 +88,14 @@ pub(crate) fn signature(collection: &str, id: &str, hash: &[u8; 32]) -> Vec<u8> 
 /// `u:`: this replica's own changes not sealed yet.
 pub(crate) const UNSEALED: &[u8] = b"u:";
 
-/// `u:<change hash>`: one of this replica's own changes, not sealed yet.
+/// The first byte of a `u:` value listing several changes: then, for each,
+/// its hash (32 bytes), the length of its `x:` key (u32, big-endian) and
+/// the key. (A value not starting with it is one change's `x:` key, the
+/// hash being the key's; `x:` keys start with `x`.)
+pub(crate) const UNSEALED_LIST: u8 = 0xff;
+
+/// `u:<change hash>`: this replica's own changes not sealed yet: one, or
+/// the list of one transaction (keyed by its first change).
 pub(crate) fn unsealed(hash: &[u8; 32]) -> Vec<u8> {
     let mut k = UNSEALED.to_vec();
     k.extend_from_slice(hash);
