@@ -326,8 +326,12 @@ pub(crate) struct Ack {
     pub(crate) by: String,
     /// The events it holds and has judged.
     pub(crate) seen: Ranges,
-    /// The ones it refuses, by event number.
+    /// The ones it refuses or holds, by event number.
     pub(crate) held: BTreeMap<u64, Held>,
+    /// Whether some outcome the authority lists for this device is not here
+    /// yet (its outcome records travel apart from the acknowledgement; until
+    /// they are all in, an acknowledged event without one is not confirmed).
+    pub(crate) incomplete: bool,
 }
 
 /// An acknowledgement record's `held` field: a JSON object (at most 1 MiB is
@@ -406,6 +410,7 @@ pub(crate) fn derive(e: &PendingEvent, local: &Local, k: &Knowledge<'_>) -> Deri
     if k.authorities {
         // An authority that has judged it decides; a refusal by any wins.
         let mut seen_by = None;
+        let mut waiting = None;
         for a in k.acks {
             if let Some(h) = a.held.get(&e.id).filter(|h| h.change == e.change) {
                 let parent = (h.status == EventStatus::RejectedFk)
@@ -414,11 +419,20 @@ pub(crate) fn derive(e: &PendingEvent, local: &Local, k: &Knowledge<'_>) -> Deri
                 return (h.status, h.errors(), parent, Some(a.by.clone()));
             }
             if seen_by.is_none() && a.seen.contains(e.id) {
-                seen_by = Some(a.by.clone());
+                if a.incomplete {
+                    waiting = Some(a.by.clone());
+                } else {
+                    seen_by = Some(a.by.clone());
+                }
             }
         }
         if let Some(by) = seen_by {
             return (EventStatus::Confirmed, Vec::new(), None, Some(by));
+        }
+        if let Some(by) = waiting {
+            // Acknowledged, but an outcome the authority lists for this
+            // device has not arrived yet: it may be this event's.
+            return (EventStatus::Processing, Vec::new(), None, Some(by));
         }
     }
     if local.purged {
@@ -547,6 +561,15 @@ mod tests {
             derive(&e, &none, &k(std::slice::from_ref(&ack), &[], None)).0,
             EventStatus::Confirmed
         );
+        // Acknowledged while some outcome the authority lists has not
+        // arrived: not confirmed yet (it may be this event's).
+        let waiting = Ack {
+            incomplete: true,
+            ..ack.clone()
+        };
+        let (s, _, _, by) = derive(&e, &none, &k(std::slice::from_ref(&waiting), &[], None));
+        assert_eq!(s, EventStatus::Processing);
+        assert_eq!(by.as_deref(), Some("a1"));
         ack.held.insert(
             3,
             Held {

@@ -737,6 +737,15 @@ impl Sim {
                                     .map(|m| m.message.map(|x| x.into_owned())))
                             })
                         });
+                        let outcomes = auth.list(crate::schema::HELD).map(|v| {
+                            v.into_iter()
+                                .filter(|r| {
+                                    r.fields.get("record").and_then(crate::Value::as_str)
+                                        == Some(e.record.as_str())
+                                })
+                                .map(|r| r.fields.get("held").cloned())
+                                .collect::<Vec<_>>()
+                        });
                         let acks = auth.list(crate::schema::ACKS).map(|v| {
                             v.into_iter()
                                 .map(|r| {
@@ -749,7 +758,7 @@ impl Sim {
                                 .collect::<Vec<_>>()
                         });
                         return Err(self.fail(format!(
-                            "replica {i}'s event {} on {}/{} is still {other} at quiescence (authority holds it: {has:?}; purged there: {:?}; acks {acks:?}; device actor {})",
+                            "replica {i}'s event {} on {}/{} is still {other} at quiescence (authority holds it: {has:?}; purged there: {:?}; acks {acks:?}; outcomes {outcomes:?}; device actor {})",
                             e.id, e.collection, e.record,
                             auth.is_purged(&e.collection, &e.record),
                             p.replica.actor().to_hex_string().get(..6).unwrap_or("")

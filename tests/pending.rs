@@ -781,3 +781,67 @@ fn an_edit_held_by_a_conflict_is_shown_as_held_and_ends_by_the_decision() {
         }
     }
 }
+
+/// Many edits held at once: each record's outcomes live in their own `_held`
+/// record (the device's `_ack` record stays a few bytes however many
+/// conflicts there are), and the device sees every one of them held.
+#[test]
+fn held_outcomes_are_kept_per_record_not_in_one_growing_acknowledgement() {
+    use fieldsync::schema::Policy;
+    let s = Schema::new()
+        .with(
+            Collection::builder("expense")
+                .required("title", FieldType::String)
+                .field("amount", FieldType::Integer)
+                .policy(Policy::UserAction)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+    let (dev, hub) = (open(&MemoryStore::new(), &s), open(&MemoryStore::new(), &s));
+    fieldsync::sim::authority_group(&hub, &[&dev], NOW).unwrap();
+    const N: usize = 40;
+    for i in 0..N {
+        dev.insert(
+            "expense",
+            &format!("e{i}"),
+            fields([("title", "Flight".into())]),
+        )
+        .unwrap();
+    }
+    sync(&dev, &hub);
+    sync(&dev, &hub);
+    assert!(statuses(&dev).is_empty(), "the inserts are confirmed");
+    for i in 0..N {
+        let id = format!("e{i}");
+        dev.update("expense", &id, fields([("amount", Value::Int(1))]))
+            .unwrap();
+        hub.update("expense", &id, fields([("amount", Value::Int(2))]))
+            .unwrap();
+    }
+    sync(&dev, &hub);
+    sync(&dev, &hub);
+    assert_eq!(hub.conflicts(&ConflictFilter::open()).unwrap().len(), N);
+    let held = hub.list("_held").unwrap();
+    assert_eq!(held.len(), N, "one outcome record per record");
+    for ack in hub.list("_ack").unwrap() {
+        let old = ack.fields.get("held").and_then(Value::as_str).unwrap_or("");
+        assert!(old.is_empty(), "no outcomes in the acknowledgement: {old}");
+        let seen = ack.fields.get("seen").and_then(Value::as_str).unwrap_or("");
+        assert!(seen.len() < 16, "the acknowledgement stays small: {seen}");
+    }
+    let list = dev.pending(&PendingFilter::all()).unwrap();
+    assert_eq!(list.len(), N, "{list:?}");
+    assert!(
+        list.iter()
+            .all(|e| e.status == EventStatus::Processing && e.errors[0].code == "held"),
+        "{list:?}"
+    );
+    // Deciding one releases exactly that one.
+    let entry = &hub.conflicts(&ConflictFilter::open()).unwrap()[0];
+    hub.resolve(&entry.id, Resolution::new(Choice::Keep("device".into())))
+        .unwrap();
+    sync(&dev, &hub);
+    sync(&dev, &hub);
+    assert_eq!(dev.pending(&PendingFilter::all()).unwrap().len(), N - 1);
+}

@@ -19,7 +19,7 @@ use crate::pending::{
     Ack, EventKind, EventStatus, Knowledge, Local, PendingEvent, PendingFilter, Ranges,
     StatusChange, derive, parse_held,
 };
-use crate::schema::ACKS;
+use crate::schema::{ACKS, HELD};
 use crate::store::{Batch, keys};
 use crate::value::Value;
 
@@ -68,7 +68,7 @@ impl Inner {
     }
 
     /// The acknowledgement records the group's authorities keep for this
-    /// replica.
+    /// replica, with the outcomes they list for its events.
     fn acks(&self) -> Result<Vec<Ack>> {
         let me = self.actor.clone();
         let mut out = Vec::new();
@@ -84,10 +84,31 @@ impl Inner {
                     .unwrap_or("")
                     .to_owned()
             };
+            // Outcomes an earlier release kept in the acknowledgement itself.
+            let mut held = parse_held(&text("held"));
+            let mut in_records = BTreeMap::new();
+            let prefix = keys::row(HELD, &super::tx::ack::held_prefix(a, &me));
+            self.storage.for_each_prefix(&prefix, &mut |_, v| {
+                match super::row::Row::decode(v) {
+                    Ok(r) => {
+                        let h = r.fields.get("held").and_then(Value::as_str).unwrap_or("");
+                        let h = parse_held(h);
+                        in_records.extend(h);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an unreadable outcome record is skipped");
+                    }
+                }
+                true
+            })?;
+            let incomplete = super::tx::ack::parse_sum_opt(&text("held_sum"))
+                .is_some_and(|sum| sum != super::tx::ack::held_sum(&in_records));
+            held.extend(in_records);
             out.push(Ack {
                 by: a.to_hex_string(),
                 seen: Ranges::parse(&text("seen")),
-                held: parse_held(&text("held")),
+                held,
+                incomplete,
             });
         }
         Ok(out)

@@ -1045,10 +1045,9 @@ impl<'r> Tx<'r> {
         let conflict_events = std::mem::take(&mut self.conflict_events);
         // Statuses may have moved: an acknowledgement arrived or entries
         // changed (a new event is pending, nothing to derive).
-        let acks = self
-            .staged
-            .iter()
-            .any(|s| s.dirty && s.collection == crate::schema::ACKS);
+        let acks = self.staged.iter().any(|s| {
+            s.dirty && (s.collection == crate::schema::ACKS || s.collection == crate::schema::HELD)
+        });
         if touches_entries {
             self.inner.invalidate_gate();
         }

@@ -701,6 +701,11 @@ pub(crate) const DECISIONS: &str = "_entry";
 /// authority and origin device (`<authority actor>.<origin actor>`), listing the
 /// origin's pending events the authority holds and the ones it refuses.
 pub(crate) const ACKS: &str = "_ack";
+/// The system collection of authorities' outcomes for a device's events on
+/// one record (held while a person decides, or refused): one record per
+/// authority, origin device and record
+/// (`<authority actor>.<origin actor>.<16 hex digits of the record's key>`).
+pub(crate) const HELD: &str = "_held";
 
 /// fieldsync's own collections: replicated like any other, declared by every
 /// replica, never by the application.
@@ -768,7 +773,19 @@ pub(crate) fn system_collections() -> &'static [Collection] {
                     f("origin", FieldType::String, true),
                     f("seen", FieldType::String, false),
                     f("held", FieldType::String, false),
+                    f("held_sum", FieldType::String, false),
                     f("clock", FieldType::String, false),
+                ],
+                settings: Settings::default(),
+            },
+            Collection {
+                name: HELD.to_owned(),
+                fields: vec![
+                    f("authority", FieldType::String, true),
+                    f("origin", FieldType::String, true),
+                    f("collection", FieldType::String, true),
+                    f("record", FieldType::String, true),
+                    f("held", FieldType::String, false),
                 ],
                 settings: Settings::default(),
             },

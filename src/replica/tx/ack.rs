@@ -2,9 +2,14 @@
 //! event of a device that this transaction received (each change fieldsync
 //! makes carries its author's event number in its mark), record in the
 //! `_ack` record for that device that this authority holds and has judged it,
-//! and whether it refuses it (rejected, or rejected_fk when the record's
-//! parent is refused). The outcome travels in the same change as the
-//! acknowledgement, so a device never sees one without the other.
+//! and, in the `_held` record for that device and record, the outcomes it
+//! holds the event to (refused: rejected, rejected_fk when the record's parent
+//! is refused, a lost conflict; or held while a person decides). Both are
+//! written in the same transaction, so a device never sees one without the
+//! other. One outcome record per device and record keeps every write small:
+//! an earlier release kept every outcome of a device in its one `_ack`
+//! record, which grew with each conflict and was saved again whole at every
+//! sync message.
 //!
 //! Refusals are checked again whenever the entries that caused them change
 //! (a fix lifts a rejection, a parent stands again), so a lifted refusal
@@ -21,7 +26,7 @@ use crate::error::Result;
 use crate::pending::{EventStatus, Held, Ranges, format_held, parse_held};
 use crate::replica::tx::evaluate::decode_entry;
 use crate::replica::watch::ChangeKind;
-use crate::schema::ACKS;
+use crate::schema::{ACKS, HELD};
 use crate::store::keys;
 use crate::value::Value;
 
@@ -30,12 +35,75 @@ pub(crate) fn ack_id(a: &ActorId, origin: &ActorId) -> String {
     format!("{}.{}", a.to_hex_string(), origin.to_hex_string())
 }
 
+/// The common start of the ids of authority `a`'s outcome records for
+/// device `origin`.
+pub(crate) fn held_prefix(a: &ActorId, origin: &ActorId) -> String {
+    format!("{}.", ack_id(a, origin))
+}
+
+/// The id of authority `a`'s outcome record for device `origin`'s events on
+/// one record: the prefix, then 16 hex digits of a hash of the record's key
+/// (record ids may be up to 256 bytes; this id stays short).
+pub(crate) fn held_id(a: &ActorId, origin: &ActorId, collection: &str, id: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(collection.as_bytes());
+    h.update([0]);
+    h.update(id.as_bytes());
+    let digest = h.finalize();
+    format!(
+        "{}{}",
+        held_prefix(a, origin),
+        crate::sign::hex(&digest[..8])
+    )
+}
+
 /// A device change this transaction brought in: its event number, hash, and
 /// the staged record it belongs to.
 struct Received {
     n: u64,
     change: String,
     staged: usize,
+}
+
+/// An origin's acknowledgement record as this transaction found it.
+struct AckState {
+    exists: bool,
+    before: (String, String),
+    seen: Ranges,
+    sum: u64,
+    clear_legacy: bool,
+}
+
+/// The checksum of a set of outcomes: the XOR of one hash per outcome, so
+/// it can be updated one record at a time and compared in any order.
+pub(crate) fn held_sum(held: &BTreeMap<u64, Held>) -> u64 {
+    use sha2::Digest;
+    held.iter().fold(0, |acc, (n, h)| {
+        let mut d = sha2::Sha256::new();
+        d.update(n.to_be_bytes());
+        d.update(serde_json::to_vec(h).unwrap_or_default());
+        let out = d.finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&out[..8]);
+        acc ^ u64::from_be_bytes(b)
+    })
+}
+
+/// The written form of a checksum (16 hex digits).
+pub(crate) fn format_sum(sum: u64) -> String {
+    format!("{sum:016x}")
+}
+
+/// A written checksum (`None` when absent or malformed).
+pub(crate) fn parse_sum_opt(s: &str) -> Option<u64> {
+    (s.len() == 16)
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+fn parse_sum(s: &str) -> u64 {
+    parse_sum_opt(s).unwrap_or(0)
 }
 
 fn actor_from_hex(hex: &str) -> Option<ActorId> {
@@ -178,6 +246,7 @@ impl Tx<'_> {
         if !authorities.contains(&me) {
             return Ok(());
         }
+        // Received device changes, by origin and by record.
         let mut received: BTreeMap<Vec<u8>, Vec<Received>> = BTreeMap::new();
         for (i, s) in self.staged.iter().enumerate() {
             if !s.dirty
@@ -204,9 +273,20 @@ impl Tx<'_> {
                 }
             }
         }
-        // Devices whose refusals may have been lifted (or added) by entries
-        // that changed in this transaction.
-        let mut recheck: BTreeSet<Vec<u8>> = BTreeSet::new();
+        // Records whose outcomes for a device may have changed: those it
+        // sent changes of, and those whose entries changed in this
+        // transaction (a fix lifts a rejection, a parent stands again, a
+        // person decides).
+        let mut records: BTreeMap<(Vec<u8>, String, String), Vec<&Received>> = BTreeMap::new();
+        for (origin, list) in &received {
+            for r in list {
+                let s = &self.staged[r.staged];
+                records
+                    .entry((origin.clone(), s.collection.clone(), s.id.clone()))
+                    .or_default()
+                    .push(r);
+            }
+        }
         for ev in &self.conflict_events {
             let (ConflictEvent::New(e) | ConflictEvent::Updated(e)) = ev;
             let sides = std::iter::once(&e.subject.actor).chain(e.others.iter().map(|o| &o.actor));
@@ -215,59 +295,136 @@ impl Tx<'_> {
                     && a != me
                     && !authorities.contains(&a)
                 {
-                    recheck.insert(a.to_bytes().to_vec());
+                    records
+                        .entry((
+                            a.to_bytes().to_vec(),
+                            e.collection.clone(),
+                            e.record.clone(),
+                        ))
+                        .or_default();
                 }
             }
         }
-        let origins: BTreeSet<Vec<u8>> = received.keys().cloned().chain(recheck).collect();
+        // Each origin's acknowledgement record: what it says now, and the
+        // outcomes an earlier release kept in it (moved to outcome records).
+        let origins: BTreeSet<Vec<u8>> = received
+            .keys()
+            .cloned()
+            .chain(records.keys().map(|(o, _, _)| o.clone()))
+            .collect();
+        let mut acks: BTreeMap<Vec<u8>, AckState> = BTreeMap::new();
+        let mut legacy: BTreeMap<(Vec<u8>, String, String), BTreeMap<u64, Held>> = BTreeMap::new();
         for origin in origins {
-            let origin_actor = ActorId::from(origin.as_slice());
-            let id = ack_id(&me, &origin_actor);
-            let existing = self.entry(ACKS, &id)?;
-            let (mut seen, old_held) = match existing {
-                Some(i) => {
-                    let f = &self.staged[i].row.fields;
-                    let text = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-                    (Ranges::parse(&text("seen")), parse_held(&text("held")))
-                }
-                None => (Ranges::default(), BTreeMap::new()),
+            let id = ack_id(&me, &ActorId::from(origin.as_slice()));
+            let row = self.row_of(ACKS, &id)?;
+            let text = |k: &str| {
+                row.as_ref()
+                    .and_then(|r| r.fields.get(k).and_then(Value::as_str))
+                    .unwrap_or("")
+                    .to_owned()
             };
-            let before = (seen.to_string(), format_held(&old_held));
+            let old_legacy = parse_held(&text("held"));
+            for (n, h) in &old_legacy {
+                legacy
+                    .entry((origin.clone(), h.collection.clone(), h.record.clone()))
+                    .or_default()
+                    .insert(*n, h.clone());
+            }
+            let seen = Ranges::parse(&text("seen"));
+            let sum = text("held_sum");
+            acks.insert(
+                origin,
+                AckState {
+                    exists: row.is_some(),
+                    before: (seen.to_string(), sum.clone()),
+                    seen,
+                    sum: parse_sum(&sum),
+                    clear_legacy: !text("held").is_empty(),
+                },
+            );
+        }
+        for key in legacy.keys() {
+            records.entry(key.clone()).or_default();
+        }
+        let mut writes: Vec<(String, crate::value::Fields, bool)> = Vec::new();
+        for (key, got) in &records {
+            let (origin, collection, record) = key;
+            let origin_actor = ActorId::from(origin.as_slice());
+            let id = held_id(&me, &origin_actor, collection, record);
+            let existing = self.row_of(HELD, &id)?;
+            let stored = existing
+                .as_ref()
+                .and_then(|r| r.fields.get("held").and_then(Value::as_str).map(parse_held))
+                .unwrap_or_default();
+            let mut old = stored.clone();
+            for (n, h) in legacy.remove(key).unwrap_or_default() {
+                old.entry(n).or_insert(h);
+            }
+            let entries = self.current_entries(collection, record)?;
             let mut held = BTreeMap::new();
-            for (n, h) in old_held {
-                let entries = self.current_entries(&h.collection, &h.record)?;
-                if let Some(now) = Self::refusal(&entries, &h.collection, &h.record, &h.change) {
-                    held.insert(n, now);
+            for (n, h) in &old {
+                if let Some(now) = Self::refusal(&entries, collection, record, &h.change) {
+                    held.insert(*n, now);
                 }
             }
-            for r in received.remove(&origin).unwrap_or_default() {
-                seen.insert(r.n);
-                let s = &self.staged[r.staged];
-                let entries = self.entries_of.get(&r.staged).cloned().unwrap_or_default();
-                match Self::refusal(&entries, &s.collection, &s.id, &r.change) {
-                    Some(h) => {
-                        held.insert(r.n, h);
-                    }
-                    None => {
-                        held.remove(&r.n);
-                    }
-                }
+            for r in got {
+                match Self::refusal(&entries, collection, record, &r.change) {
+                    Some(h) => held.insert(r.n, h),
+                    None => held.remove(&r.n),
+                };
             }
-            let after = (seen.to_string(), format_held(&held));
-            if after == before {
+            if held == stored {
                 continue;
+            }
+            if let Some(a) = acks.get_mut(origin) {
+                a.sum ^= held_sum(&stored) ^ held_sum(&held);
             }
             let fields = crate::value::fields([
                 ("authority", Value::from(me.to_hex_string())),
                 ("origin", Value::from(origin_actor.to_hex_string())),
-                ("seen", Value::from(after.0)),
-                ("held", Value::from(after.1)),
+                ("collection", Value::from(collection.clone())),
+                ("record", Value::from(record.clone())),
+                ("held", Value::from(format_held(&held))),
             ]);
+            writes.push((id, fields, existing.is_some()));
+        }
+        // What each device's events this authority now holds, and the
+        // checksum of its outcomes (a device that holds other outcomes than
+        // these knows some are still on their way).
+        for (origin, mut a) in acks {
+            for r in received.get(&origin).into_iter().flatten() {
+                a.seen.insert(r.n);
+            }
+            let after = (a.seen.to_string(), format_sum(a.sum));
+            if after == a.before && !a.clear_legacy {
+                continue;
+            }
+            let origin_actor = ActorId::from(origin.as_slice());
+            let id = ack_id(&me, &origin_actor);
+            let mut fields = crate::value::fields([
+                ("authority", Value::from(me.to_hex_string())),
+                ("origin", Value::from(origin_actor.to_hex_string())),
+                ("seen", Value::from(after.0)),
+                ("held_sum", Value::from(after.1)),
+            ]);
+            if a.clear_legacy {
+                fields.insert("held".to_owned(), Value::from(String::new()));
+            }
             self.system = true;
-            let written = if existing.is_some() {
+            let written = if a.exists {
                 self.update(ACKS, &id, fields)
             } else {
                 self.insert(ACKS, &id, fields)
+            };
+            self.system = false;
+            written?;
+        }
+        for (id, fields, exists) in writes {
+            self.system = true;
+            let written = if exists {
+                self.update(HELD, &id, fields)
+            } else {
+                self.insert(HELD, &id, fields)
             };
             self.system = false;
             written?;
