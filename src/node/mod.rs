@@ -883,6 +883,9 @@ impl Worker {
                         self.feed(p, Input::Tick);
                     }
                     self.redial_due();
+                    // Pending statuses a busy sync left to derive.
+                    let replica = self.replica.clone();
+                    tokio::task::block_in_place(|| replica.refresh_pending_soon());
                     let late: Vec<PeerId> = self
                         .refusing
                         .iter()

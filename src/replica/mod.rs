@@ -221,6 +221,10 @@ pub(crate) struct Inner {
     /// Whether pending events' statuses may have moved since they were last
     /// derived.
     pub(crate) pending_stale: std::sync::atomic::AtomicBool,
+    /// When the last derivation of pending statuses ended and how long it
+    /// took (derivations after a commit are spaced by that, see
+    /// [`Replica::refresh_pending_soon`]).
+    pub(crate) pending_pace: std::sync::Mutex<Option<(std::time::Instant, std::time::Duration)>>,
     pending_events: broadcast::Sender<crate::pending::StatusChange>,
     /// Reactions by collection.
     reactions: RwLock<std::collections::HashMap<String, Vec<reactions::Registered>>>,
@@ -566,6 +570,7 @@ impl Replica {
                 has_purged: std::sync::atomic::AtomicBool::new(has_purged),
                 has_verdicts: std::sync::atomic::AtomicBool::new(has_verdicts),
                 pending_stale: std::sync::atomic::AtomicBool::new(true),
+                pending_pace: std::sync::Mutex::new(None),
                 pending_events,
                 reactions: RwLock::new(std::collections::HashMap::new()),
                 jobs_waiting: jobs::Signal::default(),
@@ -658,7 +663,7 @@ impl Replica {
         {
             tracing::warn!(error = %e, "could not evaluate records again after the authorities changed");
         }
-        self.refresh_pending_if_stale();
+        self.refresh_pending_soon();
         Ok(out)
     }
 

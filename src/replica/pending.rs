@@ -144,9 +144,40 @@ impl Replica {
         }
     }
 
+    /// [`Replica::refresh_pending_if_stale`] after a commit: at once unless
+    /// the last derivation ended less than 8 times its own duration ago (a
+    /// sync applying many messages to a device with many events would
+    /// otherwise derive them all again after each message). A skipped
+    /// derivation stays due: the next read of the events, the end of the
+    /// sync, the node's next tick or a later commit runs it.
+    pub(crate) fn refresh_pending_soon(&self) {
+        if !self.inner.pending_stale.load(Ordering::Relaxed) {
+            return;
+        }
+        let recent = self
+            .inner
+            .pending_pace
+            .lock()
+            .ok()
+            .and_then(|p| *p)
+            .is_some_and(|(ended, took)| ended.elapsed() < took * 8);
+        if !recent {
+            self.refresh_pending_if_stale();
+        }
+    }
+
     /// Derive every listed event's status again, store the changes, drop the
     /// confirmed ones and tell subscribers.
     fn refresh_pending(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let out = self.derive_pending();
+        if let Ok(mut pace) = self.inner.pending_pace.lock() {
+            *pace = Some((std::time::Instant::now(), started.elapsed()));
+        }
+        out
+    }
+
+    fn derive_pending(&self) -> Result<()> {
         let changes = {
             // Under the writers' lock: a cancel or a commit cannot interleave.
             let _state = self.inner.state();
