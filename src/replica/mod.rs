@@ -604,6 +604,15 @@ impl Replica {
         &self.inner.actor
     }
 
+    /// This replica's member id: the peer id (`12D3KooW…`) people read and
+    /// type in every command, derived from the same ed25519 key as
+    /// [`Replica::actor`]. For a replica whose actor is not a key (opened
+    /// with a custom actor), the actor's hex.
+    pub fn member_id(&self) -> String {
+        let actor = self.inner.actor.to_bytes();
+        crate::member::member_id(actor).unwrap_or_else(|| crate::sign::hex(actor))
+    }
+
     /// The current schema.
     pub fn schema(&self) -> Arc<Schema> {
         self.inner.schema()
