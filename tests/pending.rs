@@ -845,3 +845,70 @@ fn held_outcomes_are_kept_per_record_not_in_one_growing_acknowledgement() {
     sync(&dev, &hub);
     assert_eq!(dev.pending(&PendingFilter::all()).unwrap().len(), N - 1);
 }
+
+#[test]
+fn events_of_one_transaction_are_stored_together_and_move_one_by_one() {
+    use fieldsync::store::Storage;
+    let t = trio(&schema());
+    let customer = |name: &str, tax: Option<&str>| {
+        let mut f = fields([("name", Value::from(name))]);
+        if let Some(tax) = tax {
+            f.insert("tax_id".into(), tax.into());
+        }
+        f
+    };
+    t.device
+        .transaction(|tx| {
+            tx.insert("customer", "c1", customer("Ana", Some("T1")))?;
+            tx.insert("customer", "c2", customer("Bo", None))?; // the authority refuses it
+            tx.insert("customer", "c3", customer("Cy", Some("T3")))?;
+            Ok(())
+        })
+        .unwrap();
+    // One stored value for the transaction's three events.
+    assert_eq!(t.stores[0].scan_prefix(b"e:").unwrap().len(), 1);
+    t.device
+        .update("customer", "c3", fields([("name", "Cy B".into())]))
+        .unwrap();
+    assert_eq!(t.stores[0].scan_prefix(b"e:").unwrap().len(), 2);
+    let ids: Vec<u64> = statuses(&t.device).iter().map(|e| e.0).collect();
+    assert_eq!(ids.len(), 4);
+    for &id in &ids {
+        assert_eq!(t.device.pending_event(id).unwrap().unwrap().id, id);
+    }
+    assert_eq!(t.device.pending_event(ids[3] + 1).unwrap(), None);
+    // Cancelling c3's insert (the last of the first group) cancels its
+    // later update (the second group) and leaves c1 and c2 pending.
+    t.device.cancel_event(ids[2]).unwrap();
+    let after_cancel = vec![
+        (ids[0], EventKind::Insert, EventStatus::Pending),
+        (ids[1], EventKind::Insert, EventStatus::Pending),
+        (ids[2], EventKind::Insert, EventStatus::Cancelled),
+        (ids[3], EventKind::Update, EventStatus::Cancelled),
+    ];
+    assert_eq!(statuses(&t.device), after_cancel);
+    // A restart reads the same list.
+    let reopened = open(&t.stores[0], &schema());
+    assert_eq!(statuses(&reopened), after_cancel);
+    drop(reopened);
+    // The authority confirms c1 (it leaves the list) and rejects c2; the
+    // group keeps the others.
+    sync(&t.device, &t.authority);
+    sync(&t.device, &t.authority);
+    assert_eq!(
+        statuses(&t.device),
+        vec![
+            (ids[1], EventKind::Insert, EventStatus::Rejected),
+            (ids[2], EventKind::Insert, EventStatus::Cancelled),
+            (ids[3], EventKind::Update, EventStatus::Cancelled),
+        ]
+    );
+    assert_eq!(t.device.pending_event(ids[0]).unwrap(), None);
+    // Dismissing empties the groups, and then their keys are gone.
+    for &id in &ids[1..] {
+        t.device.dismiss_event(id).unwrap();
+    }
+    assert_eq!(statuses(&t.device), vec![]);
+    assert!(t.stores[0].scan_prefix(b"e:").unwrap().is_empty());
+    assert!(t.device.dismiss_event(ids[1]).is_err());
+}

@@ -24,47 +24,121 @@ use crate::store::{Batch, keys};
 use crate::value::Value;
 
 const EVENT_TAG: u8 = b'E';
-const EVENT_VERSION: u8 = 1;
+/// Version 2: the events one transaction made, in one value under the key
+/// of the first (version 1, one event per key, is still read).
+const EVENT_VERSION: u8 = 2;
 
-pub(crate) fn encode_event(e: &PendingEvent) -> Result<Vec<u8>> {
-    codec::encode("pending event", EVENT_TAG, EVENT_VERSION, e)
+/// Encode a group of events (one `e:` value).
+pub(crate) fn encode_events(events: &[PendingEvent]) -> Result<Vec<u8>> {
+    codec::encode("pending events", EVENT_TAG, EVENT_VERSION, &events)
         .map_err(|source| Error::Metadata { key: "e:", source })
 }
 
-fn decode_event(bytes: &[u8]) -> Option<PendingEvent> {
-    match codec::decode("pending event", EVENT_TAG, EVENT_VERSION, bytes) {
+fn decode_events(bytes: &[u8]) -> Option<Vec<PendingEvent>> {
+    let out = match codec::decode("pending events", EVENT_TAG, EVENT_VERSION, bytes) {
+        Err(codec::CodecError::UnsupportedVersion { found: 1, .. }) => {
+            codec::decode::<PendingEvent>("pending event", EVENT_TAG, 1, bytes).map(|e| vec![e])
+        }
+        other => other,
+    };
+    match out {
         Ok(e) => Some(e),
         Err(e) => {
-            tracing::warn!(error = %e, "an unreadable pending event is skipped");
+            tracing::warn!(error = %e, "unreadable pending events are skipped");
             None
         }
     }
 }
 
+/// One stored `e:` value: its key and the events it holds.
+pub(crate) type Group = (Vec<u8>, Vec<PendingEvent>);
+
 impl Inner {
     /// Whether this replica's local writes become pending events (an
-    /// authority's are confirmed as it makes them).
+    /// authority's are confirmed as they are made).
     pub(crate) fn events_on(&self) -> bool {
         self.config.pending && !self.is_authority(&self.actor)
     }
 
-    fn stored_events(&self) -> Result<Vec<PendingEvent>> {
+    /// Every stored group of events, oldest first. A commit stores the
+    /// events it makes as one group (one key per transaction, not per
+    /// write: a key per event was half the cost of a batched update).
+    pub(crate) fn stored_groups(&self) -> Result<Vec<Group>> {
         let mut out = Vec::new();
-        self.storage.for_each_prefix(keys::EVENTS, &mut |_, v| {
-            if let Some(e) = decode_event(v) {
-                out.push(e);
+        self.storage.for_each_prefix(keys::EVENTS, &mut |k, v| {
+            if let Some(e) = decode_events(v) {
+                out.push((k.to_vec(), e));
             }
             true
         })?;
         Ok(out)
     }
 
+    fn stored_events(&self) -> Result<Vec<PendingEvent>> {
+        Ok(self
+            .stored_groups()?
+            .into_iter()
+            .flat_map(|(_, e)| e)
+            .collect())
+    }
+
+    /// The group that holds event `id`, if it is listed: the last group
+    /// keyed at or before it (keys are a group's first event number).
+    fn group_of(&self, id: u64) -> Result<Option<Group>> {
+        let target = keys::event(id);
+        let mut found: Option<Vec<u8>> = None;
+        self.storage.for_each_prefix(keys::EVENTS, &mut |k, _| {
+            if k > target.as_slice() {
+                return false;
+            }
+            found = Some(k.to_vec());
+            true
+        })?;
+        let Some(key) = found else {
+            return Ok(None);
+        };
+        let events = self
+            .storage
+            .get(&key)?
+            .as_deref()
+            .and_then(decode_events)
+            .unwrap_or_default();
+        Ok(events.iter().any(|e| e.id == id).then_some((key, events)))
+    }
+
     fn stored_event(&self, id: u64) -> Result<Option<PendingEvent>> {
         Ok(self
-            .storage
-            .get(&keys::event(id))?
-            .as_deref()
-            .and_then(decode_event))
+            .group_of(id)?
+            .and_then(|(_, events)| events.into_iter().find(|e| e.id == id)))
+    }
+
+    /// The writes that store `updates` (an event's new state, or `None` to
+    /// take it off the list) into `groups`: each touched group rewritten,
+    /// or deleted once empty.
+    pub(crate) fn event_writes(
+        groups: &[Group],
+        updates: &HashMap<u64, Option<PendingEvent>>,
+    ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+        let mut out = Vec::new();
+        for (key, events) in groups {
+            if !events.iter().any(|e| updates.contains_key(&e.id)) {
+                continue;
+            }
+            let kept: Vec<PendingEvent> = events
+                .iter()
+                .filter_map(|e| match updates.get(&e.id) {
+                    None => Some(e.clone()),
+                    Some(new) => new.clone(),
+                })
+                .collect();
+            out.push((
+                key.clone(),
+                (!kept.is_empty())
+                    .then(|| encode_events(&kept))
+                    .transpose()?,
+            ));
+        }
+        Ok(out)
     }
 
     /// The acknowledgement records the group's authorities keep for this
@@ -181,7 +255,9 @@ impl Replica {
         let changes = {
             // Under the writers' lock: a cancel or a commit cannot interleave.
             let _state = self.inner.state();
-            let events = self.inner.stored_events()?;
+            let groups = self.inner.stored_groups()?;
+            let events: Vec<PendingEvent> =
+                groups.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
             if events.is_empty() {
                 return Ok(());
             }
@@ -274,23 +350,29 @@ impl Replica {
                     _ => None,
                 };
             }
-            let mut batch = Batch::new();
+            let mut updates = HashMap::new();
             let mut changes = Vec::new();
             for (old, new) in events.iter().zip(derived) {
                 if *old == new {
                     continue;
                 }
-                if new.status == EventStatus::Confirmed {
-                    batch.delete(keys::event(new.id));
-                } else {
-                    batch.put(keys::event(new.id), encode_event(&new)?);
-                }
+                updates.insert(
+                    new.id,
+                    (new.status != EventStatus::Confirmed).then(|| new.clone()),
+                );
                 changes.push(StatusChange {
                     from: Some(old.status),
                     event: new,
                 });
             }
             if !changes.is_empty() {
+                let mut batch = Batch::new();
+                for (k, v) in Inner::event_writes(&groups, &updates)? {
+                    match v {
+                        Some(v) => batch.put(k, v),
+                        None => batch.delete(k),
+                    }
+                }
                 self.inner.storage.apply(batch)?;
                 self.inner.storage.flush()?;
             }
@@ -341,7 +423,12 @@ impl Replica {
     pub fn dismiss_event(&self, id: u64) -> Result<()> {
         self.refresh_pending_if_stale();
         let _state = self.inner.state();
-        let e = self.inner.stored_event(id)?.ok_or(Error::NoEvent { id })?;
+        let (key, events) = self.inner.group_of(id)?.ok_or(Error::NoEvent { id })?;
+        let e = events
+            .iter()
+            .find(|e| e.id == id)
+            .cloned()
+            .ok_or(Error::NoEvent { id })?;
         if !matches!(
             e.status,
             EventStatus::Rejected | EventStatus::RejectedFk | EventStatus::Cancelled
@@ -354,7 +441,13 @@ impl Replica {
                 ),
             });
         }
-        self.inner.storage.delete(&keys::event(id))?;
+        let updates = HashMap::from([(id, None)]);
+        for (k, v) in Inner::event_writes(&[(key, events)], &updates)? {
+            match v {
+                Some(v) => self.inner.storage.put(&k, &v)?,
+                None => self.inner.storage.delete(&k)?,
+            }
+        }
         self.inner.storage.flush()?;
         Ok(())
     }
@@ -394,13 +487,18 @@ impl Replica {
             tx.cancels = Some(id);
             tx.compensate(&e)?;
             let mut out = Vec::new();
+            let mut updates = HashMap::new();
             for x in std::iter::once(&e).chain(&later) {
                 let mut c = x.clone();
                 c.status = EventStatus::Cancelled;
                 c.linked = None;
-                tx.extra.push((keys::event(c.id), Some(encode_event(&c)?)));
+                updates.insert(c.id, Some(c.clone()));
                 out.push((x.status, c));
             }
+            // Read under the writers' lock (this transaction holds it), so
+            // a derivation cannot change the groups in between.
+            let groups = tx.inner.stored_groups()?;
+            tx.extra.extend(Inner::event_writes(&groups, &updates)?);
             tx.cancels = None;
             Ok(out)
         })?;
@@ -413,5 +511,53 @@ impl Replica {
             });
         }
         first.ok_or(Error::NoEvent { id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: u64) -> PendingEvent {
+        PendingEvent {
+            id,
+            collection: "c".into(),
+            record: format!("r{id}"),
+            kind: EventKind::Update,
+            change: "00".repeat(32),
+            time: HlcTime::from_u64(7),
+            status: EventStatus::Pending,
+            errors: Vec::new(),
+            parent: None,
+            linked: None,
+            decided_by: None,
+        }
+    }
+
+    #[test]
+    fn groups_round_trip_and_single_events_of_earlier_stores_are_read() {
+        let group = vec![event(1), event(2)];
+        assert_eq!(decode_events(&encode_events(&group).unwrap()), Some(group));
+        let v1 = codec::encode("pending event", EVENT_TAG, 1, &event(5)).unwrap();
+        assert_eq!(decode_events(&v1), Some(vec![event(5)]));
+        assert_eq!(decode_events(b"E\x09junk"), None);
+    }
+
+    #[test]
+    fn a_group_is_rewritten_without_what_leaves_and_deleted_when_empty() {
+        let groups: Vec<Group> = vec![
+            (keys::event(1), vec![event(1), event(2)]),
+            (keys::event(3), vec![event(3)]),
+        ];
+        let mut cancelled = event(2);
+        cancelled.status = EventStatus::Cancelled;
+        let updates = HashMap::from([(1, None), (2, Some(cancelled.clone()))]);
+        let writes = Inner::event_writes(&groups, &updates).unwrap();
+        assert_eq!(writes.len(), 1, "the untouched group is not rewritten");
+        assert_eq!(writes[0].0, keys::event(1));
+        let kept = decode_events(writes[0].1.as_deref().unwrap()).unwrap();
+        assert_eq!(kept, vec![cancelled]);
+        let gone = Inner::event_writes(&groups, &HashMap::from([(3, None)])).unwrap();
+        assert_eq!(gone, vec![(keys::event(3), None)]);
     }
 }

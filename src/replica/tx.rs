@@ -946,8 +946,13 @@ impl<'r> Tx<'r> {
         self.acknowledge()?;
         let mut batch = Batch::new();
         let new_events = std::mem::take(&mut self.new_events);
-        for e in &new_events {
-            batch.put(keys::event(e.id), super::pending::encode_event(e)?);
+        // The transaction's events in one value (a key per event cost as
+        // much as the rest of a batched update).
+        if let Some(first) = new_events.first() {
+            batch.put(
+                keys::event(first.id),
+                super::pending::encode_events(&new_events)?,
+            );
         }
         if !new_events.is_empty() {
             batch.put(
