@@ -53,6 +53,9 @@ fn decode_events(bytes: &[u8]) -> Option<Vec<PendingEvent>> {
 /// One stored `e:` value: its key and the events it holds.
 pub(crate) type Group = (Vec<u8>, Vec<PendingEvent>);
 
+/// A write of one key: its new value, or `None` to delete it.
+pub(crate) type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
+
 impl Inner {
     /// Whether this replica's local writes become pending events (an
     /// authority's are confirmed as they are made).
@@ -118,7 +121,7 @@ impl Inner {
     pub(crate) fn event_writes(
         groups: &[Group],
         updates: &HashMap<u64, Option<PendingEvent>>,
-    ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    ) -> Result<Vec<KeyWrite>> {
         let mut out = Vec::new();
         for (key, events) in groups {
             if !events.iter().any(|e| updates.contains_key(&e.id)) {
