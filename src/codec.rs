@@ -79,7 +79,9 @@ pub(crate) fn encode<T: Serialize>(
     version: u8,
     value: &T,
 ) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![tag, version];
+    // Most values are a few hundred bytes: start there, not at 2.
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&[tag, version]);
     bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| {
         CodecError::Encode {
             what,

@@ -81,8 +81,13 @@ impl Mark {
     /// The message text.
     pub(crate) fn encode(&self) -> String {
         // Serializing plain strings and sets cannot fail.
-        let json = serde_json::to_string(self).unwrap_or_default();
-        format!("{PREFIX}{json}")
+        let mut out = Vec::with_capacity(96);
+        out.extend_from_slice(PREFIX.as_bytes());
+        if serde_json::to_writer(&mut out, self).is_err() {
+            out.truncate(PREFIX.len());
+        }
+        // JSON written by serde_json after an ASCII prefix is UTF-8.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Read a change's message; `None` for a change without a (valid) mark,

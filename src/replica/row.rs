@@ -89,6 +89,7 @@ impl Row {
     pub(crate) fn encode(&self) -> Result<Vec<u8>, CodecError> {
         let mut out = codec::encode("record row", TAG, VERSION, self)?;
         let header_crc = crc32fast::hash(&out);
+        out.reserve_exact(4 + self.log.len() + 4);
         out.extend_from_slice(&header_crc.to_be_bytes());
         out.extend_from_slice(&self.log);
         out.extend_from_slice(&crc32fast::hash(&self.log).to_be_bytes());

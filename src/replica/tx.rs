@@ -468,17 +468,17 @@ impl<'r> Tx<'r> {
         mark.event = event;
         mark.cancels = self.cancels;
         let message = mark.encode();
-        let options = || {
+        let options = |m: String| {
             CommitOptions::default()
                 .with_time(time.to_change_time())
-                .with_message(message.clone())
+                .with_message(m)
         };
-        let (mut hash, _) = tx.commit_with(options());
+        let (mut hash, _) = tx.commit_with(options(message));
         if hash.is_none() && kind == WriteKind::Resolve {
             // A decision that changes no value (dismissing a rejection,
             // keeping what shows) is still a change of the record: the
             // decision travels in it.
-            hash = Some(s.doc.empty_commit(options()));
+            hash = Some(s.doc.empty_commit(options(mark.encode())));
         }
         if let (Some(h), Some(n)) = (hash, event) {
             self.new_events.push(crate::pending::PendingEvent {
@@ -490,7 +490,7 @@ impl<'r> Tx<'r> {
                     WriteKind::Delete => crate::pending::EventKind::Delete,
                     WriteKind::Update | WriteKind::Resolve => crate::pending::EventKind::Update,
                 },
-                change: h.to_string(),
+                change: crate::sign::hex(&h.0),
                 time,
                 status: crate::pending::EventStatus::Pending,
                 errors: Vec::new(),
