@@ -465,28 +465,37 @@ impl Replica {
     /// now `cancelled`.
     pub fn cancel_event(&self, id: u64) -> Result<PendingEvent> {
         self.refresh_pending_if_stale();
-        let e = self.inner.stored_event(id)?.ok_or(Error::NoEvent { id })?;
-        if !e.status.cancellable() {
-            return Err(Error::Cancel {
-                id,
-                reason: format!("it is {}", e.status),
-            });
-        }
-        let later: Vec<PendingEvent> = if e.kind == EventKind::Insert {
-            self.inner
-                .stored_events()?
-                .into_iter()
-                .filter(|x| {
-                    x.id > e.id
-                        && x.collection == e.collection
-                        && x.record == e.record
-                        && x.status.cancellable()
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
         let cancelled = self.transaction(|tx| {
+            // Read under the writers' lock (this transaction holds it), so
+            // no derivation confirms the event, or changes its group, between
+            // this check and the write.
+            let groups = tx.inner.stored_groups()?;
+            let mut events = groups.iter().flat_map(|(_, g)| g.iter());
+            let e = events
+                .find(|x| x.id == id)
+                .cloned()
+                .ok_or(Error::NoEvent { id })?;
+            if !e.status.cancellable() {
+                return Err(Error::Cancel {
+                    id,
+                    reason: format!("it is {}", e.status),
+                });
+            }
+            let later: Vec<PendingEvent> = if e.kind == EventKind::Insert {
+                groups
+                    .iter()
+                    .flat_map(|(_, g)| g.iter())
+                    .filter(|x| {
+                        x.id > e.id
+                            && x.collection == e.collection
+                            && x.record == e.record
+                            && x.status.cancellable()
+                    })
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
             tx.cancels = Some(id);
             tx.compensate(&e)?;
             let mut out = Vec::new();
@@ -498,9 +507,6 @@ impl Replica {
                 updates.insert(c.id, Some(c.clone()));
                 out.push((x.status, c));
             }
-            // Read under the writers' lock (this transaction holds it), so
-            // a derivation cannot change the groups in between.
-            let groups = tx.inner.stored_groups()?;
             tx.extra.extend(Inner::event_writes(&groups, &updates)?);
             tx.cancels = None;
             Ok(out)
