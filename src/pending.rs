@@ -485,6 +485,24 @@ pub(crate) fn derive(e: &PendingEvent, local: &Local, k: &Knowledge<'_>) -> Deri
     (EventStatus::Pending, Vec::new(), None, None)
 }
 
+/// An event for unit tests: a pending insert of `c/r` at time `t`.
+#[cfg(test)]
+pub(crate) fn test_event(id: u64, t: u64) -> PendingEvent {
+    PendingEvent {
+        id,
+        collection: "c".into(),
+        record: "r".into(),
+        kind: EventKind::Insert,
+        change: "ab".into(),
+        time: HlcTime::from_u64(t),
+        status: EventStatus::Pending,
+        errors: Vec::new(),
+        parent: None,
+        linked: None,
+        decided_by: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,19 +526,7 @@ mod tests {
     }
 
     fn event(id: u64, t: u64) -> PendingEvent {
-        PendingEvent {
-            id,
-            collection: "c".into(),
-            record: "r".into(),
-            kind: EventKind::Insert,
-            change: "ab".into(),
-            time: HlcTime::from_u64(t),
-            status: EventStatus::Pending,
-            errors: Vec::new(),
-            parent: None,
-            linked: None,
-            decided_by: None,
-        }
+        test_event(id, t)
     }
 
     #[test]

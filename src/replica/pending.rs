@@ -259,8 +259,7 @@ impl Replica {
             // Under the writers' lock: a cancel or a commit cannot interleave.
             let _state = self.inner.state();
             let groups = self.inner.stored_groups()?;
-            let events: Vec<PendingEvent> =
-                groups.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+            let events: Vec<&PendingEvent> = groups.iter().flat_map(|(_, e)| e).collect();
             if events.is_empty() {
                 return Ok(());
             }
@@ -327,7 +326,7 @@ impl Replica {
                                 .unwrap_or_default(),
                         ),
                 };
-                let mut next = e.clone();
+                let mut next = PendingEvent::clone(e);
                 if i_am_authority && e.status != EventStatus::Cancelled {
                     next.status = EventStatus::Confirmed;
                 } else {
@@ -356,7 +355,7 @@ impl Replica {
             let mut updates = HashMap::new();
             let mut changes = Vec::new();
             for (old, new) in events.iter().zip(derived) {
-                if *old == new {
+                if **old == new {
                     continue;
                 }
                 updates.insert(
@@ -371,10 +370,7 @@ impl Replica {
             if !changes.is_empty() {
                 let mut batch = Batch::new();
                 for (k, v) in Inner::event_writes(&groups, &updates)? {
-                    match v {
-                        Some(v) => batch.put(k, v),
-                        None => batch.delete(k),
-                    }
+                    batch.write(k, v);
                 }
                 self.inner.storage.apply(batch)?;
                 self.inner.storage.flush()?;
@@ -444,13 +440,11 @@ impl Replica {
                 ),
             });
         }
-        let updates = HashMap::from([(id, None)]);
-        for (k, v) in Inner::event_writes(&[(key, events)], &updates)? {
-            match v {
-                Some(v) => self.inner.storage.put(&k, &v)?,
-                None => self.inner.storage.delete(&k)?,
-            }
+        let mut batch = Batch::new();
+        for (k, v) in Inner::event_writes(&[(key, events)], &HashMap::from([(id, None)]))? {
+            batch.write(k, v);
         }
+        self.inner.storage.apply(batch)?;
         self.inner.storage.flush()?;
         Ok(())
     }
@@ -470,10 +464,11 @@ impl Replica {
             // no derivation confirms the event, or changes its group, between
             // this check and the write.
             let groups = tx.inner.stored_groups()?;
-            let mut events = groups.iter().flat_map(|(_, g)| g.iter());
-            let e = events
+            let listed: Vec<&PendingEvent> = groups.iter().flat_map(|(_, g)| g).collect();
+            let e = listed
+                .iter()
                 .find(|x| x.id == id)
-                .cloned()
+                .map(|x| (*x).clone())
                 .ok_or(Error::NoEvent { id })?;
             if !e.status.cancellable() {
                 return Err(Error::Cancel {
@@ -482,16 +477,15 @@ impl Replica {
                 });
             }
             let later: Vec<PendingEvent> = if e.kind == EventKind::Insert {
-                groups
+                listed
                     .iter()
-                    .flat_map(|(_, g)| g.iter())
                     .filter(|x| {
                         x.id > e.id
                             && x.collection == e.collection
                             && x.record == e.record
                             && x.status.cancellable()
                     })
-                    .cloned()
+                    .map(|x| (*x).clone())
                     .collect()
             } else {
                 Vec::new()
@@ -528,19 +522,7 @@ mod tests {
     use super::*;
 
     fn event(id: u64) -> PendingEvent {
-        PendingEvent {
-            id,
-            collection: "c".into(),
-            record: format!("r{id}"),
-            kind: EventKind::Update,
-            change: "00".repeat(32),
-            time: HlcTime::from_u64(7),
-            status: EventStatus::Pending,
-            errors: Vec::new(),
-            parent: None,
-            linked: None,
-            decided_by: None,
-        }
+        crate::pending::test_event(id, 7)
     }
 
     #[test]

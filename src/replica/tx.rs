@@ -963,10 +963,7 @@ impl<'r> Tx<'r> {
         let mut touches_entries = false;
         for (k, v) in std::mem::take(&mut self.extra) {
             touches_entries |= k.starts_with(keys::CONFLICTS);
-            match v {
-                Some(v) => batch.put(k, v),
-                None => batch.delete(k),
-            }
+            batch.write(k, v);
         }
         for (c, id) in &self.purge_on_commit {
             batch.delete(keys::snapshot(c, id));

@@ -75,6 +75,11 @@ impl Batch {
         self.ops.push((key, None));
     }
 
+    /// Stage a write of `key`: `Some` puts the value, `None` removes it.
+    pub fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.ops.push((key, value));
+    }
+
     /// How many operations are staged.
     pub fn len(&self) -> usize {
         self.ops.len()
