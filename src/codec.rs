@@ -79,8 +79,20 @@ pub(crate) fn encode<T: Serialize>(
     version: u8,
     value: &T,
 ) -> Result<Vec<u8>, CodecError> {
+    encode_reserving(what, tag, version, value, 0)
+}
+
+/// [`encode`], with room for `extra` bytes the caller appends after the value
+/// (so that appending does not move what is encoded).
+pub(crate) fn encode_reserving<T: Serialize>(
+    what: &'static str,
+    tag: u8,
+    version: u8,
+    value: &T,
+    extra: usize,
+) -> Result<Vec<u8>, CodecError> {
     // Most values are a few hundred bytes: start there, not at 2.
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(256 + extra);
     out.extend_from_slice(&[tag, version]);
     bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| {
         CodecError::Encode {

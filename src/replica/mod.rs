@@ -555,6 +555,7 @@ impl Replica {
             index: None,
             next_event,
             scoped: std::collections::HashMap::new(),
+            spare: tx::Spare::default(),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -880,7 +881,7 @@ impl Replica {
                 id: id.to_owned(),
             })?;
         let out = f(&doc);
-        state.cache.put(key, (doc, row));
+        state.cache.put(key, (Box::new(doc), row));
         out
     }
 

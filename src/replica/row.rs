@@ -87,9 +87,10 @@ pub(crate) struct Row {
 impl Row {
     /// The header and the log, each followed by its checksum.
     pub(crate) fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        let mut out = codec::encode("record row", TAG, VERSION, self)?;
+        let tail = 4 + self.log.len() + 4;
+        let mut out = codec::encode_reserving("record row", TAG, VERSION, self, tail)?;
         let header_crc = crc32fast::hash(&out);
-        out.reserve_exact(4 + self.log.len() + 4);
+        out.reserve_exact(tail);
         out.extend_from_slice(&header_crc.to_be_bytes());
         out.extend_from_slice(&self.log);
         out.extend_from_slice(&crc32fast::hash(&self.log).to_be_bytes());

@@ -415,7 +415,7 @@ impl Tx<'_> {
             return Ok(None);
         }
         let s: &Staged = &self.staged[i];
-        let Ok((fields, deleted)) = crate::doc::read_fields(&s.doc, c) else {
+        let Ok((fields, deleted)) = crate::doc::read_fields(&*s.doc, c) else {
             return Ok(None);
         };
         let mut latest: Option<(crate::hlc::HlcTime, ChangeHash, automerge::ActorId)> = None;
