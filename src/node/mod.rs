@@ -36,18 +36,20 @@ use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::Version;
 use libp2p::futures::StreamExt;
 use libp2p::futures::future::Either;
-use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, Transport, mdns, noise, tcp, yamux};
+use libp2p::{StreamProtocol, Swarm, Transport, mdns, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Replica;
 use crate::sync::{Input, Notification, Output, Report, Session};
 pub use codec::SyncCodec;
+/// The libp2p types this module's public signatures use, so that an app
+/// names them without depending on libp2p itself (and on the same version).
+pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
 
 /// The protocol name of fieldsync's sync messages on libp2p.
 pub const PROTOCOL: &str = "/fieldsync/sync/1";
