@@ -966,7 +966,7 @@ impl<'r> Tx<'r> {
         self.acknowledge()?;
         let mut batch = Batch::new();
         let new_events = std::mem::take(&mut self.new_events);
-        self.state.spare.events = new_events.len();
+        self.state.spare.events = new_events.len().min(SPARE_MAX);
         // The transaction's events in one value (a key per event cost as
         // much as the rest of a batched update).
         if let Some(first) = new_events.first() {
@@ -1250,7 +1250,6 @@ pub(crate) fn check_importable(c: &Collection, doc: &Automerge) -> std::result::
     importable_fields(c, doc).map(|_| ())
 }
 
-/// [`check_importable`], returning the fields and deleted flag it read.
 /// The most staged records (and pending events) whose buffers a transaction
 /// keeps for the next one.
 const SPARE_MAX: usize = 1024;
@@ -1412,6 +1411,7 @@ pub(crate) fn incoming_checks(
     Ok(out)
 }
 
+/// [`check_importable`], returning the fields and deleted flag it read.
 fn importable_fields(
     c: &Collection,
     doc: &Automerge,
