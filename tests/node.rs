@@ -966,3 +966,63 @@ async fn a_live_peer_does_not_push_into_a_node_in_manual_mode() {
     assert!(b.get("item", "pushed").unwrap().is_some());
     assert!(a.get("item", "kept").unwrap().is_some());
 }
+
+/// A node refuses inbound connections past its limit: the second peer cannot
+/// sync with it, the first still can, and nothing is stored from the refused one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_past_the_limit_are_refused() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, b, c) = (
+        replica(dirs[0].path()),
+        replica(dirs[1].path()),
+        replica(dirs[2].path()),
+    );
+    c.insert("item", "c0", item("from c")).unwrap();
+    b.insert("item", "b0", item("from b")).unwrap();
+    let na = start_with(
+        &a,
+        NodeConfig::default().listen_on([tcp()]).with_max_inbound(1),
+    )
+    .await;
+    let (nb, nc) = (start(&b).await, start(&c).await);
+    let addr = na.listen_addrs().await.unwrap().remove(0);
+    let pa = tokio::time::timeout(Duration::from_secs(10), nb.dial(addr.clone()))
+        .await
+        .expect("dial in time")
+        .expect("the first peer connects");
+    // The second connection is refused once its handshake ends: whatever its
+    // dial says, it cannot sync.
+    let dialed = tokio::time::timeout(Duration::from_secs(10), nc.dial(addr))
+        .await
+        .expect("dial in time");
+    let synced = match dialed {
+        Err(_) => None,
+        Ok(p) => Some(
+            tokio::time::timeout(Duration::from_secs(10), nc.sync_now(p))
+                .await
+                .expect("sync ends in time"),
+        ),
+    };
+    assert!(
+        synced.as_ref().is_none_or(|r| r.is_err()),
+        "a refused peer synced: {synced:?}"
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), nb.sync_now(pa))
+        .await
+        .expect("sync in time")
+        .expect("the admitted peer still syncs");
+    assert_eq!(report.records_sent, 1);
+    assert!(a.get("item", "b0").unwrap().is_some());
+    assert!(
+        a.get("item", "c0").unwrap().is_none(),
+        "nothing arrived from the refused peer"
+    );
+    let peers = na.peers().await.unwrap();
+    assert!(
+        !peers.iter().any(|p| p.peer == nc.peer_id() && p.connected),
+        "the refused peer is listed as connected"
+    );
+    for n in [na, nb, nc] {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -36,7 +36,7 @@ use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::Version;
 use libp2p::futures::StreamExt;
 use libp2p::futures::future::Either;
-use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::pnet::PnetConfig;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -49,7 +49,7 @@ use crate::sync::{Input, Notification, Output, Report, Session};
 pub use codec::SyncCodec;
 /// The libp2p types this module's public signatures use, so that an app
 /// names them without depending on libp2p itself (and on the same version).
-pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
+pub use libp2p::{Multiaddr, PeerId, identity::Keypair, pnet::PreSharedKey};
 
 /// The protocol name of fieldsync's sync messages on libp2p.
 pub const PROTOCOL: &str = "/fieldsync/sync/1";
@@ -88,7 +88,27 @@ pub struct NodeConfig {
     /// Dial the peers remembered in the store at start (and redial them). Off
     /// for a one-shot node that dials by itself.
     pub remembered: bool,
+    /// The most connections peers may open to this node at once (default
+    /// 1,024); beyond it a new inbound connection is refused before any sync
+    /// work, and the refusal is logged. Dials this node makes are not
+    /// counted here. Besides it, at most [`MAX_PENDING_INBOUND`] connections
+    /// may be in their handshake, and [`MAX_PER_PEER`] open to one peer in
+    /// both directions (each [`Node::dial`] opens one). 0 counts as 1.
+    pub max_inbound: u32,
 }
+
+/// Inbound connections in their handshake at most (TCP, noise, yamux; the
+/// handshake times out after 10 s). A bound against memory, at a price: a
+/// host that keeps this many handshakes open keeps other peers out too, as
+/// libp2p has no per-address limit (docs/security.md).
+pub const MAX_PENDING_INBOUND: u32 = 256;
+
+/// At most one log line per this long about refused connections.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Connections to one peer at most (both directions, TCP and QUIC, and the
+/// second connection a simultaneous dial makes).
+pub const MAX_PER_PEER: u32 = 8;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -105,6 +125,7 @@ impl Default for NodeConfig {
             redial_first: Duration::from_millis(500),
             redial_max: Duration::from_secs(60),
             remembered: true,
+            max_inbound: 1024,
         }
     }
 }
@@ -147,6 +168,12 @@ impl NodeConfig {
     /// Whether to dial the peers remembered in the store.
     pub fn with_remembered(mut self, on: bool) -> Self {
         self.remembered = on;
+        self
+    }
+
+    /// The most connections peers may open to this node at once (at least 1).
+    pub fn with_max_inbound(mut self, n: u32) -> Self {
+        self.max_inbound = n.max(1);
         self
     }
 
@@ -260,6 +287,12 @@ pub enum NodeError {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+    /// The node's command queue is full ([`COMMAND_QUEUE`] commands wait for
+    /// its task): a call that does not wait ([`Node::set_live`],
+    /// [`Node::forget_peer`]) is refused instead of queued without bound.
+    /// Retry after a moment; the async calls wait for room instead.
+    #[error("the node is busy: {COMMAND_QUEUE} commands are already waiting")]
+    Busy,
     /// The node cannot run on this tokio runtime.
     #[error("{0}")]
     Runtime(String),
@@ -279,6 +312,9 @@ struct Behaviour {
     /// Peers tell each other their listen addresses and what they run.
     identify: libp2p::identify::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Refuses connections past [`NodeConfig::max_inbound`],
+    /// [`MAX_PENDING_INBOUND`] and [`MAX_PER_PEER`].
+    limits: libp2p::connection_limits::Behaviour,
 }
 
 type SyncReply = oneshot::Sender<Result<Report, NodeError>>;
@@ -361,6 +397,10 @@ pub struct NodeStatus {
 /// request-response refuses inbound streams beyond 100 per connection).
 const WINDOW: usize = 32;
 
+/// Commands waiting for the node's task at most; beyond it the async calls
+/// wait for room and the others fail with [`NodeError::Busy`].
+pub const COMMAND_QUEUE: usize = 256;
+
 /// How long a refused peer's connection stays open for the refusal to arrive.
 const REFUSAL_GRACE: Duration = Duration::from_secs(2);
 
@@ -407,7 +447,7 @@ impl Redial {
 #[derive(Debug, Clone)]
 pub struct Node {
     peer_id: PeerId,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     progress: tokio::sync::broadcast::Sender<SyncProgress>,
 }
 
@@ -500,6 +540,12 @@ impl Node {
                         .with_cache_size(256),
                 ),
                 mdns: Toggle::from(mdns),
+                limits: libp2p::connection_limits::Behaviour::new(
+                    libp2p::connection_limits::ConnectionLimits::default()
+                        .with_max_established_incoming(Some(config.max_inbound.max(1)))
+                        .with_max_pending_incoming(Some(MAX_PENDING_INBOUND))
+                        .with_max_established_per_peer(Some(MAX_PER_PEER)),
+                ),
             })
             .map_err(|e| setup(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -532,7 +578,7 @@ impl Node {
                 redials.insert(peer, r);
             }
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (progress, _) = tokio::sync::broadcast::channel(256);
         let mut worker = Worker {
             progress: progress.clone(),
@@ -556,6 +602,7 @@ impl Node {
             redial_first: config.redial_first,
             redial_max: config.redial_max,
             auto_started: HashSet::new(),
+            refused_inbound: (0, None),
         };
         for addr in config.peers {
             let (reply, _) = oneshot::channel();
@@ -573,8 +620,17 @@ impl Node {
         })
     }
 
-    fn send(&self, c: Command) -> Result<(), NodeError> {
-        self.commands.send(c).map_err(|_| NodeError::Stopped)
+    /// Queue a command, waiting for room.
+    async fn send(&self, c: Command) -> Result<(), NodeError> {
+        self.commands.send(c).await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Queue a command if there is room now.
+    fn try_send(&self, c: Command) -> Result<(), NodeError> {
+        self.commands.try_send(c).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => NodeError::Busy,
+            mpsc::error::TrySendError::Closed(_) => NodeError::Stopped,
+        })
     }
 
     /// Stop the node: close its connections and listeners and wait until its
@@ -582,7 +638,7 @@ impl Node {
     /// after). Later calls on any handle fail with [`NodeError::Stopped`].
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Shutdown(tx))?;
+        self.send(Command::Shutdown(tx)).await?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
@@ -591,8 +647,10 @@ impl Node {
     /// member, and a sync starts whenever a member connects. Manual: nothing
     /// moves until [`Node::sync_now`] or [`Node::sync_all`] (this node still
     /// answers peers that sync with it). Can be switched while running.
+    /// Does not wait: fails with [`NodeError::Busy`] while the node's command
+    /// queue is full.
     pub fn set_live(&self, live: bool) -> Result<(), NodeError> {
-        self.send(Command::Live(live))
+        self.try_send(Command::Live(live))
     }
 
     /// This node's peer id.
@@ -603,7 +661,7 @@ impl Node {
     /// The addresses the node listens on (waits until every listener has one).
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Addrs(tx))?;
+        self.send(Command::Addrs(tx)).await?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
@@ -627,19 +685,22 @@ impl Node {
             addr,
             remember,
             reply,
-        })?;
+        })
+        .await?;
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 
-    /// Stop redialing a remembered peer and forget its addresses.
+    /// Stop redialing a remembered peer and forget its addresses. Does not
+    /// wait: fails with [`NodeError::Busy`] while the node's command queue is
+    /// full.
     pub fn forget_peer(&self, peer: PeerId) -> Result<(), NodeError> {
-        self.send(Command::Forget(peer))
+        self.try_send(Command::Forget(peer))
     }
 
     /// The connected and remembered peers.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Peers(tx))?;
+        self.send(Command::Peers(tx)).await?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
@@ -647,7 +708,7 @@ impl Node {
     /// moved (records and bytes each way, messages, duration).
     pub async fn sync_now(&self, peer: PeerId) -> Result<Report, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Sync(peer, tx))?;
+        self.send(Command::Sync(peer, tx)).await?;
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 
@@ -662,14 +723,14 @@ impl Node {
     /// events by status, open conflicts, blocked collections).
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Status(tx))?;
+        self.send(Command::Status(tx)).await?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
     /// Sync with every connected member at once; one result per peer.
     pub async fn sync_all(&self) -> Result<Vec<(PeerId, Result<Report, NodeError>)>, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::SyncAll(tx))?;
+        self.send(Command::SyncAll(tx)).await?;
         let pending = rx.await.map_err(|_| NodeError::Stopped)?;
         let mut out = Vec::with_capacity(pending.len());
         for (peer, rx) in pending {
@@ -688,6 +749,10 @@ struct PeerSyncs {
 }
 
 struct Worker {
+    /// Inbound connections refused by a limit since the last log line, and
+    /// when that line was written (one line per [`REFUSED_LOG_EVERY`], so a
+    /// flood of connections cannot flood the log).
+    refused_inbound: (u64, Option<Instant>),
     progress: tokio::sync::broadcast::Sender<SyncProgress>,
     last: HashMap<PeerId, PeerSyncs>,
     swarm: Swarm<Behaviour>,
@@ -867,7 +932,7 @@ impl Worker {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stopped = loop {
@@ -1214,6 +1279,29 @@ impl Worker {
                     self.feed(peer_id, Input::Hello);
                 }
             }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                let limit = matches!(
+                    &error,
+                    libp2p::swarm::ListenError::Denied { cause }
+                        if cause.downcast_ref::<libp2p::connection_limits::Exceeded>().is_some()
+                );
+                if limit {
+                    let (count, last) = &mut self.refused_inbound;
+                    *count += 1;
+                    let now = Instant::now();
+                    if last.is_none_or(|t| now.duration_since(t) >= REFUSED_LOG_EVERY) {
+                        tracing::warn!(from = %send_back_addr, %error, refused = *count, "refused inbound connections: a connection limit is reached (count since the last such line)");
+                        *count = 0;
+                        *last = Some(now);
+                    }
+                } else {
+                    tracing::debug!(from = %send_back_addr, %error, "an inbound connection failed");
+                }
+            }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
@@ -1475,5 +1563,34 @@ impl Worker {
         if start || restart {
             self.feed(peer, Input::Start);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle whose task never reads: calls that do not wait are refused
+    /// with `Busy` once the queue is full, and with `Stopped` once the task
+    /// is gone; nothing queues without bound.
+    #[test]
+    fn a_full_command_queue_refuses_with_busy_then_stopped() {
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (progress, _) = tokio::sync::broadcast::channel(1);
+        let node = Node {
+            peer_id: PeerId::random(),
+            commands,
+            progress,
+        };
+        for _ in 0..COMMAND_QUEUE {
+            node.set_live(true).expect("room in the queue");
+        }
+        assert!(matches!(node.set_live(false), Err(NodeError::Busy)));
+        assert!(matches!(
+            node.forget_peer(PeerId::random()),
+            Err(NodeError::Busy)
+        ));
+        drop(rx);
+        assert!(matches!(node.set_live(true), Err(NodeError::Stopped)));
     }
 }
