@@ -259,18 +259,6 @@ impl Signer {
         }
     }
 
-    /// A new random key.
-    pub(crate) fn generate() -> Self {
-        Self::from_keypair(&libp2p::identity::ed25519::Keypair::generate())
-    }
-
-    /// The signer of a node identity's ed25519 key pair.
-    pub(crate) fn from_keypair(key: &libp2p::identity::ed25519::Keypair) -> Self {
-        let mut secret = [0u8; 32];
-        secret.copy_from_slice(&key.to_bytes()[..32]);
-        Self::from_secret(&secret)
-    }
-
     /// The secret key's bytes (for storing it).
     pub(crate) fn secret(&self) -> [u8; 32] {
         self.key.to_bytes()
@@ -409,8 +397,8 @@ mod tests {
 
     #[test]
     fn a_seal_verifies_only_unaltered_and_under_its_actors_key() {
-        let a = Signer::generate();
-        let b = Signer::generate();
+        let a = Signer::from_secret(&[1; 32]);
+        let b = Signer::from_secret(&[2; 32]);
         let v = Verifier::default();
         let hashes = [[7u8; 32], [1u8; 32], [7u8; 32]];
         let seals = a.seal(&hashes);
@@ -451,7 +439,7 @@ mod tests {
 
     #[test]
     fn large_transactions_make_several_seals_and_bad_bytes_are_refused() {
-        let a = Signer::generate();
+        let a = Signer::from_secret(&[3; 32]);
         let hashes: Vec<[u8; 32]> = (0..600u32)
             .map(|i| {
                 let mut h = [0u8; 32];

@@ -74,7 +74,7 @@ fn local_updates(n: usize, pending: bool) -> Result<f64> {
     let r = open(MemoryStore::new(), pending, n)?;
     // An authority elsewhere: this replica's writes are events.
     r.found_group()?;
-    let elsewhere = crate::sign::hex(&crate::sign::Signer::generate().public());
+    let elsewhere = crate::sign::hex(&crate::replica::new_signer().public());
     r.add_member(&elsewhere, Role::Authority)?;
     super::insert_batched(&r, 0..n, 100)?;
     let t = Instant::now();

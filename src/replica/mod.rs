@@ -394,7 +394,7 @@ impl Replica {
         let ed = key
             .try_into_ed25519()
             .map_err(|_| identity("it holds a key that is not ed25519".into()))?;
-        let signer = Signer::from_keypair(&ed);
+        let signer = signer_of(&ed);
         match existing {
             None => {
                 store.put(keys::ACTOR, &signer.public())?;
@@ -462,7 +462,7 @@ impl Replica {
                     Signer::from_secret(&secret)
                 }
                 (None, None) => {
-                    let s = Signer::generate();
+                    let s = new_signer();
                     storage.put(keys::SIGNING_KEY, &s.secret())?;
                     storage.put(keys::ACTOR, &s.public())?;
                     storage.flush()?;
@@ -982,4 +982,17 @@ pub struct StorageInfo {
     /// The size of the snapshot kept under its own key, if the document is too
     /// large to keep inline.
     pub external_snapshot_bytes: Option<usize>,
+}
+
+/// The signer of a node identity's ed25519 key pair (the pure `sign` module
+/// knows ed25519 keys, not libp2p's types).
+fn signer_of(key: &libp2p::identity::ed25519::Keypair) -> Signer {
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&key.to_bytes()[..32]);
+    Signer::from_secret(&secret)
+}
+
+/// A signer with a new random key.
+pub(crate) fn new_signer() -> Signer {
+    signer_of(&libp2p::identity::ed25519::Keypair::generate())
 }
