@@ -1026,3 +1026,54 @@ async fn inbound_connections_past_the_limit_are_refused() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// `disconnect` closes the connection and keeps a remembered peer from being
+/// redialed for the rest of the run; a later dial connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_closes_the_connection_and_stops_redialing_until_a_dial() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(da.path()), replica(db.path()));
+    let quick =
+        |c: NodeConfig| c.with_redial(Duration::from_millis(100), Duration::from_millis(200));
+    let na = start(&a).await;
+    let nb = start_with(&b, quick(NodeConfig::default().listen_on([tcp()]))).await;
+    let addr = na.listen_addrs().await.unwrap().remove(0);
+    let pa = nb.add_peer(addr.clone()).await.unwrap();
+    let connected = |n: &Node, p: libp2p::PeerId| {
+        let n = n.clone();
+        async move {
+            n.peers()
+                .await
+                .unwrap()
+                .iter()
+                .any(|i| i.peer == p && i.connected)
+        }
+    };
+    assert!(connected(&nb, pa).await);
+    assert!(nb.disconnect(pa).await.unwrap(), "it was connected");
+    let mut down = false;
+    for _ in 0..100 {
+        if !connected(&nb, pa).await && !connected(&na, nb.peer_id()).await {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(down, "still connected after disconnect");
+    // Well past several redial delays, B has not dialed A again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !connected(&nb, pa).await,
+        "a disconnected peer was redialed"
+    );
+    assert!(!nb.disconnect(pa).await.unwrap(), "not connected any more");
+    // Its address stays remembered, and a dial connects again.
+    assert_eq!(b.addresses().unwrap().len(), 1);
+    a.insert("item", "a0", item("from a")).unwrap();
+    let again = nb.dial(addr).await.unwrap();
+    let report = nb.sync_now(again).await.unwrap();
+    assert_eq!(report.records_received, 1);
+    for n in [na, nb] {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -332,6 +332,7 @@ enum Command {
     Addrs(oneshot::Sender<Vec<Multiaddr>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Forget(PeerId),
+    Disconnect(PeerId, oneshot::Sender<bool>),
     Status(oneshot::Sender<NodeStatus>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -695,6 +696,18 @@ impl Node {
     /// full.
     pub fn forget_peer(&self, peer: PeerId) -> Result<(), NodeError> {
         self.try_send(Command::Forget(peer))
+    }
+
+    /// Close every connection to `peer` now; returns whether it was
+    /// connected. A sync running with it fails ("the connection closed"). A
+    /// remembered peer is not redialed for the rest of this run (its
+    /// addresses stay stored, so the next start dials it again; see
+    /// [`Node::forget_peer`]); [`Node::dial`] connects again. The peer itself
+    /// may connect again: to keep a member out, revoke it.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<bool, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Disconnect(peer, tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
     }
 
     /// The connected and remembered peers.
@@ -1176,6 +1189,16 @@ impl Worker {
                     })
                     .collect();
                 let _ = reply.send(info);
+            }
+            Command::Disconnect(peer, reply) => {
+                // Not redialed for the rest of this run; its stored addresses
+                // stay, so the next start dials it again.
+                self.redials.remove(&peer);
+                let connected = self.swarm.is_connected(&peer);
+                if connected {
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                let _ = reply.send(connected);
             }
             Command::Forget(peer) => {
                 self.redials.remove(&peer);
