@@ -222,13 +222,23 @@ message = "an expense over 5000 needs a director"
     }
 }
 
+/// Sync `dev` with the hub, unrecorded, until a sync moves nothing (at most
+/// five times): what the recorded syncs print then depends on the steps of
+/// the story, not on how far the previous sync got. A single unrecorded sync
+/// once left the device with one more record for the hub in a clean CI run
+/// (the recorded sync after `put e3` sent 2 records, not 1); which record it
+/// was is not known yet.
 fn settle(s: &mut Session, dev: &str, addr: &str) {
-    let out = Command::new(bin())
-        .current_dir(s.dir.path())
-        .args(["--store", dev, "sync", "--peer", addr, "--timeout", "30"])
-        .output()
-        .unwrap();
-    let _ = out;
+    for _ in 0..5 {
+        let out = Command::new(bin())
+            .current_dir(s.dir.path())
+            .args(["--store", dev, "sync", "--peer", addr, "--timeout", "30"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(": 0 records sent, 0 received;") {
+            return;
+        }
+    }
 }
 
 #[test]
