@@ -368,10 +368,7 @@ impl Replica {
                 });
             }
             if !changes.is_empty() {
-                let mut batch = Batch::new();
-                for (k, v) in Inner::event_writes(&groups, &updates)? {
-                    batch.write(k, v);
-                }
+                let batch = Batch::of_writes(Inner::event_writes(&groups, &updates)?);
                 self.inner.storage.apply(batch)?;
                 self.inner.storage.flush()?;
             }
@@ -440,10 +437,8 @@ impl Replica {
                 ),
             });
         }
-        let mut batch = Batch::new();
-        for (k, v) in Inner::event_writes(&[(key, events)], &HashMap::from([(id, None)]))? {
-            batch.write(k, v);
-        }
+        let gone = HashMap::from([(id, None)]);
+        let batch = Batch::of_writes(Inner::event_writes(&[(key, events)], &gone)?);
         self.inner.storage.apply(batch)?;
         self.inner.storage.flush()?;
         Ok(())

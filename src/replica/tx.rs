@@ -1230,15 +1230,11 @@ impl<'r> Tx<'r> {
             std::thread::spawn(move || drop(unkept));
         }
         // Buffers of ordinary batches are kept; a huge one's are freed.
+        // (`commit` has set the events hint.)
         if staged.capacity() <= SPARE_MAX {
-            let mut index = std::mem::take(&mut self.index);
-            index.clear();
-            let hint = self.state.spare.events.min(SPARE_MAX);
-            self.state.spare = Spare {
-                staged,
-                index,
-                events: hint,
-            };
+            self.index.clear();
+            self.state.spare.staged = staged;
+            self.state.spare.index = std::mem::take(&mut self.index);
         }
         events
     }

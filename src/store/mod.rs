@@ -80,6 +80,13 @@ impl Batch {
         self.ops.push((key, value));
     }
 
+    /// A batch of these writes (`Some` puts, `None` removes).
+    pub fn of_writes(writes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) -> Self {
+        let mut b = Self::new();
+        b.ops.extend(writes);
+        b
+    }
+
     /// How many operations are staged.
     pub fn len(&self) -> usize {
         self.ops.len()
